@@ -1,0 +1,33 @@
+// The backend registry: one backend per device kind. The CPU backend registers itself on first use.
+#include "engine/backend.h"
+
+#include "engine/cpu/cpu_backend.h"
+
+namespace hdssl {
+namespace {
+Backend* g_cuda = nullptr;
+}
+
+void register_backend(DeviceKind kind, Backend* b) {
+  HDSSL_CHECK(kind == DeviceKind::CUDA) << "only the CUDA backend registers itself";
+  g_cuda = b;
+}
+
+bool cuda_available() { return g_cuda != nullptr; }
+
+Backend& backend(Device device) {
+  if (device.is_cpu()) {
+    static CpuBackend cpu;
+    return cpu;
+  }
+  if (!g_cuda)
+    throw Error("device " + device.str() + " requested, but no CUDA device is available (built " +
+#ifdef HDSSL_HAVE_CUDA
+                std::string("with CUDA; no device found or hdssl::cuda::init() not called)"));
+#else
+                std::string("without CUDA support)"));
+#endif
+  return *g_cuda;
+}
+
+}  // namespace hdssl

@@ -1,0 +1,111 @@
+// Elementwise kernels: one OpenMP loop each over the flat contiguous data.
+#include <cmath>
+
+#include "engine/cpu/cpu_backend.h"
+
+namespace hdssl {
+
+void CpuBackend::fill(Tensor& out, double value) {
+  const int64_t n = out.numel();
+  if (out.dtype() == DType::I32) {
+    int32_t* o = out.data<int32_t>();
+    for (int64_t i = 0; i < n; ++i) o[i] = int32_t(value);
+    return;
+  }
+  dispatch_float(out.dtype(), "fill", [&](auto tag) {
+    using T = decltype(tag);
+    T* o = out.data<T>();
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (int64_t i = 0; i < n; ++i) o[i] = T(value);
+  });
+}
+
+void CpuBackend::cast(const Tensor& x, Tensor& out) {
+  HDSSL_CHECK(x.shape() == out.shape()) << "cast: " << x.describe() << " -> " << out.describe();
+  const int64_t n = x.numel();
+  auto convert = [&](auto* src) {
+    if (out.dtype() == DType::F32) { float* o = out.data<float>(); for (int64_t i = 0; i < n; ++i) o[i] = float(src[i]); }
+    else if (out.dtype() == DType::F64) { double* o = out.data<double>(); for (int64_t i = 0; i < n; ++i) o[i] = double(src[i]); }
+    else { int32_t* o = out.data<int32_t>(); for (int64_t i = 0; i < n; ++i) o[i] = int32_t(src[i]); }
+  };
+  if (x.dtype() == DType::F32) convert(x.data<float>());
+  else if (x.dtype() == DType::F64) convert(x.data<double>());
+  else convert(x.data<int32_t>());
+}
+
+void CpuBackend::axpby(double a, const Tensor& x, double b, const Tensor& y, Tensor& out) {
+  check_same(x, y, "axpby");
+  check_same(x, out, "axpby");
+  dispatch_float(x.dtype(), "axpby", [&](auto tag) {
+    using T = decltype(tag);
+    const T* px = x.data<T>(); const T* py = y.data<T>(); T* po = out.data<T>();
+    const T ta = T(a), tb = T(b);
+    const int64_t n = x.numel();
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (int64_t i = 0; i < n; ++i) po[i] = ta * px[i] + tb * py[i];
+  });
+}
+
+void CpuBackend::mul(const Tensor& x, const Tensor& y, Tensor& out) {
+  check_same(x, y, "mul");
+  check_same(x, out, "mul");
+  dispatch_float(x.dtype(), "mul", [&](auto tag) {
+    using T = decltype(tag);
+    const T* px = x.data<T>(); const T* py = y.data<T>(); T* po = out.data<T>();
+    const int64_t n = x.numel();
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (int64_t i = 0; i < n; ++i) po[i] = px[i] * py[i];
+  });
+}
+
+void CpuBackend::relu_forward(const Tensor& x, Tensor& y) {
+  check_same(x, y, "relu");
+  dispatch_float(x.dtype(), "relu", [&](auto tag) {
+    using T = decltype(tag);
+    const T* px = x.data<T>(); T* py = y.data<T>();
+    const int64_t n = x.numel();
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (int64_t i = 0; i < n; ++i) py[i] = px[i] > T(0) ? px[i] : T(0);
+  });
+}
+
+void CpuBackend::relu_backward(const Tensor& y, const Tensor& dy, Tensor& dx) {
+  check_same(y, dy, "relu_backward");
+  check_same(y, dx, "relu_backward");
+  dispatch_float(y.dtype(), "relu_backward", [&](auto tag) {
+    using T = decltype(tag);
+    const T* py = y.data<T>(); const T* pdy = dy.data<T>(); T* pdx = dx.data<T>();
+    const int64_t n = y.numel();
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (int64_t i = 0; i < n; ++i) pdx[i] = py[i] > T(0) ? pdy[i] : T(0);
+  });
+}
+
+void CpuBackend::sigmoid_forward(const Tensor& x, Tensor& y) {
+  check_same(x, y, "sigmoid");
+  dispatch_float(x.dtype(), "sigmoid", [&](auto tag) {
+    using T = decltype(tag);
+    const T* px = x.data<T>(); T* py = y.data<T>();
+    const int64_t n = x.numel();
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (int64_t i = 0; i < n; ++i) {
+      // Two branches so exp never overflows.
+      if (px[i] >= T(0)) py[i] = T(1) / (T(1) + std::exp(-px[i]));
+      else { T e = std::exp(px[i]); py[i] = e / (T(1) + e); }
+    }
+  });
+}
+
+void CpuBackend::sigmoid_backward(const Tensor& y, const Tensor& dy, Tensor& dx) {
+  check_same(y, dy, "sigmoid_backward");
+  check_same(y, dx, "sigmoid_backward");
+  dispatch_float(y.dtype(), "sigmoid_backward", [&](auto tag) {
+    using T = decltype(tag);
+    const T* py = y.data<T>(); const T* pdy = dy.data<T>(); T* pdx = dx.data<T>();
+    const int64_t n = y.numel();
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (int64_t i = 0; i < n; ++i) pdx[i] = pdy[i] * py[i] * (T(1) - py[i]);
+  });
+}
+
+}  // namespace hdssl
