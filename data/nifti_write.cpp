@@ -1,0 +1,117 @@
+// NIfTI writer: label maps and images in a given grid, through nifti_clib's nifti_image_write.
+//
+// The volume is z fastest in memory and x fastest on disk, so values are transposed while they are
+// converted to the output datatype. Integer outputs round to nearest and refuse values out of range.
+#include <nifti/nifti2_io.h>
+#include <sys/stat.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <limits>
+
+#include "data/nifti.h"
+
+namespace hdssl::data {
+namespace {
+
+template <class T>
+void fill(void* dst, const Volume& v, const std::string& path) {
+  T* out = static_cast<T*>(dst);
+  const int64_t nx = v.dims[0], ny = v.dims[1], nz = v.dims[2];
+  for (int64_t z = 0; z < nz; ++z)
+    for (int64_t y = 0; y < ny; ++y)
+      for (int64_t x = 0; x < nx; ++x) {
+        double val = v.data[size_t((x * ny + y) * nz + z)];
+        if constexpr (std::is_integral_v<T>) {
+          val = std::nearbyint(val);
+          if (!(val >= double(std::numeric_limits<T>::lowest()) && val <= double(std::numeric_limits<T>::max())))
+            throw DataError(path + ": value " + std::to_string(val) + " at voxel (" + std::to_string(x) + "," +
+                            std::to_string(y) + "," + std::to_string(z) + ") does not fit the output datatype");
+        }
+        out[(z * ny + y) * nx + x] = T(val);
+      }
+}
+
+}  // namespace
+
+void write_nifti(const std::string& path, const Volume& vol, int datatype, const NiftiGeometry* geom) {
+  if (!is_nifti_name(path)) throw DataError(path + ": output name must end in .nii, .nii.gz, .hdr or .hdr.gz");
+  if (int64_t(vol.data.size()) != vol.numel()) throw DataError(path + ": volume data size does not match its dims");
+  if (geom && geom->dims != vol.dims) throw DataError(path + ": volume dims differ from the original grid's");
+  int64_t dims[8] = {3, vol.dims[0], vol.dims[1], vol.dims[2], 1, 1, 1, 1};
+  nifti_image* nim = nifti_make_new_nim(dims, datatype, 0);
+  if (!nim) throw DataError(path + ": nifti_clib could not make an image of datatype " + std::to_string(datatype));
+  struct Free { nifti_image* n; ~Free() { nifti_image_free(n); } } guard{nim};
+  nim->data = calloc(size_t(vol.numel()), size_t(nim->nbyper));
+  if (!nim->data) throw DataError(path + ": out of memory");
+  switch (datatype) {
+    case kUInt8: fill<uint8_t>(nim->data, vol, path); break;
+    case kInt8: fill<int8_t>(nim->data, vol, path); break;
+    case kInt16: fill<int16_t>(nim->data, vol, path); break;
+    case kUInt16: fill<uint16_t>(nim->data, vol, path); break;
+    case kInt32: fill<int32_t>(nim->data, vol, path); break;
+    case kUInt32: fill<uint32_t>(nim->data, vol, path); break;
+    case kInt64: fill<int64_t>(nim->data, vol, path); break;
+    case kUInt64: fill<uint64_t>(nim->data, vol, path); break;
+    case kFloat32: fill<float>(nim->data, vol, path); break;
+    case kFloat64: fill<double>(nim->data, vol, path); break;
+    default: throw DataError(path + ": cannot write datatype " + std::to_string(datatype));
+  }
+
+  if (geom) {
+    nim->qfac = geom->pixdim[0] < 0 ? -1 : 1;
+    nim->pixdim[0] = nim->qfac;
+    nim->dx = nim->pixdim[1] = geom->pixdim[1];
+    nim->dy = nim->pixdim[2] = geom->pixdim[2];
+    nim->dz = nim->pixdim[3] = geom->pixdim[3];
+    nim->qform_code = geom->qform_code;
+    nim->sform_code = geom->sform_code;
+    nim->quatern_b = geom->quatern[0]; nim->quatern_c = geom->quatern[1]; nim->quatern_d = geom->quatern[2];
+    nim->qoffset_x = geom->qoffset[0]; nim->qoffset_y = geom->qoffset[1]; nim->qoffset_z = geom->qoffset[2];
+    for (int i = 0; i < 3; ++i) for (int j = 0; j < 4; ++j) nim->sto_xyz.m[i][j] = geom->srow[i][j];
+    nim->sto_xyz.m[3][0] = nim->sto_xyz.m[3][1] = nim->sto_xyz.m[3][2] = 0; nim->sto_xyz.m[3][3] = 1;
+    nim->xyz_units = geom->xyzt_units & 7;
+    // nifti_clib recomputes qto_xyz from the quaternion when writing; keep its copy consistent.
+    nim->qto_xyz = nifti_quatern_to_dmat44(nim->quatern_b, nim->quatern_c, nim->quatern_d, nim->qoffset_x,
+                                           nim->qoffset_y, nim->qoffset_z, std::fabs(nim->dx), std::fabs(nim->dy),
+                                           std::fabs(nim->dz), nim->qfac);
+  } else {
+    nifti_dmat44 m;
+    for (int i = 0; i < 4; ++i) for (int j = 0; j < 4; ++j) m.m[i][j] = vol.affine[i][j];
+    nim->sto_xyz = m;
+    nim->qto_xyz = m;
+    nim->sform_code = nim->qform_code = 1;
+    double qb, qc, qd, qx, qy, qz, dx, dy, dz, qfac;
+    nifti_dmat44_to_quatern(m, &qb, &qc, &qd, &qx, &qy, &qz, &dx, &dy, &dz, &qfac);
+    nim->quatern_b = qb; nim->quatern_c = qc; nim->quatern_d = qd;
+    nim->qoffset_x = qx; nim->qoffset_y = qy; nim->qoffset_z = qz;
+    nim->qfac = qfac; nim->pixdim[0] = qfac;
+    nim->dx = nim->pixdim[1] = dx; nim->dy = nim->pixdim[2] = dy; nim->dz = nim->pixdim[3] = dz;
+    nim->xyz_units = NIFTI_UNITS_MM;
+  }
+  nim->scl_slope = 1;
+  nim->scl_inter = 0;
+  // Write to a temporary name first and rename, so readers never see half a file.
+  bool pair = path.size() >= 4 && (path.compare(path.size() - 4, 4, ".hdr") == 0 ||
+                                   (path.size() >= 7 && path.compare(path.size() - 7, 7, ".hdr.gz") == 0));
+  nim->nifti_type = pair ? NIFTI_FTYPE_NIFTI1_2 : NIFTI_FTYPE_NIFTI1_1;
+  if (nifti_set_filenames(nim, path.c_str(), 0, 1) != 0) throw DataError(path + ": nifti_clib rejected the file name");
+  nim->nifti_type = pair ? NIFTI_FTYPE_NIFTI1_2 : NIFTI_FTYPE_NIFTI1_1;
+  std::remove(path.c_str());
+  nifti_image_write(nim);
+  struct stat st;
+  if (stat(nim->fname, &st) != 0 || st.st_size < 348) throw DataError(path + ": writing failed (check the folder exists and is writable)");
+  if (pair && (stat(nim->iname, &st) != 0)) throw DataError(std::string(nim->iname) + ": writing failed");
+}
+
+void write_label_nifti(const std::string& path, const Volume& labels, const NiftiGeometry* geom) {
+  float mx = 0;
+  for (float v : labels.data) {
+    if (!(v >= 0 && v <= 65535 && v == std::floor(v))) throw DataError(path + ": label value " + std::to_string(v) + " is not an integer in [0, 65535]");
+    mx = std::max(mx, v);
+  }
+  write_nifti(path, labels, mx <= 255 ? kUInt8 : kUInt16, geom);
+}
+
+}  // namespace hdssl::data
