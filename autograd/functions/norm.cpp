@@ -1,0 +1,59 @@
+// Batch normalization: forward, then the backward closure right under it.
+//
+// Training mode normalizes with batch statistics (saved mean and invstd) and updates the running
+// statistics in place; its gradient is the backend's batchnorm_backward. Eval mode is the affine map
+//   y = x * s + (beta - running_mean * s),  s = gamma / sqrt(running_var + eps)   (per channel),
+// so dx = dy * s, dgamma = sum(dy * xhat) with xhat = (x - running_mean) / sqrt(running_var + eps), and
+// dbeta = sum(dy). Both dx and xhat are themselves eval-mode batch norms (with beta = 0 and, for dx, mean
+// 0), so the eval gradient reuses batchnorm_forward_eval and runs on any backend.
+#include "autograd/functions.h"
+
+namespace hdssl::ag {
+
+Variable batchnorm(const Variable& x, const Variable& gamma, const Variable& beta, Tensor& running_mean,
+                   Tensor& running_var, bool training, const BatchNormArgs& args) {
+  const Tensor xv = x.value(), gv = gamma.value();
+  HDSSL_CHECK(xv.dim() >= 2) << "batchnorm: expected [N,C,...], got " << xv.describe();
+  Backend& be = backend(xv.device());
+  Tensor y = Tensor::empty_like(xv);
+  if (training) {
+    Tensor mean = Tensor::empty(gv.shape(), xv.dtype(), xv.device());
+    Tensor invstd = Tensor::empty(gv.shape(), xv.dtype(), xv.device());
+    be.batchnorm_forward_train(xv, gv, beta.value(), y, mean, invstd, running_mean, running_var, args);
+    return make_result("batchnorm", y, {x, gamma, beta},
+                       [xv, gv, mean, invstd](const Tensor& g, const std::vector<bool>& needs, std::vector<Tensor>& gin) {
+                         Tensor dx = Tensor::empty_like(xv), dgamma = Tensor::empty_like(gv),
+                                dbeta = Tensor::empty_like(gv);
+                         backend(g.device()).batchnorm_backward(xv, g, gv, mean, invstd, dx, dgamma, dbeta);
+                         if (needs[0]) gin[0] = dx;
+                         if (needs[1]) gin[1] = dgamma;
+                         if (needs[2]) gin[2] = dbeta;
+                       });
+  }
+  be.batchnorm_forward_eval(xv, gv, beta.value(), running_mean, running_var, y, args);
+  // The running statistics are copied: a later training step may update them before this backward runs.
+  const Tensor rm = running_mean.clone(), rv = running_var.clone();
+  return make_result("batchnorm_eval", y, {x, gamma, beta},
+                     [xv, gv, rm, rv, args](const Tensor& g, const std::vector<bool>& needs, std::vector<Tensor>& gin) {
+                       Backend& b = backend(g.device());
+                       const Tensor zeros = Tensor::zeros_like(gv);
+                       if (needs[0]) {  // dy * gamma / sqrt(rv + eps)
+                         gin[0] = Tensor::empty_like(g);
+                         b.batchnorm_forward_eval(g, gv, zeros, zeros, rv, gin[0], args);
+                       }
+                       if (needs[1]) {  // sum(dy * xhat)
+                         Tensor xhat = Tensor::empty_like(xv);
+                         b.batchnorm_forward_eval(xv, Tensor::full(gv.shape(), 1.0, gv.dtype(), gv.device()), zeros,
+                                                  rm, rv, xhat, args);
+                         b.mul(g, xhat, xhat);
+                         gin[1] = Tensor::empty_like(gv);
+                         b.channel_sum(xhat, gin[1]);
+                       }
+                       if (needs[2]) {
+                         gin[2] = Tensor::empty_like(gv);
+                         b.channel_sum(g, gin[2]);
+                       }
+                     });
+}
+
+}  // namespace hdssl::ag

@@ -1,0 +1,192 @@
+// Max-pooling, nearest upsampling, cropping and channel copies: pure data movement on [N*C] volumes.
+//
+// Max-pool 2x2x2 in ceil mode: output voxel o covers input [2o, min(2o+2, X)) on each axis, so an odd size
+// leaves a partial last window (never an empty one). The window is scanned x, then y, then z, keeping the
+// first maximum (a strict >) like PyTorch; idx stores its flat index within the sample-channel volume, and
+// the backward pass scatters dy there. Windows do not overlap, so every loop is parallel over (n, c)
+// volumes without races.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "engine/cpu/cpu_backend.h"
+
+namespace hdssl {
+namespace {
+int64_t half_up(int64_t v) { return (v + 1) / 2; }
+
+void check_5d(const Tensor& t, const char* op) {
+  HDSSL_CHECK(t.dim() == 5) << op << ": expected a 5D N,C,X,Y,Z tensor, got " << t.describe();
+}
+}  // namespace
+
+void CpuBackend::maxpool2_forward(const Tensor& x, Tensor& y, Tensor& idx) {
+  check_5d(x, "maxpool2");
+  const int64_t NC = x.size(0) * x.size(1), X = x.size(2), Y = x.size(3), Z = x.size(4);
+  const int64_t OX = half_up(X), OY = half_up(Y), OZ = half_up(Z);
+  const Shape ys{x.size(0), x.size(1), OX, OY, OZ};
+  HDSSL_CHECK(y.shape() == ys && y.dtype() == x.dtype() && idx.shape() == ys && idx.dtype() == DType::I32)
+      << "maxpool2: x " << x.describe() << " y " << y.describe() << " idx " << idx.describe();
+  dispatch_float(x.dtype(), "maxpool2", [&](auto tag) {
+    using T = decltype(tag);
+    const T* px = x.data<T>();
+    T* py = y.data<T>();
+    int32_t* pi = idx.data<int32_t>();
+#pragma omp parallel for schedule(static)
+    for (int64_t v = 0; v < NC; ++v) {
+      const T* in = px + v * X * Y * Z;
+      int64_t o = v * OX * OY * OZ;
+      for (int64_t ox = 0; ox < OX; ++ox)
+        for (int64_t oy = 0; oy < OY; ++oy)
+          for (int64_t oz = 0; oz < OZ; ++oz, ++o) {
+            int64_t best = (2 * ox * Y + 2 * oy) * Z + 2 * oz;
+            T m = in[best];
+            for (int64_t ix = 2 * ox; ix < std::min(X, 2 * ox + 2); ++ix)
+              for (int64_t iy = 2 * oy; iy < std::min(Y, 2 * oy + 2); ++iy)
+                for (int64_t iz = 2 * oz; iz < std::min(Z, 2 * oz + 2); ++iz) {
+                  const int64_t i = (ix * Y + iy) * Z + iz;
+                  if (in[i] > m || std::isnan(in[i])) {  // PyTorch's rule: a NaN propagates
+                    m = in[i];
+                    best = i;
+                  }
+                }
+            py[o] = m;
+            pi[o] = int32_t(best);
+          }
+    }
+  });
+}
+
+void CpuBackend::maxpool2_backward(const Tensor& dy, const Tensor& idx, Tensor& dx) {
+  check_5d(dx, "maxpool2_backward");
+  const int64_t NC = dx.size(0) * dx.size(1), V = dx.size(2) * dx.size(3) * dx.size(4);
+  const Shape ys{dx.size(0), dx.size(1), half_up(dx.size(2)), half_up(dx.size(3)), half_up(dx.size(4))};
+  HDSSL_CHECK(dy.shape() == ys && idx.shape() == ys && idx.dtype() == DType::I32 && dy.dtype() == dx.dtype())
+      << "maxpool2_backward: dy " << dy.describe() << " idx " << idx.describe() << " dx " << dx.describe();
+  const int64_t OV = numel(ys) / std::max<int64_t>(1, NC);
+  dispatch_float(dx.dtype(), "maxpool2_backward", [&](auto tag) {
+    using T = decltype(tag);
+    const T* pdy = dy.data<T>();
+    const int32_t* pi = idx.data<int32_t>();
+    T* pdx = dx.data<T>();
+#pragma omp parallel for schedule(static)
+    for (int64_t v = 0; v < NC; ++v) {
+      T* out = pdx + v * V;
+      std::fill(out, out + V, T(0));
+      for (int64_t o = v * OV; o < (v + 1) * OV; ++o) out[pi[o]] += pdy[o];
+    }
+  });
+}
+
+void CpuBackend::upsample2_forward(const Tensor& x, Tensor& y) {
+  check_5d(x, "upsample2");
+  const int64_t NC = x.size(0) * x.size(1), X = x.size(2), Y = x.size(3), Z = x.size(4);
+  HDSSL_CHECK(y.shape() == Shape({x.size(0), x.size(1), 2 * X, 2 * Y, 2 * Z}) && y.dtype() == x.dtype())
+      << "upsample2: x " << x.describe() << " y " << y.describe();
+  dispatch_float(x.dtype(), "upsample2", [&](auto tag) {
+    using T = decltype(tag);
+    const T* px = x.data<T>();
+    T* py = y.data<T>();
+#pragma omp parallel for schedule(static)
+    for (int64_t v = 0; v < NC * 2 * X; ++v) {  // one output x-plane each
+      const int64_t nc = v / (2 * X), ox = v % (2 * X);
+      const T* in = px + (nc * X + ox / 2) * Y * Z;
+      T* out = py + v * 4 * Y * Z;
+      for (int64_t oy = 0; oy < 2 * Y; ++oy, out += 2 * Z) {
+        const T* row = in + (oy / 2) * Z;
+        for (int64_t oz = 0; oz < 2 * Z; ++oz) out[oz] = row[oz / 2];
+      }
+    }
+  });
+}
+
+void CpuBackend::upsample2_backward(const Tensor& dy, Tensor& dx) {
+  check_5d(dx, "upsample2_backward");
+  const int64_t NC = dx.size(0) * dx.size(1), X = dx.size(2), Y = dx.size(3), Z = dx.size(4);
+  HDSSL_CHECK(dy.shape() == Shape({dx.size(0), dx.size(1), 2 * X, 2 * Y, 2 * Z}) && dy.dtype() == dx.dtype())
+      << "upsample2_backward: dy " << dy.describe() << " dx " << dx.describe();
+  dispatch_float(dx.dtype(), "upsample2_backward", [&](auto tag) {
+    using T = decltype(tag);
+    const T* pdy = dy.data<T>();
+    T* pdx = dx.data<T>();
+    const int64_t OY = 2 * Y, OZ = 2 * Z;
+#pragma omp parallel for schedule(static)
+    for (int64_t v = 0; v < NC * X; ++v) {  // one input x-plane each
+      const T* in = pdy + v * 2 * OY * OZ;
+      T* out = pdx + v * Y * Z;
+      for (int64_t iy = 0; iy < Y; ++iy)
+        for (int64_t iz = 0; iz < Z; ++iz) {
+          const T* b = in + (2 * iy) * OZ + 2 * iz;
+          out[iy * Z + iz] = b[0] + b[1] + b[OZ] + b[OZ + 1] + b[OY * OZ] + b[OY * OZ + 1] + b[OY * OZ + OZ] +
+                             b[OY * OZ + OZ + 1];
+        }
+    }
+  });
+}
+
+namespace {
+// Copies the box between a big volume and a small one (the crop), in either direction, row by row.
+template <class T>
+void copy_box(const Tensor& big, const Tensor& small, const int64_t o[3], bool to_small) {
+  const int64_t NC = big.size(0) * big.size(1), X = big.size(2), Y = big.size(3), Z = big.size(4);
+  const int64_t x = small.size(2), y = small.size(3), z = small.size(4);
+  T* pb = big.data<T>();
+  T* ps = small.data<T>();
+#pragma omp parallel for schedule(static)
+  for (int64_t v = 0; v < NC * x; ++v) {
+    const int64_t nc = v / x, ix = v % x;
+    for (int64_t iy = 0; iy < y; ++iy) {
+      T* b = pb + ((nc * X + ix + o[0]) * Y + iy + o[1]) * Z + o[2];
+      T* s = ps + (v * y + iy) * z;
+      if (to_small) std::memcpy(s, b, size_t(z) * sizeof(T));
+      else std::memcpy(b, s, size_t(z) * sizeof(T));
+    }
+  }
+}
+
+void check_crop(const Tensor& big, const Tensor& small, const int64_t o[3], const char* op) {
+  check_5d(big, op);
+  HDSSL_CHECK(small.dim() == 5 && small.size(0) == big.size(0) && small.size(1) == big.size(1) &&
+              small.dtype() == big.dtype())
+      << op << ": " << big.describe() << " vs box " << small.describe();
+  for (int d = 0; d < 3; ++d)
+    HDSSL_CHECK(o[d] >= 0 && o[d] + small.size(2 + d) <= big.size(2 + d))
+        << op << ": box of size " << shape_str(small.shape()) << " at offset (" << o[0] << ", " << o[1] << ", "
+        << o[2] << ") does not fit in " << big.describe();
+}
+}  // namespace
+
+void CpuBackend::crop_forward(const Tensor& x, Tensor& y, const int64_t offset[3]) {
+  check_crop(x, y, offset, "crop");
+  dispatch_float(x.dtype(), "crop", [&](auto tag) { copy_box<decltype(tag)>(x, y, offset, true); });
+}
+
+void CpuBackend::crop_backward(const Tensor& dy, Tensor& dx, const int64_t offset[3]) {
+  check_crop(dx, dy, offset, "crop_backward");
+  fill(dx, 0.0);
+  dispatch_float(dx.dtype(), "crop_backward", [&](auto tag) { copy_box<decltype(tag)>(dx, dy, offset, false); });
+}
+
+void CpuBackend::copy_channels(const Tensor& src, Tensor& dst, int64_t c0, bool reverse) {
+  HDSSL_CHECK(src.dim() >= 2 && src.dim() == dst.dim() && src.dtype() == dst.dtype())
+      << "copy_channels: " << src.describe() << " vs " << dst.describe();
+  for (int64_t d = 0; d < src.dim(); ++d)
+    HDSSL_CHECK(d == 1 || src.size(d) == dst.size(d)) << "copy_channels: " << src.describe() << " vs " << dst.describe();
+  const int64_t outer = src.size(0), Cs = src.size(1), Cd = dst.size(1);
+  HDSSL_CHECK(c0 >= 0 && c0 + Cs <= Cd) << "copy_channels: channels [" << c0 << ", " << c0 + Cs << ") of "
+                                         << dst.describe();
+  const int64_t inner = Cs == 0 || outer == 0 ? 0 : src.numel() / (outer * Cs);
+  const size_t es = dtype_size(src.dtype()), run = size_t(Cs * inner) * es;
+  char* ps = static_cast<char*>(src.raw());
+  char* pd = static_cast<char*>(dst.raw()) + size_t(c0 * inner) * es;
+  HDSSL_CHECK(src.is_contiguous() && dst.is_contiguous()) << "copy_channels: tensors must be contiguous";
+#pragma omp parallel for schedule(static) if (outer > 1 && run > 65536)
+  for (int64_t n = 0; n < outer; ++n) {
+    char* s = ps + size_t(n) * run;
+    char* d = pd + size_t(n * Cd * inner) * es;
+    if (reverse) std::memcpy(s, d, run);
+    else std::memcpy(d, s, run);
+  }
+}
+
+}  // namespace hdssl
