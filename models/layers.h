@@ -1,0 +1,45 @@
+// The three layers the networks are made of: Conv3d, BatchNorm (3D volumes or 2D rows) and Linear.
+// Parameter names and shapes are PyTorch's ("weight", "bias", "running_mean", "running_var",
+// "num_batches_tracked"), initialization is PyTorch's default (see module.h).
+#pragma once
+#include "autograd/functions.h"
+#include "models/module.h"
+
+namespace hdssl::models {
+
+// Conv3d(cin, cout, k): stride 1, "same" zero padding (k odd), weight [cout, cin, k, k, k], bias [cout].
+class Conv3d : public Module {
+ public:
+  Conv3d(int64_t cin, int64_t cout, int k, bool bias, Rng& rng, const ModuleOptions& o);
+  Variable forward(const Variable& x) const { return ag::conv3d(x, weight, bias, k_ / 2); }
+  // A 1x1x1 conv applied to rows [N, cin] (the same numbers as the conv on gathered voxels).
+  Variable forward_rows(const Variable& rows) const;
+  Variable weight, bias;
+
+ private:
+  int k_;
+};
+
+// BatchNorm over all dimensions but 1, momentum 0.1, eps 1e-5 (BatchNorm1d / BatchNorm3d).
+class BatchNorm : public Module {
+ public:
+  BatchNorm(int64_t c, const ModuleOptions& o);
+  Variable forward(const Variable& x);
+  Variable weight, bias;
+  Tensor running_mean, running_var;
+  int64_t num_batches_tracked = 0;
+};
+
+// Linear(in, out): x [N, in] -> [N, out], weight [out, in].
+class Linear : public Module {
+ public:
+  Linear(int64_t in, int64_t out, Rng& rng, const ModuleOptions& o);
+  Variable forward(const Variable& x) const { return ag::linear(x, weight, bias); }
+  Variable weight, bias;
+};
+
+// A differentiable view with another shape (same number of elements). Not in the autograd catalogue
+// yet; proposed for autograd/functions.h as ag::reshape.
+Variable reshape(const Variable& x, const Shape& shape);
+
+}  // namespace hdssl::models
