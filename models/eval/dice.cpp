@@ -23,7 +23,7 @@ static int label_at(const data::Volume& v, size_t i, int num_classes, const char
 std::vector<ClassOverlap> class_overlaps(const data::Volume& pred, const data::Volume& ref, int num_classes) {
   if (pred.dims != ref.dims)
     throw data::DataError("Dice: prediction and reference label maps have different dims");
-  std::vector<ClassOverlap> o(size_t(num_classes));
+  std::vector<ClassOverlap> o(static_cast<size_t>(num_classes));
   for (size_t i = 0; i < pred.data.size(); ++i) {
     int p = label_at(pred, i, num_classes, "predicted");
     int r = label_at(ref, i, num_classes, "reference");

@@ -26,7 +26,7 @@ std::vector<Fold> make_folds(std::vector<std::string> cases, int k, uint64_t see
     throw data::DataError("folds: need 2 <= k <= number of cases (k = " + std::to_string(k) + ", " +
                           std::to_string(cases.size()) + " cases)");
   shuffle(cases, seed, 0xf01d);
-  std::vector<Fold> folds(size_t(k));
+  std::vector<Fold> folds(static_cast<size_t>(k));
   for (size_t i = 0; i < cases.size(); ++i)
     for (size_t f = 0; f < folds.size(); ++f) (f == i % size_t(k) ? folds[f].val : folds[f].train).push_back(cases[i]);
   for (Fold& f : folds) {
