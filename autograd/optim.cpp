@@ -1,0 +1,69 @@
+// Adam and gradient-norm clipping (see optim.h for how clipping folds into the update).
+#include "autograd/optim.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace hdssl {
+
+Adam::Adam(std::vector<Variable> params, AdamArgs args) : params_(std::move(params)), args_(args) {
+  for (const Variable& p : params_) {
+    HDSSL_CHECK(p.defined() && is_floating(p.dtype())) << "Adam: parameters must be defined float tensors";
+    exp_avg_.push_back(Tensor::zeros(p.shape(), p.dtype(), p.device()));
+    exp_avg_sq_.push_back(Tensor::zeros(p.shape(), p.dtype(), p.device()));
+  }
+  param_steps_.assign(params_.size(), 0);
+}
+
+void Adam::step(double grad_scale) {
+  ++step_count_;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    Variable& p = params_[i];
+    if (!p.grad().defined()) continue;
+    AdamArgs a = args_;
+    a.step = ++param_steps_[i];
+    backend(p.device()).adam_step(p.value(), p.grad(), exp_avg_[i], exp_avg_sq_[i], a, grad_scale);
+  }
+}
+
+void Adam::zero_grad() { hdssl::zero_grad(params_); }
+
+double grad_norm(const std::vector<Variable>& params) {
+  // One [1] accumulator per dtype and device: sum_squares adds into it, read once at the end.
+  struct Acc { DType dtype; Device device; Tensor sum; };
+  std::vector<Acc> accs;
+  for (const Variable& p : params) {
+    const Tensor& g = p.grad();
+    if (!g.defined()) continue;
+    Acc* acc = nullptr;
+    for (Acc& a : accs) if (a.dtype == g.dtype() && a.device == g.device()) acc = &a;
+    if (!acc) { accs.push_back({g.dtype(), g.device(), Tensor::zeros({1}, g.dtype(), g.device())}); acc = &accs.back(); }
+    backend(g.device()).sum_squares(g, acc->sum);
+  }
+  double total = 0;
+  for (const Acc& a : accs) total += a.sum.item();
+  return std::sqrt(total);
+}
+
+double clip_coefficient(double total_norm, double max_norm) {
+  return std::min(1.0, max_norm / (total_norm + 1e-6));
+}
+
+double clip_grad_norm(const std::vector<Variable>& params, double max_norm) {
+  const double total = grad_norm(params);
+  const double c = clip_coefficient(total, max_norm);
+  for (Variable p : params) {  // a Variable is a handle: this copy shares the parameter
+    const Tensor& g = p.grad();
+    if (!g.defined()) continue;
+    Tensor scaled = Tensor::empty_like(g);  // a new tensor: gradients may be shared between graph values
+    backend(g.device()).axpby(c, g, 0.0, g, scaled);
+    p.grad() = scaled;
+  }
+  return total;
+}
+
+void zero_grad(const std::vector<Variable>& params) {
+  for (Variable p : params) p.zero_grad();
+}
+
+}  // namespace hdssl

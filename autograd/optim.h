@@ -1,0 +1,60 @@
+// Adam and the training helpers around it, with PyTorch's semantics (torch.optim.Adam without weight
+// decay or amsgrad; torch.nn.utils.clip_grad_norm_).
+//
+// Gradient-norm clipping without an extra pass: clip_grad_norm() multiplies every gradient by
+//   c = min(1, max_norm / (total_norm + 1e-6)),
+// and Adam's first use of a gradient is g * grad_scale. So the usual
+//   clip_grad_norm(params, 1.0); opt.step();
+// and the fused
+//   opt.step(clip_coefficient(grad_norm(params), 1.0));
+// give the same update (the same float operations, in fact); the second never rewrites the gradients.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "autograd/variable.h"
+#include "engine/backend.h"
+
+namespace hdssl {
+
+class Adam {
+ public:
+  // lr, betas and eps come from args; args.step is ignored (each parameter counts its own steps).
+  Adam(std::vector<Variable> params, AdamArgs args = {});
+
+  // One update of every parameter that has a gradient, its gradient first multiplied by grad_scale.
+  // A parameter without a gradient is skipped and its step count does not advance (PyTorch: a parameter
+  // unused for the first 1,000 steps then starts with bias correction of step 1).
+  void step(double grad_scale = 1.0);
+  void zero_grad();  // drops every parameter's gradient (PyTorch's set_to_none)
+
+  // State, for checkpoints. exp_avg / exp_avg_sq hold one tensor per parameter (zeros until its first
+  // update, which is what PyTorch's lazily created state would hold); param_steps are the per-parameter
+  // step counts used for bias correction; step_count is the number of step() calls.
+  int64_t step_count() const { return step_count_; }
+  void set_step_count(int64_t s) { step_count_ = s; }
+  std::vector<Tensor>& exp_avg() { return exp_avg_; }
+  std::vector<Tensor>& exp_avg_sq() { return exp_avg_sq_; }
+  std::vector<int64_t>& param_steps() { return param_steps_; }
+  const std::vector<Variable>& params() const { return params_; }
+  double lr() const { return args_.lr; }
+  void set_lr(double lr) { args_.lr = lr; }
+
+ private:
+  std::vector<Variable> params_;
+  AdamArgs args_;
+  int64_t step_count_ = 0;
+  std::vector<Tensor> exp_avg_, exp_avg_sq_;
+  std::vector<int64_t> param_steps_;
+};
+
+// The 2-norm of all gradients together (parameters without a gradient contribute nothing).
+double grad_norm(const std::vector<Variable>& params);
+// PyTorch's clip factor: min(1, max_norm / (total_norm + 1e-6)).
+double clip_coefficient(double total_norm, double max_norm);
+// torch.nn.utils.clip_grad_norm_: scales every gradient by clip_coefficient(total, max_norm) in place and
+// returns total, the norm before clipping. Prefer grad_norm + Adam::step(scale) in a training loop.
+double clip_grad_norm(const std::vector<Variable>& params, double max_norm);
+void zero_grad(const std::vector<Variable>& params);
+
+}  // namespace hdssl

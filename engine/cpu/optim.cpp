@@ -1,0 +1,35 @@
+// Adam on one parameter tensor, in the operation order of PyTorch's single-tensor Adam (torch 1.13):
+//   g = grad * grad_scale;  m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;
+//   p -= (lr / (1 - b1^t)) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+// grad_scale is where gradient-norm clipping folds in (autograd/optim.h): scaling inside the update is
+// the same arithmetic as scaling the gradient first, without a pass over the gradients.
+#include <cmath>
+
+#include "engine/cpu/cpu_backend.h"
+
+namespace hdssl {
+
+void CpuBackend::adam_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamArgs& a,
+                           double grad_scale) {
+  check_same(param, grad, "adam_step");
+  check_same(param, m, "adam_step");
+  check_same(param, v, "adam_step");
+  HDSSL_CHECK(a.step >= 1) << "adam_step: step is 1-based, got " << a.step;
+  dispatch_float(param.dtype(), "adam_step", [&](auto tag) {
+    using T = decltype(tag);
+    T* pp = param.data<T>(); const T* pg = grad.data<T>(); T* pm = m.data<T>(); T* pv = v.data<T>();
+    const T b1 = T(a.beta1), b2 = T(a.beta2), eps = T(a.eps), scale = T(grad_scale);
+    const T step_size = T(a.lr / (1.0 - std::pow(a.beta1, double(a.step))));
+    const T bc2_sqrt = T(std::sqrt(1.0 - std::pow(a.beta2, double(a.step))));
+    const int64_t n = param.numel();
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (int64_t i = 0; i < n; ++i) {
+      const T g = pg[i] * scale;
+      pm[i] = pm[i] * b1 + g * (T(1) - b1);
+      pv[i] = pv[i] * b2 + (T(1) - b2) * g * g;
+      pp[i] -= step_size * (pm[i] / (std::sqrt(pv[i]) / bc2_sqrt + eps));
+    }
+  });
+}
+
+}  // namespace hdssl
