@@ -1,0 +1,114 @@
+// PretrainLoader: batch shapes, positive pairs that map to the same voxel, and the same batches for the same
+// seed whatever the number of threads (and after seek).
+#include <gtest/gtest.h>
+
+#include <cstring>
+
+#include "data/loader.h"
+#include "tests/data/test_util.h"
+
+using namespace hdssl;
+using namespace hdssl::data;
+
+namespace {
+
+std::vector<PreprocessedVolume> volumes() {
+  static std::vector<PreprocessedVolume> v = {test::small_preprocessed(0), test::small_preprocessed(1)};
+  return v;
+}
+
+PretrainConfig small_config(PretrainConfig::Aug aug) {
+  PretrainConfig c;
+  c.patch = {32, 32, 16};
+  c.batch_pairs = 3;
+  c.voxels_per_pair = 64;
+  c.aug = aug;
+  c.seed = 42;
+  return c;
+}
+
+bool same(const Tensor& a, const Tensor& b) {
+  return a.shape() == b.shape() && a.dtype() == b.dtype() && std::memcmp(a.raw(), b.raw(), a.nbytes()) == 0;
+}
+bool same(const PretrainBatch& a, const PretrainBatch& b) {
+  return same(a.view_a, b.view_a) && same(a.view_b, b.view_b) && same(a.target_a, b.target_a) &&
+         same(a.target_b, b.target_b) && same(a.coords_a, b.coords_a) && same(a.coords_b, b.coords_b);
+}
+
+}  // namespace
+
+TEST(Loader, ShapesAndPositivePairsPointAtTheSameVoxel) {
+  auto vols = volumes();
+  PretrainLoader loader(vols, small_config(PretrainConfig::Aug::Local), 2, 2);
+  PretrainBatch b = loader.next();
+  EXPECT_EQ(b.view_a.shape(), (Shape{3, 1, 32, 32, 16}));
+  EXPECT_EQ(b.target_b.shape(), (Shape{3, 1, 32, 32, 16}));
+  EXPECT_EQ(b.coords_a.shape(), (Shape{3, 64, 3}));
+  EXPECT_EQ(b.coords_a.dtype(), DType::I32);
+  const int32_t* ca = b.coords_a.data<int32_t>();
+  const int32_t* cb = b.coords_b.data<int32_t>();
+  const float* ta = b.target_a.data<float>();
+  const float* tb = b.target_b.data<float>();
+  const int64_t P = 32 * 32 * 16;
+  for (int p = 0; p < 3; ++p) {
+    const PreprocessedVolume& v = vols[size_t(b.volume[size_t(p)])];
+    for (int k = 0; k < 64; ++k) {
+      const int32_t* a = ca + (p * 64 + k) * 3;
+      const int32_t* c = cb + (p * 64 + k) * 3;
+      for (int ax = 0; ax < 3; ++ax) {
+        ASSERT_GE(a[ax], 0);
+        ASSERT_LT(a[ax], b.view_a.size(2 + ax));
+        ASSERT_EQ(a[ax] + b.start_a[size_t(p)][size_t(ax)], c[ax] + b.start_b[size_t(p)][size_t(ax)]);
+      }
+      int64_t x = a[0] + b.start_a[size_t(p)][0], y = a[1] + b.start_a[size_t(p)][1], z = a[2] + b.start_a[size_t(p)][2];
+      EXPECT_TRUE(v.body.data[size_t(v.image.index(x, y, z))]) << "positive pair outside the body";
+      // Targets are un-augmented copies of the volume: both patches hold the volume's value there.
+      EXPECT_EQ(ta[p * P + (a[0] * 32 + a[1]) * 16 + a[2]], v.image.at(x, y, z));
+      EXPECT_EQ(tb[p * P + (c[0] * 32 + c[1]) * 16 + c[2]], v.image.at(x, y, z));
+    }
+  }
+  EXPECT_EQ(loader.position(), 1u);
+}
+
+TEST(Loader, SameBatchesWhateverTheThreadCount) {
+  for (auto aug : {PretrainConfig::Aug::Local, PretrainConfig::Aug::Vox2vec}) {
+    PretrainLoader l0(volumes(), small_config(aug), 0, 1), l1(volumes(), small_config(aug), 1, 1),
+        l3(volumes(), small_config(aug), 3, 3);
+    for (int k = 0; k < 4; ++k) {
+      PretrainBatch a = l0.next(), b = l1.next(), c = l3.next();
+      EXPECT_TRUE(same(a, b)) << "batch " << k << " differs between 0 and 1 worker threads";
+      EXPECT_TRUE(same(a, c)) << "batch " << k << " differs between 0 and 3 worker threads";
+      EXPECT_FALSE(same(a.view_a, a.target_a)) << "augmentation changed nothing";
+    }
+  }
+}
+
+TEST(Loader, SeekResumesAtTheSameBatch) {
+  PretrainLoader ref(volumes(), small_config(PretrainConfig::Aug::Local), 2, 2);
+  std::vector<PretrainBatch> first;
+  for (int k = 0; k < 5; ++k) first.push_back(ref.next());
+  PretrainLoader l(volumes(), small_config(PretrainConfig::Aug::Local), 2, 3);
+  l.next();
+  l.seek(3);
+  EXPECT_EQ(l.position(), 3u);
+  EXPECT_TRUE(same(l.next(), first[3]));
+  EXPECT_TRUE(same(l.next(), first[4]));
+  l.seek(1);
+  EXPECT_TRUE(same(l.next(), first[1]));
+  EXPECT_FALSE(same(first[1], first[2]));
+}
+
+TEST(Loader, DifferentSeedsGiveDifferentBatches) {
+  auto c1 = small_config(PretrainConfig::Aug::None), c2 = c1;
+  c2.seed = 43;
+  PretrainLoader a(volumes(), c1, 0), b(volumes(), c2, 0);
+  PretrainBatch x = a.next(), y = b.next();
+  EXPECT_FALSE(same(x.coords_a, y.coords_a));
+  EXPECT_TRUE(same(x.view_a, x.target_a)) << "Aug::None must leave the views un-augmented";
+}
+
+TEST(Loader, RefusesVolumesSmallerThanThePatch) {
+  auto c = small_config(PretrainConfig::Aug::None);
+  c.patch = {512, 32, 16};
+  EXPECT_THROW(PretrainLoader(volumes(), c, 0), DataError);
+}
