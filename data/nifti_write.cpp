@@ -101,7 +101,7 @@ void write_nifti(const std::string& path, const Volume& vol, int datatype, const
   std::remove(path.c_str());
   nifti_image_write(nim);
   struct stat st;
-  if (stat(nim->fname, &st) != 0 || st.st_size < 348) throw DataError(path + ": writing failed (check the folder exists and is writable)");
+  if (stat(nim->fname, &st) != 0 || st.st_size == 0) throw DataError(path + ": writing failed (check the folder exists and is writable)");
   if (pair && (stat(nim->iname, &st) != 0)) throw DataError(std::string(nim->iname) + ": writing failed");
 }
 
