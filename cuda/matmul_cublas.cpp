@@ -1,0 +1,61 @@
+#include "cuda/matmul_cublas.h"
+
+#include <algorithm>
+
+#include "cuda/check.h"
+#include "cuda/context.h"
+
+namespace hdssl::cuda {
+namespace {
+int as_int(int64_t v, const char* what) {
+  HDSSL_CHECK(v >= 0 && v < (int64_t(1) << 31)) << "cuBLAS: " << what << " = " << v << " exceeds int range";
+  return int(v);
+}
+cublasStatus_t gemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                    const float* alpha, const float* A, int lda, const float* B, int ldb, const float* beta, float* C,
+                    int ldc) {
+  return cublasSgemm(h, ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+cublasStatus_t gemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                    const double* alpha, const double* A, int lda, const double* B, int ldb, const double* beta,
+                    double* C, int ldc) {
+  return cublasDgemm(h, ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+int64_t ld(const Tensor& t) { return std::max<int64_t>(1, t.size(1)); }  // cuBLAS wants ld >= 1
+}  // namespace
+
+template <class T>
+void gemm_rowmajor(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, double alpha, const T* A,
+                   int64_t lda, const T* B, int64_t ldb, double beta, T* C, int64_t ldc) {
+  if (M == 0 || N == 0) return;
+  const T al = T(alpha), be = T(beta);
+  // Column-major view: C^T [N x M] = op(B)^T [N x K] * op(A)^T [K x M].
+  cublasCheck(gemm(ctx().cublas, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N,
+                   as_int(N, "N"), as_int(M, "M"), as_int(K, "K"), &al, B, as_int(ldb, "ldb"), A,
+                   as_int(lda, "lda"), &be, C, as_int(ldc, "ldc")));
+}
+template void gemm_rowmajor<float>(bool, bool, int64_t, int64_t, int64_t, double, const float*, int64_t,
+                                   const float*, int64_t, double, float*, int64_t);
+template void gemm_rowmajor<double>(bool, bool, int64_t, int64_t, int64_t, double, const double*, int64_t,
+                                    const double*, int64_t, double, double*, int64_t);
+
+void matmul(const Tensor& a, const Tensor& b, Tensor& out, bool trans_a, bool trans_b, double alpha, double beta) {
+  HDSSL_CHECK(a.dim() == 2 && b.dim() == 2 && out.dim() == 2)
+      << "matmul: 2D tensors expected, got " << a.describe() << ", " << b.describe() << ", " << out.describe();
+  HDSSL_CHECK(a.dtype() == b.dtype() && a.dtype() == out.dtype()) << "matmul: dtypes differ";
+  const int64_t M = trans_a ? a.size(1) : a.size(0), K = trans_a ? a.size(0) : a.size(1);
+  const int64_t Kb = trans_b ? b.size(1) : b.size(0), N = trans_b ? b.size(0) : b.size(1);
+  HDSSL_CHECK(K == Kb && out.size(0) == M && out.size(1) == N)
+      << "matmul: shapes " << shape_str(a.shape()) << (trans_a ? "^T" : "") << " @ " << shape_str(b.shape())
+      << (trans_b ? "^T" : "") << " -> " << shape_str(out.shape());
+  if (a.dtype() == DType::F32)
+    gemm_rowmajor<float>(trans_a, trans_b, M, N, K, alpha, a.data<float>(), ld(a), b.data<float>(), ld(b),
+                         beta, out.data<float>(), std::max<int64_t>(1, N));
+  else if (a.dtype() == DType::F64)
+    gemm_rowmajor<double>(trans_a, trans_b, M, N, K, alpha, a.data<double>(), ld(a), b.data<double>(),
+                          ld(b), beta, out.data<double>(), std::max<int64_t>(1, N));
+  else
+    HDSSL_CHECK(false) << "matmul: float32 or float64 expected, got " << a.describe();
+}
+
+}  // namespace hdssl::cuda
