@@ -168,10 +168,10 @@ def main():
     out['out.lc'] = lc.reshape(1)
     out['out.lr'] = lr.reshape(1)
     for k, p in m.named_parameters():
-        out['grad.' + k] = p.grad
+        out['grad.' + k] = p.grad.clone()  # clip_grad_norm_ below scales .grad in place
     for k, v in m.state_dict().items():
         if 'running' in k or 'num_batches' in k:
-            out['after.' + k] = v
+            out['after.' + k] = v.clone()
     # one clipped Adam step (lr 3e-4, clip 1.0)
     opt = torch.optim.Adam(m.parameters(), lr=3e-4)
     norm = torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)

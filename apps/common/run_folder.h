@@ -1,0 +1,63 @@
+// RunFolder: the folder one run writes (DESIGN.md section 3): the effective config.json, a human log
+// (log.txt, every line also on stdout), metrics.csv, progress.png and checkpoints.
+//
+// Opening takes an exclusive lock (flock on RUN/.lock) for the life of the object, so a second process
+// on the same folder is refused with a clear error instead of both writing the same checkpoints. The
+// kernel drops the lock when the process dies, even by SIGKILL, so a killed run can be resumed at once.
+//
+//   hdssl::app::RunFolder run("runs/demo");          // throws hdssl::Error if another process holds it
+//   run.write_json("config.json", cfg);              // atomic (temp + rename)
+//   run.log("step 10 ...");                           // log.txt + stdout
+//   hdssl::app::MetricsCsv m(run.path("metrics.csv"), {"step", "L"}, /*keep_until_step=*/-1);
+#pragma once
+#include <cstdint>
+#include <fstream>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace hdssl::app {
+
+class RunFolder {
+ public:
+  explicit RunFolder(const std::string& dir);
+  ~RunFolder();
+  RunFolder(const RunFolder&) = delete;
+  RunFolder& operator=(const RunFolder&) = delete;
+
+  const std::string& dir() const { return dir_; }
+  std::string path(const std::string& name) const { return dir_ + "/" + name; }
+  bool exists(const std::string& name) const;
+  void write_json(const std::string& name, const nlohmann::json& j) const;  // atomic
+  void log(const std::string& line);         // "YYYY-mm-dd HH:MM:SS line" to log.txt, `line` to stdout
+  void log_file_only(const std::string& line);
+
+ private:
+  std::string dir_;
+  int lock_fd_ = -1;
+  std::ofstream log_;
+  std::mutex mu_;
+};
+
+// metrics.csv: one header line, then one row per call. Opening an existing file keeps its rows with
+// step (first column) <= keep_until_step and drops the later ones (a resumed run redoes those steps);
+// keep_until_step < 0 starts a new file.
+class MetricsCsv {
+ public:
+  MetricsCsv(const std::string& path, std::vector<std::string> columns, int64_t keep_until_step);
+  void row(const std::vector<double>& values);  // flushed at once
+  const std::vector<std::string>& columns() const { return columns_; }
+  // Reads a metrics.csv back: the header and the rows as numbers (for plots and tests).
+  static void read(const std::string& path, std::vector<std::string>& columns, std::vector<std::vector<double>>& rows);
+
+ private:
+  std::vector<std::string> columns_;
+  std::ofstream out_;
+};
+
+// Writes text to path atomically (temp file in the same folder, fsync, rename).
+void write_file_atomic(const std::string& path, const std::string& text);
+
+}  // namespace hdssl::app

@@ -1,0 +1,100 @@
+// The first training step of a tiny network (base 2, 3 scales, odd patch 10x9x6 so ceil-mode pooling and
+// the decoder's crop are exercised) against PyTorch: the same weights (loaded by name from the fixture,
+// written by tests/reference/make_fixture_pretrain_step.py with Debian's torch 1.13) and the same inputs
+// must give the same loss terms, every parameter gradient, the BatchNorm running statistics, and the
+// parameters after one clipped Adam step, all in float64.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+
+#include "autograd/optim.h"
+#include "models/checkpoint.h"
+#include "models/pretrainer.h"
+
+using namespace hdssl;
+using namespace hdssl::models;
+
+namespace {
+const char* kFixture = HDSSL_SOURCE_DIR "/tests/reference/fixtures/pretrain_step_tiny.safetensors";
+
+// max |a - b| / max(floor, max |b|): the error relative to the tensor's scale. `floor` matters only for
+// gradients that are zero in exact arithmetic (the bias of a conv followed by a training-mode BatchNorm,
+// whose batch mean removes it): there both sides hold rounding noise of the size eps * |gradients|.
+double rel_diff(const std::vector<double>& a, const std::vector<double>& b, double floor = 1e-300) {
+  double num = 0, den = floor;
+  for (size_t i = 0; i < a.size(); ++i) {
+    num = std::max(num, std::abs(a[i] - b[i]));
+    den = std::max(den, std::abs(b[i]));
+  }
+  return num / den;
+}
+std::vector<double> values(const SafeTensors& fx, const std::string& name) {
+  const StoredTensor* s = fx.find(name);
+  if (!s) throw Error("fixture lacks " + name);
+  return to_tensor(*s, DType::F64, Device::cpu()).to_vector<double>();
+}
+
+struct Fixture {
+  SafeTensors fx = read_safetensors(kFixture);
+  PretrainConfig cfg;
+  std::unique_ptr<Pretrainer> model;
+  PretrainInputs in;
+  Fixture() {
+    cfg.base = std::stoi(fx.metadata.at("base"));
+    cfg.scales = std::stoi(fx.metadata.at("scales"));
+    cfg.proj_width = std::stoi(fx.metadata.at("proj_width"));
+    cfg.tau = std::stod(fx.metadata.at("tau"));
+    cfg.lambda = std::stod(fx.metadata.at("lambda"));
+    Rng rng(123);
+    model = std::make_unique<Pretrainer>(cfg, rng, ModuleOptions{DType::F64, Device::cpu()});
+    load_module_state(*model, fx, "init.", true);
+    auto t = [&](const char* n, DType d) { return to_tensor(*fx.find(std::string("input.") + n), d, Device::cpu()); };
+    in = {t("view_a", DType::F64), t("view_b", DType::F64), t("target_a", DType::F64), t("target_b", DType::F64),
+          t("coords_a", DType::I32), t("coords_b", DType::I32)};
+  }
+};
+}  // namespace
+
+TEST(PretrainFixture, FirstStepLossGradientsAndAdamMatchPyTorch) {
+  Fixture f;
+  PretrainLoss l = f.model->loss(f.in);
+  const double loss = l.total.value().item(), lc = l.contrastive.value().item(), lr = l.restoration.value().item();
+  std::printf("loss %.15g (torch %.15g)  Lc %.15g (torch %.15g)  Lr %.15g (torch %.15g)\n", loss,
+              values(f.fx, "out.loss")[0], lc, values(f.fx, "out.lc")[0], lr, values(f.fx, "out.lr")[0]);
+  EXPECT_NEAR(loss, values(f.fx, "out.loss")[0], 1e-9 * std::abs(loss));
+  EXPECT_NEAR(lc, values(f.fx, "out.lc")[0], 1e-9 * std::abs(lc));
+  EXPECT_NEAR(lr, values(f.fx, "out.lr")[0], 1e-9 * std::abs(lr));
+  l.total.backward();
+
+  double global = 0;  // the largest gradient element of the whole network (PyTorch's)
+  for (auto& [name, v] : f.model->named_parameters())
+    for (double g : values(f.fx, "grad." + name)) global = std::max(global, std::abs(g));
+  double worst = 0;
+  std::string worst_name;
+  int checked = 0;
+  for (auto& [name, v] : f.model->named_parameters()) {
+    ASSERT_TRUE(v.grad().defined()) << name << " got no gradient";
+    double d = rel_diff(v.grad().to_vector<double>(), values(f.fx, "grad." + name), 1e-5 * global);
+    EXPECT_LT(d, 1e-9) << "gradient of " << name;
+    if (d > worst) { worst = d; worst_name = name; }
+    ++checked;
+  }
+  std::printf("%d parameter gradients, worst relative difference %.3g (%s)\n", checked, worst, worst_name.c_str());
+  for (auto& [name, b] : f.model->named_buffers()) {
+    if (!b.tensor) {
+      EXPECT_EQ(*b.counter, int64_t(values(f.fx, "after." + name)[0])) << name;
+      continue;
+    }
+    EXPECT_LT(rel_diff(b.tensor->to_vector<double>(), values(f.fx, "after." + name)), 1e-9) << name;
+  }
+
+  // One step: clip the global gradient norm to 1.0, then Adam (lr 3e-4).
+  std::vector<Variable> params = f.model->parameters();
+  const double norm = clip_grad_norm(params, 1.0);
+  EXPECT_NEAR(norm, values(f.fx, "out.grad_norm")[0], 1e-9 * norm);
+  Adam adam(params);
+  adam.step();
+  for (auto& [name, v] : f.model->named_parameters())
+    EXPECT_LT(rel_diff(v.value().to_vector<double>(), values(f.fx, "step1." + name)), 1e-9) << "after Adam: " << name;
+}
