@@ -36,6 +36,9 @@ class Adam {
   std::vector<Tensor>& exp_avg() { return exp_avg_; }
   std::vector<Tensor>& exp_avg_sq() { return exp_avg_sq_; }
   std::vector<int64_t>& param_steps() { return param_steps_; }
+  const std::vector<Tensor>& exp_avg() const { return exp_avg_; }  // read-only views, for saving
+  const std::vector<Tensor>& exp_avg_sq() const { return exp_avg_sq_; }
+  const std::vector<int64_t>& param_steps() const { return param_steps_; }
   const std::vector<Variable>& params() const { return params_; }
   double lr() const { return args_.lr; }
   void set_lr(double lr) { args_.lr = lr; }
