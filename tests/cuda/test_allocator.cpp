@@ -1,0 +1,82 @@
+// The caching allocator (cuda/allocator.h): a second identical "training step" does no cudaMalloc, the
+// bytes in use return to where they were, and the statistics add up. Also the no-device path of init().
+#include "cuda/allocator.h"
+#include "tests/cuda/parity.h"
+
+namespace hdssl::test {
+namespace {
+
+// A miniature step touching every kind of allocation the real step makes: tensors of many sizes, a
+// cuDNN workspace, CUB temporary storage, InfoNCE tiles and the BN partials.
+void mini_step(Rng& rng) {
+  const Device d = gpu();
+  Backend& b = backend(d);
+  Tensor x = random({2, 4, 12, 10, 6}, DType::F32, rng).to(d), w = random({8, 4, 3, 3, 3}, DType::F32, rng).to(d);
+  Tensor y = Tensor::empty({2, 8, 12, 10, 6}, DType::F32, d);
+  b.conv3d_forward(x, w, Tensor(), y, Conv3dArgs{});
+  Tensor gamma = Tensor::full({8}, 1.0, DType::F32, d), beta = Tensor::zeros({8}, DType::F32, d);
+  Tensor mean = Tensor::empty({8}, DType::F32, d), invstd = Tensor::empty({8}, DType::F32, d);
+  Tensor rm = Tensor::zeros({8}, DType::F32, d), rv = Tensor::full({8}, 1.0, DType::F32, d);
+  Tensor z = Tensor::empty_like(y);
+  b.batchnorm_forward_train(y, gamma, beta, z, mean, invstd, rm, rv, BatchNormArgs{});
+  Tensor dx = Tensor::empty_like(x), dw = Tensor::empty_like(w);
+  b.conv3d_backward_data(z, w, dx, Conv3dArgs{});
+  b.conv3d_backward_filter(x, z, dw, Conv3dArgs{});
+  Tensor za = random({300, 32}, DType::F32, rng).to(d), zb = random({300, 32}, DType::F32, rng).to(d);
+  Tensor loss = Tensor::empty({1}, DType::F32, d), la = Tensor::empty({300}, DType::F32, d),
+         lb = Tensor::empty({300}, DType::F32, d);
+  b.infonce_forward(za, zb, 0.1, loss, la, lb);
+  Tensor sq = Tensor::zeros({1}, DType::F32, d);
+  b.sum_squares(dw, sq);
+  (void)loss.item();  // the one host read of a step (the logged loss)
+}
+
+TEST(CudaAllocator, SecondIdenticalStepDoesNoCudaMalloc) {
+  HDSSL_REQUIRE_CUDA();
+  Rng rng1(110), rng2(110), rng3(110);
+  mini_step(rng1);  // first step: allocates, chooses conv algorithms
+  backend(gpu()).synchronize();
+  const cuda::AllocatorStats before = cuda::allocator_stats();
+  mini_step(rng2);
+  backend(gpu()).synchronize();
+  const cuda::AllocatorStats after = cuda::allocator_stats();
+  EXPECT_EQ(after.num_cuda_malloc, before.num_cuda_malloc) << "the second identical step called cudaMalloc";
+  EXPECT_EQ(after.bytes_in_use, before.bytes_in_use) << "memory in use grew across one step";
+  EXPECT_GT(after.num_allocations, before.num_allocations);
+  mini_step(rng3);
+  EXPECT_EQ(cuda::allocator_stats().num_cuda_malloc, before.num_cuda_malloc);
+}
+
+TEST(CudaAllocator, StatsAndSizeClasses) {
+  HDSSL_REQUIRE_CUDA();
+  EXPECT_EQ(cuda::CachingAllocator::size_class(1), 512u);
+  EXPECT_EQ(cuda::CachingAllocator::size_class(512), 512u);
+  EXPECT_EQ(cuda::CachingAllocator::size_class(513), 1024u);
+  EXPECT_EQ(cuda::CachingAllocator::size_class((1u << 20) + 1), 2u << 20);
+  cuda::CachingAllocator& a = cuda::allocator();
+  const auto s0 = a.stats();
+  void* p = a.allocate(3 << 20);
+  ASSERT_NE(p, nullptr);
+  const auto s1 = a.stats();
+  EXPECT_EQ(s1.bytes_in_use, s0.bytes_in_use + (4u << 20));
+  EXPECT_GE(s1.peak_bytes_in_use, s1.bytes_in_use);
+  a.deallocate(p);
+  void* q = a.allocate(3 << 20);  // served from the cache
+  EXPECT_EQ(q, p);
+  EXPECT_EQ(a.stats().num_cuda_malloc, s1.num_cuda_malloc);
+  a.deallocate(q);
+  EXPECT_EQ(a.stats().bytes_in_use, s0.bytes_in_use);
+  a.reset_peak();
+  EXPECT_EQ(a.stats().peak_bytes_in_use, a.stats().bytes_in_use);
+}
+
+// Runs everywhere: without a device init() returns false and the CUDA backend is absent, with a clear error.
+TEST(CudaInit, NoDeviceMeansNoBackendAndAClearError) {
+  if (cuda_ready()) GTEST_SKIP() << "a CUDA device is present; this test covers the no-device path";
+  EXPECT_FALSE(cuda::init());
+  EXPECT_FALSE(cuda_available());
+  EXPECT_THROW(backend(Device::cuda()), Error);
+}
+
+}  // namespace
+}  // namespace hdssl::test
