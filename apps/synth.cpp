@@ -4,6 +4,7 @@
 #include <CLI/CLI.hpp>
 
 #include <chrono>
+#include <ctime>
 #include <cstdio>
 
 #include "data/orient.h"
@@ -38,9 +39,11 @@ int main(int argc, char** argv) {
     if (!unlabeled) write_phantom_dataset_json(out, first + cases, seed, cfg);
     for (int i = first; i < first + cases; ++i) {
       auto t0 = std::chrono::steady_clock::now();
+      std::clock_t c0 = std::clock();
       std::string path = write_phantom_case(out, i, seed, cfg, unlabeled);
       double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      std::printf("%s (%.2f s)\n", path.c_str(), s);
+      double cpu = double(std::clock() - c0) / CLOCKS_PER_SEC;
+      std::printf("%s (%.2f s wall, %.2f s CPU)\n", path.c_str(), s, cpu);
       std::fflush(stdout);
       if (!png.empty() && i == first) {
         Phantom ph = make_phantom(cfg, seed, uint64_t(i));

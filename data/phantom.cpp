@@ -220,6 +220,8 @@ Phantom make_phantom(const PhantomConfig& cfg, uint64_t seed, uint64_t case_inde
   auto ramp = [&](double sd) { return std::clamp(0.5 - sd / h, 0.0, 1.0); };
   auto mix = [](double& v, double w, double t) { v += w * (t - v); };
 
+  // Slices are independent (each has its own noise stream), so threads never change the result.
+#pragma omp parallel for schedule(dynamic)
   for (int64_t z = 0; z < dims[2]; ++z) {
     Rng nrng = rng.split(1000 + uint64_t(z));
     const double wz = ph.image.affine[2][3] + double(z) * cfg.spacing[2];
@@ -268,7 +270,7 @@ Phantom make_phantom(const PhantomConfig& cfg, uint64_t seed, uint64_t case_inde
           if (!disc) mix(t, ramp((rs - 1) * 5), T[BONE]);      // spinous process
           // Ribs in the upper part: arcs just inside the muscle wall.
           if (tz > 0.55 && p.y < 0.45 * B) {
-            double rz = std::fmod(p.z + 1000, 24.0);
+            double rz = std::fmod(p.z + 0.45 * std::fabs(p.x) + 1000, 24.0);  // oblique ribs: arcs, not rings
             if (rz < 9) mix(t, ramp(std::fabs(sdm + 5) - 4) * ramp(std::fabs(rz - 4.5) - 4.5), T[BONE]);
           }
           v = T[AIR] + wb * (t - T[AIR]);
@@ -303,6 +305,7 @@ Phantom make_phantom(const PhantomConfig& cfg, uint64_t seed, uint64_t case_inde
   if (cfg.modality == Modality::MRI) {  // smooth multiplicative bias field; magnitude images are positive
     uint64_t bseed = rng.next_u64();
     double strength = 0.25 + rng.uniform(0, 0.2);
+#pragma omp parallel for
     for (int64_t x = 0; x < dims[0]; ++x)
       for (int64_t y = 0; y < dims[1]; ++y)
         for (int64_t z = 0; z < dims[2]; ++z) {
