@@ -97,15 +97,19 @@ void PretrainLoader::worker() {
       b = claim_b_;
       if (++claim_b_ == cfg_.batch_pairs) { claim_b_ = 0; ++claim_k_; }
       auto& s = slots_[k];
-      if (!s) {
-        s = std::make_shared<Slot>();
-        s->batch = make_empty_batch(k);  // small: allocation only
-      }
+      if (!s) s = std::make_shared<Slot>();
       slot = s;
       gen = generation_;
     }
     std::exception_ptr err;
     try {
+      {
+        std::lock_guard<std::mutex> l(slot->alloc_mu);  // the first pair of a batch allocates its tensors
+        if (!slot->allocated) {
+          slot->batch = make_empty_batch(k);
+          slot->allocated = true;
+        }
+      }
       build_pair(k, b, slot->batch);
     } catch (...) {
       err = std::current_exception();
@@ -138,11 +142,7 @@ PretrainBatch PretrainLoader::next() {
     auto it = slots_.find(consume_);
     return it != slots_.end() && it->second->done == cfg_.batch_pairs;
   });
-  if (error_) {
-    auto e = error_;
-    error_ = nullptr;
-    std::rethrow_exception(e);
-  }
+  if (error_) std::rethrow_exception(error_);  // sticky until seek(): a failed batch is never returned
   auto it = slots_.find(consume_);
   PretrainBatch batch = std::move(it->second->batch);
   slots_.erase(it);

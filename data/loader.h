@@ -58,7 +58,7 @@ class PretrainLoader {
   PretrainLoader(const PretrainLoader&) = delete;
   PretrainLoader& operator=(const PretrainLoader&) = delete;
 
-  PretrainBatch next();                 // the batch at position(), then position() += 1
+  PretrainBatch next();                 // the batch at position(), then position() += 1; rethrows a worker error
   uint64_t position() const;            // number of the next batch
   void seek(uint64_t position);         // the next call to next() returns batch `position`
   const std::vector<PreprocessedVolume>& volumes() const { return *volumes_; }
@@ -70,8 +70,10 @@ class PretrainLoader {
 
  private:
   struct Slot {
+    std::mutex alloc_mu;
+    bool allocated = false;
     PretrainBatch batch;
-    int done = 0;
+    int done = 0;  // pairs finished (guarded by the loader's mutex)
   };
   void worker();
 
