@@ -1,33 +1,64 @@
-// 3D convolution (stride 1, "same" zero padding) as GEMM.
+// 3D convolution (stride 1, "same" zero padding) as GEMM, on OpenBLAS.
 //
-// vol2col: for one sample x_n [Ci, X, Y, Z] and a slab of output planes x in [x0, x1), the column buffer
-// col [Ci*k^3, (x1-x0)*Y*Z] holds in row r = (ci, a, b, c) (the weight's own flat order) and column
-// j = (x, y, z) the input voxel x_n[ci, x+a-pad, y+b-pad, z+c-pad], or 0 outside the volume. Each row is a
-// shifted copy of the input, so it is filled with z-runs (memcpy) and zeroed borders. Then
-//   forward          y_n[:, slab]  = W [Co, Ci*k^3] @ col                (+ bias, written first, beta = 1)
-//   backward_data    dcol          = W^T @ dy_n[:, slab];  dx_n += col2vol(dcol)  (the adjoint of vol2col)
-//   backward_filter  dW           += dy_n[:, slab] @ col^T
-// The slab is a contiguous range of y_n's flat spatial index, so GEMMs address it with ld = X*Y*Z and the
-// column buffer stays bounded (kColBudget elements) whatever the volume size. 1x1x1 convs need no
-// vol2col: col is x_n itself.
+// vol2col: for one sample x_n [Ci, X, Y, Z] and a tile of output lines (x, y) (a contiguous range of the
+// flat spatial index, Z voxels per line), the column buffer col [Ci*k^3, tile] holds in row
+// r = (ci, a, b, c) (the weight's own flat order) and column j = (x, y, z) the input voxel
+// x_n[ci, x+a-pad, y+b-pad, z+c-pad], or 0 outside the volume. Each row is a shifted copy of the input, so
+// it is filled with a few long memcpys plus zeroed borders. Then
+//   forward          y_n[:, tile] = W [Co, Ci*k^3] @ col                   (bias written first, beta = 1)
+//   backward_data    dcol         = W^T @ dy_n[:, tile];  dx_n += col2vol(dcol)   (the adjoint of vol2col)
+//   backward_filter  dW^T        += col @ dy_n[:, tile]^T                  (transposed: packs better)
+// GEMMs address a tile of y_n / dy_n in place with ld = X*Y*Z. A tile holds about kTileElems elements of
+// col, so it stays in cache between vol2col and the GEMM, and memory stays bounded for any volume.
+// 1x1x1 convs need no vol2col: col is x_n itself.
 //
-// Threads: with a batch of at least two samples, samples are split over OpenMP threads and OpenBLAS is
-// held at one thread meanwhile (its pthreads would otherwise oversubscribe the cores); with one sample,
-// OpenBLAS threads the GEMMs and OpenMP the vol2col / col2vol loops. The filter gradient is summed per
-// thread-independent sample partial in sample order, so it does not depend on the thread count.
+// Threads: OpenMP splits work that writes disjoint outputs, and OpenBLAS runs single-threaded inside
+// (OpenBLAS's own pthreads next to OpenMP's oversubscribe the cores: measured 10-50x slower here).
+//   forward:          (sample, tile) pairs, each writing its own columns of y;
+//   backward_data:    blocks of input channels, each doing the GEMM rows and col2vol of its channels;
+//   backward_filter:  blocks of rows of dW^T, each doing vol2col and the GEMM for its rows.
+// Every output element is thus summed in the same order whatever the thread count (up to OpenBLAS).
 #include <cblas.h>
 #include <omp.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "engine/cpu/cpu_backend.h"
 
 namespace hdssl {
 namespace {
+// OpenBLAS 0.3.21 (Debian 12) does not recognise some recent CPUs (e.g. Sapphire Rapids in a VM) and falls
+// back to its Prescott (SSE3) kernels, ~10x slower than its AVX-512 ones: this machine runs sgemm at 11
+// instead of 107 GFLOP/s. Unless the user chose a core with OPENBLAS_CORETYPE, re-select the core before
+// any BLAS call when the CPU has AVX-512 (or AVX2) but OpenBLAS picked a pre-AVX core. The hooks are
+// weak, so an OpenBLAS without DYNAMIC_ARCH (and without these functions) links and is left alone.
+extern "C" void gotoblas_dynamic_init(void) __attribute__((weak));
+extern "C" void gotoblas_dynamic_quit(void) __attribute__((weak));
+const bool g_blas_core_checked = [] {
+  if (!gotoblas_dynamic_init || !gotoblas_dynamic_quit || std::getenv("OPENBLAS_CORETYPE")) return false;
+  const std::string core = openblas_get_corename();
+  const bool pre_avx = core == "Prescott" || core == "Core2" || core == "Penryn" || core == "Dunnington" ||
+                       core == "Nehalem" || core == "Atom";
+  __builtin_cpu_init();
+  const char* better = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq")
+                           ? "SKYLAKEX"
+                           : __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? "HASWELL" : nullptr;
+  if (!pre_avx || !better) return false;
+  setenv("OPENBLAS_CORETYPE", better, 0);
+  gotoblas_dynamic_quit();
+  gotoblas_dynamic_init();
+  unsetenv("OPENBLAS_CORETYPE");
+  return true;
+}();
 
-constexpr int64_t kColBudget = int64_t(1) << 23;  // elements of one column buffer (32 MiB float32)
+
+constexpr int64_t kTileElems = int64_t(1) << 18;  // column-buffer elements per tile (1 MiB float32)
+constexpr int64_t kMinTileCols = 256;             // but at least this many columns, for GEMM efficiency
 
 void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
           const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
@@ -44,14 +75,14 @@ void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alpha, const
 struct Geom {
   int64_t N, Ci, Co, X, Y, Z, k, pad;
   int64_t S() const { return X * Y * Z; }
-  int64_t rows() const { return Ci * k * k * k; }  // K of the GEMMs
-  // Planes per slab: the column buffer rows() x (planes*Y*Z) stays within the budget; slabs equal-sized.
-  int64_t planes() const {
-    const int64_t per_plane = std::max<int64_t>(1, rows() * Y * Z);
-    const int64_t max_planes = std::max<int64_t>(1, kColBudget / per_plane);
-    const int64_t slabs = (X + max_planes - 1) / max_planes;
-    return (X + slabs - 1) / slabs;
+  int64_t k3() const { return k * k * k; }
+  int64_t rows() const { return Ci * k3(); }  // K of the forward GEMM
+  // Lines (x, y) per tile, so that a tile of col has about kTileElems elements.
+  int64_t lines() const {
+    const int64_t cols = std::max(kMinTileCols, kTileElems / std::max<int64_t>(1, rows()));
+    return std::max<int64_t>(1, std::min(X * Y, cols / std::max<int64_t>(1, Z)));
   }
+  int64_t tiles() const { return (X * Y + lines() - 1) / lines(); }
 };
 
 Geom geometry(const Tensor& x_like, const Tensor& w, const Conv3dArgs& a, const char* op) {
@@ -63,69 +94,120 @@ Geom geometry(const Tensor& x_like, const Tensor& w, const Conv3dArgs& a, const 
   return Geom{x_like.size(0), w.size(1), w.size(0), x_like.size(2), x_like.size(3), x_like.size(4), k, a.pad};
 }
 
-// Runs body(n, thread) for every sample: over OpenMP threads with single-threaded OpenBLAS when the batch
-// can feed them, else serially (OpenBLAS and the inner OpenMP loops then use the cores).
+// Runs body(item, thread) for items [0, n) over OpenMP threads (static split), with OpenBLAS held at one
+// thread meanwhile. body gets the thread number to pick its scratch buffer.
 template <class F>
-void for_each_sample(int64_t N, int& threads_used, F&& body) {
-  const int threads = std::min<int64_t>(omp_get_max_threads(), N);
-  threads_used = std::max(threads, 1);
-  if (threads <= 1) {
-    for (int64_t n = 0; n < N; ++n) body(n, 0);
-    return;
-  }
+void parallel_items(int64_t n, F&& body) {
+  const int threads = int(std::max<int64_t>(1, std::min<int64_t>(omp_get_max_threads(), n)));
   const int blas_threads = openblas_get_num_threads();
-  openblas_set_num_threads(1);
+  if (blas_threads != 1) openblas_set_num_threads(1);
 #pragma omp parallel for schedule(static) num_threads(threads)
-  for (int64_t n = 0; n < N; ++n) body(n, omp_get_thread_num());
-  openblas_set_num_threads(blas_threads);
+  for (int64_t i = 0; i < n; ++i) body(i, omp_get_thread_num());
+  if (blas_threads != 1) openblas_set_num_threads(blas_threads);
 }
 
-// col = vol2col(x_n) for output planes [x0, x1). Rows are independent: parallel unless inside a sample loop.
+// [lo, hi) of block b when n things are split into `blocks` near-equal contiguous blocks.
+int64_t block_begin(int64_t n, int64_t blocks, int64_t b) { return n * b / blocks; }
+
+// One scratch buffer per OpenMP thread.
 template <class T>
-void vol2col(const Geom& g, const T* xn, int64_t x0, int64_t x1, T* col, bool parallel) {
-  const int64_t k = g.k, Y = g.Y, Z = g.Z, cols = (x1 - x0) * Y * Z;
-#pragma omp parallel for schedule(static) if (parallel)
-  for (int64_t r = 0; r < g.rows(); ++r) {
-    const int64_t ci = r / (k * k * k), a = r / (k * k) % k, b = r / k % k, c = r % k;
-    const int64_t dz = c - g.pad, z_lo = std::max<int64_t>(0, -dz), z_hi = std::min(Z, Z - dz);
-    T* out = col + r * cols;
-    for (int64_t x = x0; x < x1; ++x) {
-      const int64_t ix = x + a - g.pad;
-      for (int64_t y = 0; y < Y; ++y, out += Z) {
-        const int64_t iy = y + b - g.pad;
-        if (ix < 0 || ix >= g.X || iy < 0 || iy >= Y || z_lo >= z_hi) {
-          std::fill(out, out + Z, T(0));
-          continue;
-        }
-        const T* in = xn + ((ci * g.X + ix) * Y + iy) * Z + dz;
-        std::fill(out, out + z_lo, T(0));
-        std::memcpy(out + z_lo, in + z_lo, size_t(z_hi - z_lo) * sizeof(T));
-        std::fill(out + z_hi, out + Z, T(0));
-      }
-    }
+struct Scratch {
+  std::vector<std::vector<T>> per_thread{size_t(std::max(1, omp_get_max_threads()))};
+  T* get(int thread, int64_t n) {
+    std::vector<T>& v = per_thread[size_t(thread)];
+    if (int64_t(v.size()) < n) v.resize(size_t(n));
+    return v.data();
+  }
+};
+
+// Walks the tile's lines [l0, l1) one x at a time: calls f(x, y0, y1, offset of line (x, y0) in the tile).
+template <class F>
+void for_each_x_run(const Geom& g, int64_t l0, int64_t l1, F&& f) {
+  for (int64_t l = l0; l < l1;) {
+    const int64_t x = l / g.Y, y0 = l % g.Y, y1 = std::min(g.Y, y0 + (l1 - l));
+    f(x, y0, y1, (l - l0) * g.Z);
+    l += y1 - y0;
   }
 }
 
-// dx_n += col2vol(dcol), the adjoint of vol2col. Rows of one input channel hit the same voxels, so the
-// parallel split is over channels.
+// The shift of one kernel row r = (ci, a, b, c) and the y range [ya, yb) of the run [y0, y1) whose source
+// lines iy = y + b - pad lie in the volume.
+struct Tap {
+  int64_t ci, a, b, dz, z_lo, z_hi;
+  Tap(const Geom& g, int64_t r) {
+    const int64_t k = g.k;
+    ci = r / (k * k * k), a = r / (k * k) % k, b = r / k % k, dz = r % k - g.pad;
+    z_lo = std::clamp<int64_t>(-dz, 0, g.Z), z_hi = std::clamp<int64_t>(g.Z - dz, z_lo, g.Z);
+  }
+  void y_range(const Geom& g, int64_t y0, int64_t y1, int64_t& ya, int64_t& yb) const {
+    ya = std::clamp(g.pad - b, y0, y1), yb = std::clamp(g.Y + g.pad - b, ya, y1);
+  }
+};
+
+// Zeroes the entries of each of n lines of out whose source z + dz falls outside [0, Z): |dz| entries at
+// one end of each line (kept as plain stores: a memset call per line would cost more than the stores).
 template <class T>
-void col2vol(const Geom& g, const T* dcol, int64_t x0, int64_t x1, T* dxn, bool parallel) {
-  const int64_t k = g.k, k3 = k * k * k, Y = g.Y, Z = g.Z, cols = (x1 - x0) * Y * Z;
-#pragma omp parallel for schedule(static) if (parallel)
-  for (int64_t ci = 0; ci < g.Ci; ++ci) {
+__attribute__((optimize("no-tree-loop-distribute-patterns"))) void zero_z_borders(T* out, int64_t n, const Geom& g,
+                                                                                 const Tap& t) {
+  if (t.dz == 0) return;
+  const int64_t lo = t.dz > 0 ? t.z_hi : 0, hi = t.dz > 0 ? g.Z : t.z_lo;
+  for (int64_t j = 0; j < n; ++j, out += g.Z)
+    for (int64_t z = lo; z < hi; ++z) out[z] = T(0);
+}
+
+// Rows [r0, r1) of col = vol2col(x_n) for the output lines [l0, l1) (line l = (x, y) = (l / Y, l % Y), Z
+// columns each). For one x the valid source lines are contiguous in memory, so each is one shifted memcpy;
+// the entries that the shift pulled across a line end are zeroed afterwards.
+template <class T>
+void vol2col(const Geom& g, const T* xn, int64_t r0, int64_t r1, int64_t l0, int64_t l1, T* col) {
+  const int64_t cols = (l1 - l0) * g.Z, Z = g.Z;
+  for (int64_t r = r0; r < r1; ++r) {
+    const Tap t(g, r);
+    T* out = col + (r - r0) * cols;
+    for_each_x_run(g, l0, l1, [&](int64_t x, int64_t y0, int64_t y1, int64_t off) {
+      T* o = out + off;
+      const int64_t ix = x + t.a - g.pad;
+      int64_t ya, yb;
+      t.y_range(g, y0, y1, ya, yb);
+      if (ix < 0 || ix >= g.X) ya = yb = y0;
+      if (ya > y0) std::memset(o, 0, size_t((ya - y0) * Z) * sizeof(T));
+      if (y1 > yb) std::memset(o + (yb - y0) * Z, 0, size_t((y1 - yb) * Z) * sizeof(T));
+      const int64_t len = (yb - ya) * Z, d = std::abs(t.dz);
+      if (len == 0) return;
+      const T* src = xn + ((t.ci * g.X + ix) * g.Y + ya + t.b - g.pad) * Z;  // line (ix, iy(ya)), z = 0
+      T* dst = o + (ya - y0) * Z;                                             // dst[j] = src[j + dz]
+      const int64_t n = std::max<int64_t>(0, len - d);
+      if (t.dz >= 0) std::memcpy(dst, src + std::min(d, len), size_t(n) * sizeof(T));
+      else std::memcpy(dst + std::min(d, len), src, size_t(n) * sizeof(T));
+      zero_z_borders(dst, yb - ya, g, t);
+    });
+  }
+}
+
+// dx_n[c0:c1] += col2vol(dcol), the adjoint of vol2col for the rows of input channels [c0, c1): the
+// same shifted runs, added instead of copied (after zeroing dcol's border entries, which would otherwise
+// land on the neighbouring line).
+template <class T>
+void col2vol(const Geom& g, T* dcol, int64_t c0, int64_t c1, int64_t l0, int64_t l1, T* dxn) {
+  const int64_t k3 = g.k * g.k * g.k, cols = (l1 - l0) * g.Z, Z = g.Z;
+  for (int64_t ci = c0; ci < c1; ++ci) {
     for (int64_t r = ci * k3; r < (ci + 1) * k3; ++r) {
-      const int64_t a = r / (k * k) % k, b = r / k % k, c = r % k;
-      const int64_t dz = c - g.pad, z_lo = std::max<int64_t>(0, -dz), z_hi = std::min(Z, Z - dz);
-      const T* in = dcol + r * cols;
-      for (int64_t x = x0; x < x1; ++x) {
-        const int64_t ix = x + a - g.pad;
-        for (int64_t y = 0; y < Y; ++y, in += Z) {
-          const int64_t iy = y + b - g.pad;
-          if (ix < 0 || ix >= g.X || iy < 0 || iy >= Y) continue;
-          T* out = dxn + ((ci * g.X + ix) * Y + iy) * Z + dz;
-          for (int64_t z = z_lo; z < z_hi; ++z) out[z] += in[z];
-        }
-      }
+      const Tap t(g, r);
+      T* in = dcol + (r - c0 * k3) * cols;
+      for_each_x_run(g, l0, l1, [&](int64_t x, int64_t y0, int64_t y1, int64_t off) {
+        const int64_t ix = x + t.a - g.pad;
+        int64_t ya, yb;
+        t.y_range(g, y0, y1, ya, yb);
+        if (ix < 0 || ix >= g.X || yb == ya) return;
+        T* src = in + off + (ya - y0) * Z;
+        T* dst = dxn + ((t.ci * g.X + ix) * g.Y + ya + t.b - g.pad) * Z;  // dst[j + dz] += src[j]
+        zero_z_borders(src, yb - ya, g, t);
+        const int64_t len = (yb - ya) * Z;
+        const int64_t j0 = std::max<int64_t>(0, -t.dz), j1 = std::min(len, len - t.dz);
+        T* d = dst + t.dz;
+#pragma omp simd
+        for (int64_t j = j0; j < j1; ++j) d[j] += src[j];
+      });
     }
   }
 }
@@ -141,28 +223,22 @@ void CpuBackend::conv3d_forward(const Tensor& x, const Tensor& w, const Tensor& 
       << "conv3d_forward: bias " << b.describe() << " for " << g.Co << " output channels";
   dispatch_float(x.dtype(), "conv3d_forward", [&](auto tag) {
     using T = decltype(tag);
-    const T* px = x.data<T>();
-    const T* pw = w.data<T>();
-    const T* pb = b.defined() ? b.data<T>() : nullptr;
+    const T *px = x.data<T>(), *pw = w.data<T>(), *pb = b.defined() ? b.data<T>() : nullptr;
     T* py = y.data<T>();
-    const int64_t S = g.S(), plane = g.Y * g.Z, P = g.planes();
-    int threads = 1;
-    std::vector<std::vector<T>> cols(size_t(std::max<int64_t>(1, std::min<int64_t>(omp_get_max_threads(), g.N))));
-    for_each_sample(g.N, threads, [&](int64_t n, int t) {
+    const int64_t S = g.S(), L = g.lines(), XY = g.X * g.Y, Z = g.Z, tiles = g.tiles();
+    Scratch<T> scratch;
+    parallel_items(g.N * tiles, [&](int64_t item, int thread) {
+      const int64_t n = item / tiles, l0 = item % tiles * L, l1 = std::min(XY, l0 + L), ncol = (l1 - l0) * Z;
       const T* xn = px + n * g.Ci * S;
-      T* yn = py + n * g.Co * S;
-      for (int64_t co = 0; co < g.Co; ++co) std::fill(yn + co * S, yn + (co + 1) * S, pb ? pb[co] : T(0));
+      T* yt = py + n * g.Co * S + l0 * Z;  // this tile's columns of y_n
+      for (int64_t co = 0; co < g.Co; ++co) std::fill(yt + co * S, yt + co * S + ncol, pb ? pb[co] : T(0));
       if (g.k == 1) {
-        gemm(false, false, g.Co, S, g.Ci, T(1), pw, g.Ci, xn, S, T(1), yn, S);
+        gemm(false, false, g.Co, ncol, g.Ci, T(1), pw, g.Ci, xn + l0 * Z, S, T(1), yt, S);
         return;
       }
-      std::vector<T>& col = cols[size_t(t)];
-      col.resize(size_t(g.rows() * P * plane));
-      for (int64_t x0 = 0; x0 < g.X; x0 += P) {
-        const int64_t x1 = std::min(g.X, x0 + P), ncol = (x1 - x0) * plane;
-        vol2col(g, xn, x0, x1, col.data(), threads == 1);
-        gemm(false, false, g.Co, ncol, g.rows(), T(1), pw, g.rows(), col.data(), ncol, T(1), yn + x0 * plane, S);
-      }
+      T* col = scratch.get(thread, g.rows() * ncol);
+      vol2col(g, xn, 0, g.rows(), l0, l1, col);
+      gemm(false, false, g.Co, ncol, g.rows(), T(1), pw, g.rows(), col, ncol, T(1), yt, S);
     });
   });
 }
@@ -174,26 +250,32 @@ void CpuBackend::conv3d_backward_data(const Tensor& dy, const Tensor& w, Tensor&
       << "conv3d_backward_data: dy " << dy.describe() << " w " << w.describe() << " dx " << dx.describe();
   dispatch_float(dy.dtype(), "conv3d_backward_data", [&](auto tag) {
     using T = decltype(tag);
-    const T* pdy = dy.data<T>();
-    const T* pw = w.data<T>();
+    const T *pdy = dy.data<T>(), *pw = w.data<T>();
     T* pdx = dx.data<T>();
-    const int64_t S = g.S(), plane = g.Y * g.Z, P = g.planes();
-    int threads = 1;
-    std::vector<std::vector<T>> cols(size_t(std::max<int64_t>(1, std::min<int64_t>(omp_get_max_threads(), g.N))));
-    for_each_sample(g.N, threads, [&](int64_t n, int t) {
-      const T* dyn = pdy + n * g.Co * S;
-      T* dxn = pdx + n * g.Ci * S;
-      if (g.k == 1) {
-        gemm(true, false, g.Ci, S, g.Co, T(1), pw, g.Ci, dyn, S, T(0), dxn, S);
-        return;
-      }
-      std::fill(dxn, dxn + g.Ci * S, T(0));
-      std::vector<T>& col = cols[size_t(t)];
-      col.resize(size_t(g.rows() * P * plane));
-      for (int64_t x0 = 0; x0 < g.X; x0 += P) {
-        const int64_t x1 = std::min(g.X, x0 + P), ncol = (x1 - x0) * plane;
-        gemm(true, false, g.rows(), ncol, g.Co, T(1), pw, g.rows(), dyn + x0 * plane, S, T(0), col.data(), ncol);
-        col2vol(g, col.data(), x0, x1, dxn, threads == 1);
+    const int64_t S = g.S(), L = g.lines(), XY = g.X * g.Y, Z = g.Z, tiles = g.tiles(), k3 = g.k3();
+    if (g.k == 1) {  // dx_n[:, tile] = W^T @ dy_n[:, tile], (sample, tile) pairs in parallel
+      parallel_items(g.N * tiles, [&](int64_t item, int) {
+        const int64_t n = item / tiles, l0 = item % tiles * L, ncol = (std::min(XY, l0 + L) - l0) * Z;
+        gemm(true, false, g.Ci, ncol, g.Co, T(1), pw, g.Ci, pdy + n * g.Co * S + l0 * Z, S, T(0),
+             pdx + n * g.Ci * S + l0 * Z, S);
+      });
+      return;
+    }
+    // Blocks of input channels: a block owns its rows of dcol and its channels of dx.
+    const int64_t blocks = std::min<int64_t>(g.Ci, omp_get_max_threads());
+    Scratch<T> scratch;
+    parallel_items(blocks, [&](int64_t blk, int thread) {
+      const int64_t c0 = block_begin(g.Ci, blocks, blk), c1 = block_begin(g.Ci, blocks, blk + 1);
+      T* dcol = scratch.get(thread, (c1 - c0) * k3 * L * Z);
+      for (int64_t n = 0; n < g.N; ++n) {
+        T* dxn = pdx + n * g.Ci * S;
+        std::fill(dxn + c0 * S, dxn + c1 * S, T(0));
+        for (int64_t l0 = 0; l0 < XY; l0 += L) {
+          const int64_t l1 = std::min(XY, l0 + L), ncol = (l1 - l0) * Z;
+          gemm(true, false, (c1 - c0) * k3, ncol, g.Co, T(1), pw + c0 * k3, g.rows(), pdy + n * g.Co * S + l0 * Z, S,
+               T(0), dcol, ncol);
+          col2vol(g, dcol, c0, c1, l0, l1, dxn);
+        }
       }
     });
   });
@@ -206,37 +288,32 @@ void CpuBackend::conv3d_backward_filter(const Tensor& x, const Tensor& dy, Tenso
       << "conv3d_backward_filter: x " << x.describe() << " dy " << dy.describe() << " dw " << dw.describe();
   dispatch_float(x.dtype(), "conv3d_backward_filter", [&](auto tag) {
     using T = decltype(tag);
-    const T* px = x.data<T>();
-    const T* pdy = dy.data<T>();
+    const T *px = x.data<T>(), *pdy = dy.data<T>();
     T* pdw = dw.data<T>();
-    const int64_t S = g.S(), plane = g.Y * g.Z, P = g.planes(), wsize = g.Co * g.rows();
-    int threads = 1;
-    const size_t nt = size_t(std::max<int64_t>(1, std::min<int64_t>(omp_get_max_threads(), g.N)));
-    std::vector<std::vector<T>> cols(nt);
-    // One partial per sample (deterministic order of the final sum); sample 0 writes dw directly.
-    std::vector<T> partial(size_t(std::max<int64_t>(0, g.N - 1) * wsize));
-    if (g.N == 0) std::fill(pdw, pdw + wsize, T(0));
-    for_each_sample(g.N, threads, [&](int64_t n, int t) {
-      const T* xn = px + n * g.Ci * S;
-      const T* dyn = pdy + n * g.Co * S;
-      T* out = n == 0 ? pdw : partial.data() + (n - 1) * wsize;
-      if (g.k == 1) {
-        gemm(false, true, g.Co, g.Ci, S, T(1), dyn, S, xn, S, T(0), out, g.Ci);
-        return;
-      }
-      std::vector<T>& col = cols[size_t(t)];
-      col.resize(size_t(g.rows() * P * plane));
-      for (int64_t x0 = 0; x0 < g.X; x0 += P) {
-        const int64_t x1 = std::min(g.X, x0 + P), ncol = (x1 - x0) * plane;
-        vol2col(g, xn, x0, x1, col.data(), threads == 1);
-        gemm(false, true, g.Co, g.rows(), ncol, T(1), dyn + x0 * plane, S, col.data(), ncol, T(x0 == 0 ? 0 : 1), out,
-             g.rows());
+    const int64_t S = g.S(), L = g.lines(), XY = g.X * g.Y, Z = g.Z, R = g.rows();
+    std::vector<T> dwt(size_t(R * g.Co), T(0));  // dW^T [rows, Co]
+    // Blocks of rows of dW^T: a block does vol2col and the GEMM for its rows, over all samples and tiles.
+    const int64_t blocks = std::min<int64_t>(R, omp_get_max_threads());
+    Scratch<T> scratch;
+    parallel_items(blocks, [&](int64_t blk, int thread) {
+      const int64_t r0 = block_begin(R, blocks, blk), r1 = block_begin(R, blocks, blk + 1);
+      T* out = dwt.data() + r0 * g.Co;
+      for (int64_t n = 0; n < g.N; ++n) {
+        const T *xn = px + n * g.Ci * S, *dyn = pdy + n * g.Co * S;
+        if (g.k == 1) {  // col is x_n itself
+          gemm(false, true, r1 - r0, g.Co, S, T(1), xn + r0 * S, S, dyn, S, T(1), out, g.Co);
+          continue;
+        }
+        T* col = scratch.get(thread, (r1 - r0) * L * Z);
+        for (int64_t l0 = 0; l0 < XY; l0 += L) {
+          const int64_t l1 = std::min(XY, l0 + L), ncol = (l1 - l0) * Z;
+          vol2col(g, xn, r0, r1, l0, l1, col);
+          gemm(false, true, r1 - r0, g.Co, ncol, T(1), col, ncol, dyn + l0 * Z, S, T(1), out, g.Co);
+        }
       }
     });
-    for (int64_t n = 1; n < g.N; ++n) {
-      const T* p = partial.data() + (n - 1) * wsize;
-      for (int64_t i = 0; i < wsize; ++i) pdw[i] += p[i];
-    }
+    for (int64_t co = 0; co < g.Co; ++co)
+      for (int64_t r = 0; r < R; ++r) pdw[co * R + r] = dwt[size_t(r * g.Co + co)];
   });
 }
 

@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <omp.h>
 #include <string>
 
 #include "autograd/functions.h"
@@ -229,3 +230,24 @@ void check_against_direct_sum(int64_t N) {
 
 TEST(ConvConsistency, SlabbedSingleSampleMatchesDirectSum) { check_against_direct_sum(1); }
 TEST(ConvConsistency, SlabbedBatchMatchesDirectSum) { check_against_direct_sum(2); }
+
+TEST(ConvConsistency, SameBitsForAnyThreadCount) {
+  // Work is split so that every output element is summed in the same order whatever the thread count.
+  const Tensor x = random_tensor({2, 5, 7, 6, 9}, 20, DType::F32), w = random_tensor({4, 5, 3, 3, 3}, 21, DType::F32);
+  const Tensor dy = random_tensor({2, 4, 7, 6, 9}, 22, DType::F32);
+  auto run = [&](int threads) {
+    const int before = omp_get_max_threads();
+    omp_set_num_threads(threads);
+    Tensor y = Tensor::empty_like(dy), dx = Tensor::empty_like(x), dw = Tensor::empty_like(w);
+    Backend& be = backend(Device::cpu());
+    be.conv3d_forward(x, w, Tensor(), y, {1});
+    be.conv3d_backward_data(dy, w, dx, {1});
+    be.conv3d_backward_filter(x, dy, dw, {1});
+    omp_set_num_threads(before);
+    return std::vector<std::vector<float>>{y.to_vector<float>(), dx.to_vector<float>(), dw.to_vector<float>()};
+  };
+  const auto one = run(1), three = run(3);
+  EXPECT_EQ(one[0], three[0]) << "forward";
+  EXPECT_EQ(one[1], three[1]) << "data gradient";
+  EXPECT_EQ(one[2], three[2]) << "filter gradient";
+}
