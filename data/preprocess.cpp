@@ -170,19 +170,29 @@ Volume preprocess_labels(const Volume& labels, const PreprocessRecord& rec) {
   return crop_or_pad(r, rec.crop_begin, rec.dims, 0.f);
 }
 
-Volume restore_labels(const Volume& labels, const PreprocessRecord& rec) {
-  if (labels.dims != rec.dims) throw DataError("restore_labels: label map dims differ from the preprocessed grid");
+namespace {
+Volume restore(const Volume& v, const PreprocessRecord& rec, Interp interp, float fill, const char* what) {
+  if (v.dims != rec.dims) throw DataError(std::string(what) + ": volume dims differ from the preprocessed grid");
   // Undo the crop/pad into the resampled grid.
   std::array<int64_t, 3> nb{-rec.crop_begin[0], -rec.crop_begin[1], -rec.crop_begin[2]};
-  Volume r = crop_or_pad(labels, nb, rec.resampled_dims, 0.f);
-  // Undo the resampling (nearest), unless it was skipped.
+  Volume r = crop_or_pad(v, nb, rec.resampled_dims, fill);
+  // Undo the resampling, unless it was skipped.
   std::array<double, 3> scale;
   for (int a = 0; a < 3; ++a) scale[size_t(a)] = rec.ras_spacing[size_t(a)] / rec.spacing[size_t(a)];
-  Volume ras = spacing_unchanged(rec) ? r : resample_scale(r, rec.ras_dims, scale, Interp::Nearest);
+  Volume ras = spacing_unchanged(rec) ? std::move(r) : resample_scale(r, rec.ras_dims, scale, interp);
   Volume orig = undo_orientation(ras, rec.orient);
   orig.affine = rec.original.affine;
   orig.spacing = affine_spacing(orig.affine);
   return orig;
+}
+}  // namespace
+
+Volume restore_labels(const Volume& labels, const PreprocessRecord& rec) {
+  return restore(labels, rec, Interp::Nearest, 0.f, "restore_labels");
+}
+
+Volume restore_image(const Volume& image, const PreprocessRecord& rec, float fill) {
+  return restore(image, rec, Interp::Linear, fill, "restore_image");
 }
 
 }  // namespace hdssl::data

@@ -11,6 +11,7 @@
 
 #include "data/nifti.h"
 #include "data/orient.h"
+#include "data/resample.h"
 #include "data/volume.h"
 
 namespace hdssl::data {
@@ -64,6 +65,8 @@ Volume preprocess_labels(const Volume& labels, const PreprocessRecord& rec);
 // A label map on the preprocessed grid back to the original file grid (nearest), ready for write_label_nifti
 // with rec.original. Voxels outside the crop become 0.
 Volume restore_labels(const Volume& labels, const PreprocessRecord& rec);
+// Same for a float image (e.g. a probability map): linear resampling back, `fill` outside the crop.
+Volume restore_image(const Volume& image, const PreprocessRecord& rec, float fill = 0.f);
 
 // Body mask: per axial (z) slice, voxels >= threshold plus everything not reachable from the slice border
 // through voxels below it (flood fill of outside air; per slice so that lungs/bowel gas that open onto

@@ -66,6 +66,13 @@ void compare_with_nibabel(const std::string& path, const json& e, bool voxels) {
           ASSERT_EQ(img.volume.at(x, y, z), float(v[size_t(k)].get<double>())) << "voxel " << x << "," << y << "," << z;
   }
   if (e.contains("labels")) EXPECT_EQ(img.info.stats.labels, e["labels"].get<std::vector<int64_t>>());
+  if (e.contains("samples"))
+    for (const auto& s : e["samples"]) {
+      double want = s[3].get<double>();
+      ASSERT_NEAR(img.volume.at(s[0].get<int64_t>(), s[1].get<int64_t>(), s[2].get<int64_t>()), want,
+                  1e-6 * std::max(1.0, std::fabs(want)))
+          << "voxel " << s.dump();
+    }
 }
 
 std::vector<char> read_bytes(const std::string& p) {

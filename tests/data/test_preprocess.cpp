@@ -155,6 +155,30 @@ TEST(Preprocess, LabelsFollowTheImageAndRestoreToTheOriginalGrid) {
     for (int c = 0; c < 4; ++c) EXPECT_NEAR(back.affine[size_t(r)][size_t(c)], ph.labels.affine[size_t(r)][size_t(c)], 1e-9);
 }
 
+TEST(Preprocess, ImagesRestoreToTheOriginalGrid) {
+  // A smooth image survives preprocess -> restore_image up to interpolation error; the crop is filled.
+  Volume v({40, 36, 20});
+  v.set_diagonal_affine({2.0, 2.0, 4.0}, {3, 4, 5});
+  v.affine[0][0] = -2.0;  // L in x: exercises the flip as well
+  v.spacing = affine_spacing(v.affine);
+  for (int64_t x = 0; x < 40; ++x)
+    for (int64_t y = 0; y < 36; ++y)
+      for (int64_t z = 0; z < 20; ++z) v.at(x, y, z) = float(-200 + 10 * x + 5 * y + 3 * z);
+  PreprocessConfig cfg = PreprocessConfig::ct();
+  cfg.spacing = {1.0, 1.0, 2.0};
+  cfg.min_size = {8, 8, 8};
+  cfg.ct_clip_lo = -10000;  // keep the ramp unclipped
+  cfg.ct_clip_hi = 10000;
+  cfg.ct_crop_hu = -1e9;    // no crop
+  PreprocessedVolume p = preprocess(test::as_nifti(v, "ramp"), cfg);
+  Volume back = restore_image(p.image, p.record);
+  ASSERT_EQ(back.dims, v.dims);
+  for (int64_t x = 1; x < 39; ++x)
+    for (int64_t y = 1; y < 35; ++y)
+      for (int64_t z = 1; z < 19; ++z)
+        ASSERT_NEAR(back.at(x, y, z) * 20000.0 - 10000.0, v.at(x, y, z), 0.05) << x << "," << y << "," << z;
+}
+
 TEST(Preprocess, MriPresetClipsPercentilesAndScales) {
   PhantomConfig pc = test::small_phantom_config();
   pc.modality = Modality::MRI;
