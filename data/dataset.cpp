@@ -85,6 +85,36 @@ std::vector<PreprocessedVolume> load_folder(const std::string& dir, const Prepro
   return out;
 }
 
+std::vector<PreprocessedVolume> phantom_volumes(int cases, uint64_t seed, const PhantomConfig& phantom,
+                                                const PreprocessConfig& cfg, int threads) {
+  std::vector<PreprocessedVolume> out(size_t(std::max(0, cases)));
+  std::atomic<int> next{0};
+  std::mutex err_mu;
+  std::string err;
+  auto work = [&] {
+    for (int i; (i = next++) < cases;) {
+      try {
+        Phantom ph = make_phantom(phantom, seed, uint64_t(i));
+        NiftiImage img;
+        img.info.path = "phantom_" + std::to_string(i) + " (seed " + std::to_string(seed) + ")";
+        img.info.geom.dims = ph.image.dims;
+        img.info.geom.affine = ph.image.affine;
+        img.volume = std::move(ph.image);
+        out[size_t(i)] = preprocess(img, cfg);
+      } catch (const std::exception& e) {
+        std::lock_guard<std::mutex> l(err_mu);
+        err = e.what();
+      }
+    }
+  };
+  std::vector<std::thread> pool;
+  for (int t = 1; t < std::max(1, threads); ++t) pool.emplace_back(work);
+  work();
+  for (auto& t : pool) t.join();
+  if (!err.empty()) throw DataError("synthetic phantoms: " + err);
+  return out;
+}
+
 namespace {
 
 nlohmann::json read_json(const std::string& path) {

@@ -5,6 +5,7 @@
 #include <utility>
 #include <vector>
 
+#include "data/phantom.h"
 #include "data/preprocess.h"
 
 namespace hdssl::data {
@@ -29,6 +30,11 @@ PreprocessedVolume load_preprocessed(const std::string& file, const PreprocessCo
 std::vector<PreprocessedVolume> load_folder(const std::string& dir, const PreprocessConfig& cfg,
                                             const std::string& cache_dir = "", LoadReport* report = nullptr,
                                             int threads = 1, bool verbose = true);
+
+// In-memory synthetic pretraining data (the built-in default when no folder is given): `cases` phantoms
+// of `phantom` (seeded), preprocessed with `cfg`, `threads` at a time; same result for any thread count.
+std::vector<PreprocessedVolume> phantom_volumes(int cases, uint64_t seed, const PhantomConfig& phantom,
+                                                const PreprocessConfig& cfg, int threads = 1);
 
 struct LabeledCase {
   std::string id, image, label;  // label may be empty for test cases

@@ -4,6 +4,7 @@
 
 #include <cstring>
 
+#include "data/dataset.h"
 #include "data/loader.h"
 #include "tests/data/test_util.h"
 
@@ -105,6 +106,23 @@ TEST(Loader, DifferentSeedsGiveDifferentBatches) {
   PretrainBatch x = a.next(), y = b.next();
   EXPECT_FALSE(same(x.coords_a, y.coords_a));
   EXPECT_TRUE(same(x.view_a, x.target_a)) << "Aug::None must leave the views un-augmented";
+}
+
+TEST(Loader, RunsOnInMemoryPhantomsAtThePapersPatchSize) {
+  PhantomConfig pc;
+  pc.spacing = {2.0, 2.0, 4.0};
+  PreprocessConfig cfg = PreprocessConfig::ct();
+  auto vols = phantom_volumes(2, 3, pc, cfg, 2);
+  ASSERT_EQ(vols.size(), 2u);
+  EXPECT_EQ(vols[0].image.spacing, cfg.spacing);
+  auto again = phantom_volumes(2, 3, pc, cfg, 1);
+  EXPECT_EQ(vols[1].image.data, again[1].image.data) << "thread count must not matter";
+  PretrainConfig c;  // 128 x 128 x 32, 10 pairs, 1024 positives
+  c.batch_pairs = 2;
+  PretrainLoader loader(std::move(vols), c, 2, 1);
+  PretrainBatch b = loader.next();
+  EXPECT_EQ(b.view_a.shape(), (Shape{2, 1, 128, 128, 32}));
+  EXPECT_EQ(b.coords_b.shape(), (Shape{2, 1024, 3}));
 }
 
 TEST(Loader, RefusesVolumesSmallerThanThePatch) {
