@@ -1,0 +1,424 @@
+// ./evaluate: downstream evaluation of a backbone on a labeled dataset (METHOD.md section 6), with
+// k-fold cross-validation and the paper's tables.
+//
+//   ./evaluate --mode linear   --data DATASET -o RUN --weights backbone.safetensors
+//   ./evaluate --mode finetune --data DATASET -o RUN --weights ... --train-cases 4
+//   ./evaluate --mode scratch  --data DATASET -o RUN --train-cases 4
+//   ./evaluate --table RUN_A RUN_B ... -o TABLE        one table (TABLE.md, TABLE.csv) over several runs
+//
+// DATASET is an nnU-Net v2 raw folder or a Medical Segmentation Decathlon task. RUN gets config.json,
+// log.txt, splits_final.json, and per fold fold_I/ with metrics.csv, progress.png,
+// checkpoint_latest.safetensors, checkpoint_final.safetensors and summary.json (Dice per class per
+// validation case, on the preprocessed grid); when every fold is done, cv_table.md / cv_table.csv.
+// The machinery lives in models/eval/ and models/segmentation.h; this file is flags and the loop.
+#include <omp.h>
+#include <cblas.h>
+
+#include <algorithm>
+#include <atomic>
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <new>
+#include <thread>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include "apps/common/plot.h"
+#include "apps/common/progress.h"
+#include "apps/common/run_folder.h"
+#include "data/dataset.h"
+#include "engine/backend.h"
+#include "models/checkpoint.h"
+#include "models/eval/dice.h"
+#include "models/eval/folds.h"
+#include "models/eval/inference.h"
+#include "models/eval/report.h"
+#include "models/eval/sliding_window.h"
+#include "models/eval/trainer.h"
+#ifdef HDSSL_HAVE_CUDA
+#include "cuda/backend.h"
+#endif
+
+using namespace hdssl;
+using json = nlohmann::json;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct Fatal {
+  std::string message;
+  int code = 1;
+};
+
+std::atomic<int> g_signal{0};
+extern "C" void on_signal(int s) { g_signal = s; }
+
+// Every setting of a run; written to config.json.
+struct Options {
+  std::string mode, data, out, weights, splits, name, device = "cpu", cache;
+  std::vector<std::string> table;
+  int64_t steps = 45000, freeze_steps = 15000, warmup_steps = 1200, save_every = 1000;
+  int batch = 7, folds = 5, fold = -1, train_cases = 0, base = 32, scales = 5, blocks = 2, threads = 0, window_batch = 2;
+  std::vector<int64_t> patch{128, 128, 32};
+  std::vector<double> spacing;
+  double lr = 3e-4, backbone_lr_start = 3e-5, fg_prob = 0.5;
+  uint64_t seed = 0;
+  bool resume = false;
+
+  // The settings that define the experiment (a resumed run must repeat them).
+  json experiment() const {
+    return {{"mode", mode}, {"data", fs::absolute(data).string()}, {"weights", weights.empty() ? "" : fs::absolute(weights).string()},
+            {"splits", splits}, {"steps", steps}, {"freeze_steps", freeze_steps}, {"warmup_steps", warmup_steps},
+            {"batch", batch}, {"folds", folds}, {"train_cases", train_cases}, {"base", base}, {"scales", scales},
+            {"blocks", blocks}, {"patch", patch}, {"spacing", spacing}, {"lr", lr},
+            {"backbone_lr_start", backbone_lr_start}, {"fg_prob", fg_prob}, {"seed", seed}};
+  }
+};
+
+std::string fmt(const char* f, double v) {
+  char b[64];
+  std::snprintf(b, sizeof b, f, v);
+  return b;
+}
+
+Device pick_device(const Options& o) {
+  Device d;
+  try {
+    d = Device::parse(o.device);
+  } catch (const Error& e) {
+    throw Fatal{std::string("--device: ") + e.what(), 2};
+  }
+  if (d.is_cuda()) {
+#ifdef HDSSL_HAVE_CUDA
+    cuda::init();
+#endif
+    if (!cuda_available()) throw Fatal{"--device " + o.device + ": no CUDA device available in this build/machine; use --device cpu", 2};
+  }
+  return d;
+}
+
+void set_threads(int threads) {
+  const int t = threads > 0 ? threads : int(std::max(1u, std::thread::hardware_concurrency()));
+  omp_set_num_threads(t);
+  openblas_set_num_threads(t);
+}
+
+// The fold summaries of a run folder, by fold number.
+std::vector<eval::FoldSummary> read_fold_summaries(const std::string& run) {
+  std::vector<eval::FoldSummary> out;
+  if (!fs::is_directory(run)) return out;
+  for (const auto& e : fs::directory_iterator(run))
+    if (e.is_directory() && e.path().filename().string().rfind("fold_", 0) == 0 && fs::exists(e.path() / "summary.json"))
+      out.push_back(eval::read_summary((e.path() / "summary.json").string()));
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.fold < b.fold; });
+  return out;
+}
+
+std::string method_name(const std::string& run) {
+  try {
+    std::ifstream in(run + "/config.json");
+    json j;
+    in >> j;
+    if (j.contains("name") && !j["name"].get<std::string>().empty()) return j["name"];
+  } catch (...) {
+  }
+  return fs::path(run).filename().string();
+}
+
+int make_table(const Options& o) {
+  if (o.out.empty()) throw Fatal{"--table needs -o PREFIX (writes PREFIX.md and PREFIX.csv)", 2};
+  std::vector<eval::TableRow> rows;
+  for (const std::string& r : o.table) {
+    std::vector<eval::FoldSummary> f = read_fold_summaries(r);
+    if (f.empty()) throw Fatal{r + ": no fold_*/summary.json (has ./evaluate finished a fold there?)"};
+    rows.push_back({method_name(r), f});
+  }
+  const std::string md = eval::table_markdown(rows, false);
+  app::write_file_atomic(o.out + ".md", md);
+  app::write_file_atomic(o.out + ".csv", eval::table_csv(rows, false));
+  std::cout << md << "\nDice in percent; organ cells: mean over folds; Overall: mean ± std over folds.\n"
+            << "Written: " << o.out << ".md, " << o.out << ".csv\n";
+  return 0;
+}
+
+struct Dataset {
+  data::LabeledDataset ds;
+  std::vector<std::string> labels;  // names of classes 1..K
+  std::vector<data::PreprocessedCase> cases;
+  std::map<std::string, size_t> index;
+};
+
+Dataset load_dataset(const Options& o, const data::PreprocessConfig& pc, const std::vector<std::string>& needed,
+                     app::RunFolder& run) {
+  Dataset d;
+  d.ds = data::read_labeled_dataset(o.data);
+  for (size_t k = 1; k < d.ds.label_names.size(); ++k)
+    d.labels.push_back(d.ds.label_names[k].empty() ? "label_" + std::to_string(k) : d.ds.label_names[k]);
+  for (size_t i = 0; i < d.ds.cases.size(); ++i) {
+    if (std::find(needed.begin(), needed.end(), d.ds.cases[i].id) == needed.end()) continue;
+    d.cases.push_back(data::load_labeled_case(d.ds, i, pc, o.cache));
+    d.index[d.ds.cases[i].id] = d.cases.size() - 1;
+  }
+  run.log("loaded " + std::to_string(d.cases.size()) + " cases of " + o.data + " (" + d.ds.layout + ", " +
+          std::to_string(d.labels.size()) + " classes)");
+  return d;
+}
+
+// Loads the pretrained backbone into the segmenter's FPN3d (strict by name).
+void load_backbone(models::Segmenter& m, const std::string& path, app::RunFolder& run) {
+  models::SafeTensors st = models::read_safetensors(path);
+  const std::string prefix = models::backbone_prefix_of(st);
+  models::load_module_state(m.backbone(), st, prefix, true);
+  run.log("backbone weights: " + path + (prefix.empty() ? "" : " (prefix " + prefix + ")"));
+}
+
+void plot_progress(const std::string& dir) {
+  std::vector<std::string> cols;
+  std::vector<std::vector<double>> rows;
+  app::MetricsCsv::read(dir + "/metrics.csv", cols, rows);
+  if (rows.empty()) return;
+  std::vector<app::Series> s(3);
+  const char* names[3] = {"loss", "BCE", "1 - soft Dice"};
+  for (int i = 0; i < 3; ++i) {
+    s[size_t(i)].name = names[i];
+    for (const auto& r : rows) {
+      s[size_t(i)].x.push_back(r[0]);
+      s[size_t(i)].y.push_back(r[size_t(i + 1)]);
+    }
+  }
+  app::plot_curves(dir + "/progress.png", "downstream training", "step", s);
+}
+
+// Trains and validates one fold; returns false when interrupted by a signal.
+bool run_fold(const Options& o, int fi, const eval::Fold& fold, Dataset& d, const eval::SegmenterMeta& meta,
+              Device device, app::RunFolder& run) {
+  const std::string dir = run.path("fold_" + std::to_string(fi));
+  fs::create_directories(dir);
+  if (fs::exists(dir + "/summary.json")) {
+    run.log("fold " + std::to_string(fi) + ": already done (summary.json), skipped");
+    return true;
+  }
+  const std::vector<std::string> train = eval::few_label_subset(fold.train, o.train_cases, o.seed + uint64_t(fi));
+  std::string tl;
+  for (const auto& c : train) tl += (tl.empty() ? "" : " ") + c;
+  run.log("fold " + std::to_string(fi) + ": " + std::to_string(train.size()) + " training cases (" + tl + "), " +
+          std::to_string(fold.val.size()) + " validation cases");
+
+  Rng rng(o.seed, 1000 + uint64_t(fi));
+  models::Segmenter model(meta.model, rng);
+  if (!o.weights.empty()) load_backbone(model, o.weights, run);
+  model.to(device);
+
+  eval::TrainConfig tc;
+  tc.mode = eval::parse_mode(o.mode);
+  tc.steps = o.steps;
+  tc.batch = o.batch;
+  tc.lr = o.lr;
+  tc.freeze_steps = o.freeze_steps;
+  tc.warmup_steps = o.warmup_steps;
+  tc.backbone_lr_start = o.backbone_lr_start;
+  eval::Trainer trainer(model, tc, device);
+
+  std::vector<const data::Volume*> imgs, lbls;
+  for (const auto& c : train) {
+    imgs.push_back(&d.cases[d.index.at(c)].image.image);
+    lbls.push_back(&d.cases[d.index.at(c)].labels);
+  }
+  eval::PatchSamplerConfig pc;
+  pc.patch = meta.patch;
+  pc.classes = meta.model.classes;
+  pc.fg_prob = o.fg_prob;
+  pc.seed = o.seed * 1000 + uint64_t(fi);
+  eval::PatchSampler sampler(imgs, lbls, pc);
+
+  std::map<std::string, std::string> ckmeta = {{"hdssl.segmenter", eval::meta_to_json(meta).dump()},
+                                               {"hdssl.fold", std::to_string(fi)}};
+  const std::string latest = dir + "/checkpoint_latest.safetensors", final_ckpt = dir + "/checkpoint_final.safetensors";
+  int64_t start = 0;
+  if (o.resume && fs::exists(final_ckpt)) {
+    start = trainer.load(final_ckpt);
+  } else if (o.resume && fs::exists(latest)) {
+    start = trainer.load(latest);
+    run.log("fold " + std::to_string(fi) + ": resuming after step " + std::to_string(start));
+  }
+  app::MetricsCsv metrics(dir + "/metrics.csv", {"step", "loss", "bce", "dice_loss", "backbone_lr"}, start > 0 ? start : -1);
+  app::Progress progress(start, o.steps);
+  for (int64_t t = start; t < o.steps; ++t) {
+    eval::StepResult r = trainer.step(sampler.batch(uint64_t(t), o.batch), t);
+    if (!std::isfinite(r.loss)) throw Fatal{"fold " + std::to_string(fi) + ": loss is " + fmt("%g", r.loss) + " at step " + std::to_string(t + 1) + " (try a smaller --lr)"};
+    metrics.row({double(t + 1), r.loss, r.bce, r.dice, r.backbone_lr});
+    const std::string line = progress.update(t + 1, {{"loss", r.loss}, {"bce", r.bce}, {"dice", r.dice}});
+    const bool last = t + 1 == o.steps;
+    if ((t + 1) % o.save_every == 0 || last || g_signal) {
+      trainer.save(last ? final_ckpt : latest, t + 1, ckmeta);
+      run.log_file_only("fold " + std::to_string(fi) + " " + line);
+      plot_progress(dir);
+    }
+    if (g_signal && !last) {
+      progress.finish();
+      run.log("interrupted after step " + std::to_string(t + 1) + "; continue with --resume");
+      return false;
+    }
+  }
+  progress.finish();
+  if (start >= o.steps && !fs::exists(final_ckpt)) trainer.save(final_ckpt, o.steps, ckmeta);
+  if (fs::exists(latest)) fs::remove(latest);
+
+  // Validation: sliding window over each whole (preprocessed) volume, Dice per class.
+  eval::FoldSummary summary;
+  summary.fold = fi;
+  summary.labels = meta.labels;
+  model.train(false);
+  for (const std::string& id : fold.val) {
+    const data::PreprocessedCase& c = d.cases[d.index.at(id)];
+    Tensor probs = eval::predict_probabilities({&model}, c.image.image, meta.patch, o.window_batch, device);
+    data::Volume pred = eval::labels_from_probabilities(probs, c.image.image, 0.5);
+    summary.cases.push_back({id, eval::dice_per_class(pred, c.labels, meta.model.classes)});
+    double m = 0;
+    for (double v : summary.cases.back().dice) m += v;
+    run.log("fold " + std::to_string(fi) + " " + id + ": mean Dice " + fmt("%.4f", m / double(meta.model.classes)));
+  }
+  eval::write_summary(dir + "/summary.json", summary);
+  run.log("fold " + std::to_string(fi) + ": overall mean Dice " + fmt("%.4f", summary.overall()) + " -> " + dir + "/summary.json");
+  return true;
+}
+
+int run_evaluation(Options o) {
+  if (o.mode.empty() || o.data.empty() || o.out.empty()) throw Fatal{"--mode, --data and -o are required (or --table RUN...)", 2};
+  eval::Mode mode;
+  try {
+    mode = eval::parse_mode(o.mode);
+  } catch (const Error& e) {
+    throw Fatal{std::string("--mode: ") + e.what(), 2};
+  }
+  o.mode = eval::mode_name(mode);
+  if (mode == eval::Mode::Scratch && !o.weights.empty()) throw Fatal{"--mode scratch trains from a random initialization; drop --weights", 2};
+  set_threads(o.threads);
+  const Device device = pick_device(o);
+
+  app::RunFolder run(o.out);
+  json cfg = o.experiment();
+  if (run.exists("config.json")) {
+    if (!o.resume) throw Fatal{o.out + " already holds a run (config.json); use --resume to continue it or another -o", 2};
+    std::ifstream in(run.path("config.json"));
+    json old;
+    in >> old;
+    for (auto& [k, v] : cfg.items())
+      if (!old.contains("experiment") || old["experiment"].value(k, json()) != v)
+        throw Fatal{"--resume: setting '" + k + "' differs from " + run.path("config.json") + " (" +
+                        (old.contains("experiment") ? old["experiment"].value(k, json()).dump() : "?") + " there, " + v.dump() + " now)", 2};
+  }
+
+  // Architecture: from the weights when given, else from the flags.
+  eval::SegmenterMeta meta;
+  meta.mode = o.mode;
+  meta.model.head = eval::head_of(mode);
+  meta.model.fpn.base = o.base;
+  meta.model.fpn.scales = o.scales;
+  meta.model.fpn.blocks = o.blocks;
+  if (!o.weights.empty()) {
+    models::SafeTensors st = models::read_safetensors(o.weights);
+    meta.model.fpn = models::fpn_config_of(st, models::backbone_prefix_of(st));
+  }
+  meta.patch = {o.patch[0], o.patch[1], o.patch[2]};
+
+  data::LabeledDataset ds = data::read_labeled_dataset(o.data);
+  meta.preprocess = ds.modality == data::Modality::CT ? data::PreprocessConfig::ct() : data::PreprocessConfig::mri();
+  if (!o.spacing.empty()) meta.preprocess.spacing = {o.spacing[0], o.spacing[1], o.spacing[2]};
+  meta.preprocess.min_size = meta.patch;
+
+  // Folds.
+  std::vector<std::string> ids;
+  for (const auto& c : ds.cases) ids.push_back(c.id);
+  std::vector<eval::Fold> folds = o.splits.empty() ? eval::make_folds(ids, o.folds, o.seed) : eval::read_splits(o.splits, ids);
+  eval::write_splits(run.path("splits_final.json"), folds);
+  if (o.fold >= int(folds.size())) throw Fatal{"--fold " + std::to_string(o.fold) + ": there are " + std::to_string(folds.size()) + " folds", 2};
+  std::vector<int> todo;
+  for (int i = 0; i < int(folds.size()); ++i)
+    if (o.fold < 0 || o.fold == i) todo.push_back(i);
+  std::vector<std::string> needed;
+  for (int i : todo) {
+    needed.insert(needed.end(), folds[size_t(i)].val.begin(), folds[size_t(i)].val.end());
+    for (const auto& c : eval::few_label_subset(folds[size_t(i)].train, o.train_cases, o.seed + uint64_t(i))) needed.push_back(c);
+  }
+
+  Dataset d = load_dataset(o, meta.preprocess, needed, run);
+  meta.labels = d.labels;
+  meta.model.classes = int(d.labels.size());
+  cfg = {{"program", "hdssl evaluate"}, {"name", o.name.empty() ? o.mode : o.name}, {"experiment", cfg},
+         {"device", o.device}, {"model", eval::meta_to_json(meta)}, {"folds_total", folds.size()}};
+  run.write_json("config.json", cfg);
+  run.log("hdssl evaluate: mode " + o.mode + ", " + models::head_kind_name(meta.model.head) + " head on FPN3d base " +
+          std::to_string(meta.model.fpn.base) + " / " + std::to_string(meta.model.fpn.scales) + " scales, " +
+          (o.weights.empty() ? std::string("random init") : "weights " + o.weights) + ", " + std::to_string(o.steps) +
+          " steps x batch " + std::to_string(o.batch) + " on " + device.str());
+
+  std::signal(SIGINT, on_signal);
+  std::signal(SIGTERM, on_signal);
+  for (int i : todo)
+    if (!run_fold(o, i, folds[size_t(i)], d, meta, device, run)) return 130;
+
+  std::vector<eval::FoldSummary> done = read_fold_summaries(o.out);
+  if (!done.empty()) {
+    eval::TableRow row{cfg["name"].get<std::string>(), done};
+    const std::string md = eval::table_markdown({row}, true);
+    app::write_file_atomic(run.path("cv_table.md"), md);
+    app::write_file_atomic(run.path("cv_table.csv"), eval::table_csv({row}, true));
+    run.log(std::to_string(done.size()) + " of " + std::to_string(folds.size()) + " folds done:\n" + md);
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options o;
+  CLI::App app{"hdssl evaluate: segmentation on a labeled dataset with a (pretrained) FPN3d backbone, k-fold "
+               "cross-validation, Dice per organ (Kats et al. 2024, section 3.2-3.3). Defaults are the paper's."};
+  app.add_option("--mode", o.mode, "linear | nonlinear | finetune | scratch (aliases: probing, fine_tuning, from_scratch)");
+  app.add_option("--data", o.data, "labeled dataset: nnU-Net v2 raw folder (dataset.json, imagesTr, labelsTr) or MSD task");
+  app.add_option("-o,--out", o.out, "run folder (with --table: output prefix)");
+  app.add_option("--weights", o.weights, "pretrained backbone: backbone.safetensors or a pretraining checkpoint (absent: random init)");
+  app.add_option("--name", o.name, "method name in tables (default: the mode)");
+  app.add_option("--steps", o.steps, "training steps per fold")->capture_default_str()->check(CLI::PositiveNumber);
+  app.add_option("--batch", o.batch, "patches per step")->capture_default_str()->check(CLI::PositiveNumber);
+  app.add_option("--patch", o.patch, "patch size X Y Z in voxels (also the sliding window)")->expected(3)->capture_default_str();
+  app.add_option("--lr", o.lr, "Adam learning rate of the head (and of the backbone in scratch)")->capture_default_str();
+  app.add_option("--freeze-steps", o.freeze_steps, "finetune: steps with the backbone frozen")->capture_default_str();
+  app.add_option("--warmup-steps", o.warmup_steps, "finetune: steps of the exponential backbone lr warm-up")->capture_default_str();
+  app.add_option("--backbone-lr-start", o.backbone_lr_start, "finetune: backbone lr when it is unfrozen")->capture_default_str();
+  app.add_option("--fg-prob", o.fg_prob, "probability that a patch is centred on a foreground voxel")->capture_default_str();
+  app.add_option("--folds", o.folds, "k of the seeded k-fold split")->capture_default_str();
+  app.add_option("--splits", o.splits, "nnU-Net splits_final.json instead of --folds");
+  app.add_option("--fold", o.fold, "run only this fold (0-based)");
+  app.add_option("--train-cases", o.train_cases, "few-label runs: use N of each fold's training cases (seeded)");
+  app.add_option("--base-channels", o.base, "FPN3d base channels without --weights")->capture_default_str();
+  app.add_option("--scales", o.scales, "FPN3d levels without --weights")->capture_default_str();
+  app.add_option("--blocks", o.blocks, "ResBlocks per level without --weights")->capture_default_str();
+  app.add_option("--spacing", o.spacing, "resample to X Y Z mm (default: CT 1 1 2, MRI 1.5 1.5 1.5)")->expected(3);
+  app.add_option("--cache", o.cache, "folder for cached preprocessed volumes");
+  app.add_option("--window-batch", o.window_batch, "sliding windows per forward at validation")->capture_default_str();
+  app.add_option("--save-every", o.save_every, "steps between checkpoints")->capture_default_str()->check(CLI::PositiveNumber);
+  app.add_option("--device", o.device, "cpu | cuda | cuda:N")->capture_default_str();
+  app.add_option("--threads", o.threads, "CPU threads for the math (default: all cores)");
+  app.add_option("--seed", o.seed, "seed of folds, initialization and patch sampling")->capture_default_str();
+  app.add_flag("--resume", o.resume, "continue the run in -o (finished folds are kept)");
+  app.add_option("--table", o.table, "no training: one table over these run folders, written to -o PREFIX.md/.csv");
+  CLI11_PARSE(app, argc, argv);
+  try {
+    if (!o.table.empty()) return make_table(o);
+    return run_evaluation(o);
+  } catch (const Fatal& f) {
+    std::cerr << "evaluate: error: " << f.message << std::endl;
+    return f.code;
+  } catch (const std::bad_alloc&) {
+    std::cerr << "evaluate: error: out of host memory (try a smaller --batch or --patch)" << std::endl;
+    return 3;
+  } catch (const std::exception& e) {
+    std::cerr << "evaluate: error: " << e.what() << std::endl;
+    return 1;
+  }
+}

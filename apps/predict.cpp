@@ -1,0 +1,95 @@
+// ./predict: label maps for new images with a model trained by ./evaluate.
+//
+//   ./predict -i IMAGE_OR_DIR -o OUT -m RUN          every fold's checkpoint_final, probabilities averaged
+//   ./predict -i IMAGE_OR_DIR -o OUT -m RUN --fold 0
+//   ./predict -i IMAGE_OR_DIR -o OUT -m RUN/fold_0/checkpoint_final.safetensors
+//
+// Each input is preprocessed exactly as in training (the checkpoint records how), segmented with a
+// sliding window (50 % overlap, sigmoid, threshold 0.5, highest probability wins), mapped back to the
+// input's own grid and orientation, and written as OUT/<case>.nii.gz (uint8, the input's qform/sform)
+// plus OUT/<case>.png, the axial slice with the most foreground. nnU-Net's "_0000" suffix is dropped.
+#include <omp.h>
+#include <cblas.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <iostream>
+#include <thread>
+
+#include <CLI/CLI.hpp>
+
+#include "data/dataset.h"
+#include "engine/backend.h"
+#include "models/eval/inference.h"
+#ifdef HDSSL_HAVE_CUDA
+#include "cuda/backend.h"
+#endif
+
+using namespace hdssl;
+namespace fs = std::filesystem;
+
+int main(int argc, char** argv) {
+  std::string input, out, model_path, device_name = "cpu";
+  int fold = -1, window_batch = 2, threads = 0;
+  bool no_png = false;
+  CLI::App app{"hdssl predict: label maps (NIfTI in each input's grid) with a model trained by ./evaluate"};
+  app.add_option("-i,--input", input, "a NIfTI image or a folder searched recursively")->required();
+  app.add_option("-o,--out", out, "output folder")->required();
+  app.add_option("-m,--model", model_path, "an ./evaluate run folder or one checkpoint_final.safetensors")->required();
+  app.add_option("--fold", fold, "use only this fold of the run (default: all finished folds, averaged)");
+  app.add_option("--window-batch", window_batch, "sliding windows per forward")->capture_default_str();
+  app.add_option("--device", device_name, "cpu | cuda | cuda:N")->capture_default_str();
+  app.add_option("--threads", threads, "CPU threads for the math (default: all cores)");
+  app.add_flag("--no-png", no_png, "skip the PNG overlays");
+  CLI11_PARSE(app, argc, argv);
+  try {
+    const int t = threads > 0 ? threads : int(std::max(1u, std::thread::hardware_concurrency()));
+    omp_set_num_threads(t);
+    openblas_set_num_threads(t);
+    Device device = Device::parse(device_name);
+    if (device.is_cuda()) {
+#ifdef HDSSL_HAVE_CUDA
+      cuda::init();
+#endif
+      if (!cuda_available()) throw Error("--device " + device_name + ": no CUDA device available; use --device cpu");
+    }
+    std::vector<std::string> ckpts;
+    if (fs::is_directory(model_path)) {
+      for (const auto& e : fs::directory_iterator(model_path)) {
+        const std::string n = e.path().filename().string();
+        if (n.rfind("fold_", 0) != 0 || (fold >= 0 && n != "fold_" + std::to_string(fold))) continue;
+        if (fs::exists(e.path() / "checkpoint_final.safetensors")) ckpts.push_back((e.path() / "checkpoint_final.safetensors").string());
+      }
+      std::sort(ckpts.begin(), ckpts.end());
+      if (ckpts.empty())
+        throw Error(model_path + ": no fold_*/checkpoint_final.safetensors" + (fold >= 0 ? " for fold " + std::to_string(fold) : "") +
+                    " (has ./evaluate finished a fold?)");
+    } else {
+      ckpts.push_back(model_path);
+    }
+    std::vector<std::unique_ptr<models::Segmenter>> nets;
+    std::vector<models::Segmenter*> ptrs;
+    eval::SegmenterMeta meta;
+    for (const std::string& c : ckpts) {
+      eval::SegmenterMeta m;
+      nets.push_back(eval::load_segmenter(c, device, &m));
+      ptrs.push_back(nets.back().get());
+      if (nets.size() == 1) meta = m;
+      else if (eval::meta_to_json(m) != eval::meta_to_json(meta)) throw Error(c + ": model/preprocessing differ from " + ckpts[0]);
+    }
+    std::cout << "model: " << ckpts.size() << " checkpoint(s), " << meta.model.classes << " classes, mode " << meta.mode << "\n";
+    std::vector<std::string> inputs = data::find_nifti_files(input);
+    inputs.erase(std::remove_if(inputs.begin(), inputs.end(),
+                                [](const std::string& p) { return p.find("/labelsTr/") != std::string::npos || p.find("/labelsTs/") != std::string::npos; }),
+                 inputs.end());
+    if (inputs.empty()) throw Error(input + ": no NIfTI images");
+    for (const std::string& in : inputs) {
+      eval::PredictResult r = eval::predict_file(in, out, ptrs, meta, window_batch, device, !no_png);
+      std::cout << in << " -> " << r.label_path << (r.png_path.empty() ? "" : " + " + r.png_path) << "\n";
+    }
+    return 0;
+  } catch (const std::exception& e) {
+    std::cerr << "predict: error: " << e.what() << std::endl;
+    return 1;
+  }
+}
