@@ -1,0 +1,284 @@
+// bench: times the heavy pieces of hdssl on one device and reports medians (and, on CUDA, peak memory).
+//
+//   ./bench [--device cpu|cuda] [--what conv,step] [--runs 10] [--warmup 3] [--tf32] [--json FILE]
+//           conv:  [--conv-shape N,C,X,Y,Z] [--conv-out C] [--kernel 3|1]
+//           step:  [--arch ours|vox2vec] [--pairs 10] [--patch 128,128,32] [--voxels 1024]
+//
+// (a) conv: one 3D convolution forward (with bias) + backward-data + backward-filter + bias gradient of
+//     a configurable shape (default on CUDA: both views of the paper's batch at level 0, 20 x 32 x 128 x
+//     128 x 32 -> 32; on the CPU the engine micro-benchmark's 2 x 16 x 32 x 32 x 16 -> 16).
+// (b) step: one full pretraining step of the paper's network at the paper's size (time_pretrain_step):
+//     forward of both views, backward, gradient norm + clipping, Adam - on synthetic inputs (random
+//     patches and random voxel coordinates; the work does not depend on the values).
+// Every timed iteration ends with a device synchronize, so a time is the whole iteration. The median
+// (and minimum) is over --runs iterations after --warmup untimed ones (the first CUDA iterations choose
+// cuDNN algorithms and fill the caching allocator). TF32 is off unless --tf32.
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <functional>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "autograd/optim.h"
+#include "engine/backend.h"
+#include "engine/random.h"
+#include "engine/tensor.h"
+#include "models/pretrainer.h"
+#include <nlohmann/json.hpp>
+#ifdef HDSSL_HAVE_CUDA
+#include "cuda/allocator.h"
+#include "cuda/backend.h"
+#include "cuda/context.h"
+#endif
+
+using namespace hdssl;
+
+namespace {
+
+struct Result {
+  std::string name, detail;
+  bool available = true;
+  std::string why;           // the error when the row could not run (e.g. out of memory)
+  double median_s = 0, min_s = 0;
+  double flops = 0;          // per iteration, 0 when unknown
+  double peak_gib = -1;      // CUDA: peak bytes in use by tensors and workspaces during the timed runs
+  double reserved_gib = -1;  // CUDA: peak bytes obtained from cudaMalloc
+  int64_t timed_mallocs = -1;  // CUDA: cudaMalloc calls during the timed runs (0 once the cache is warm)
+};
+
+Shape parse_shape(const std::string& s, size_t n, const char* what) {
+  Shape out;
+  std::stringstream ss(s);
+  for (std::string part; std::getline(ss, part, ',');) out.push_back(std::stoll(part));
+  if (out.size() != n) throw Error(std::string(what) + ": expected " + std::to_string(n) + " comma-separated sizes");
+  return out;
+}
+
+Tensor random_tensor(const Shape& s, Rng& rng, double lo, double hi, Device d) {
+  std::vector<float> v(size_t(numel(s)));
+  for (float& x : v) x = float(rng.uniform(lo, hi));
+  return Tensor::from_vector(v, s, d);
+}
+
+// Runs `iteration` warmup + runs times (each ending with a synchronize) and fills the timing fields.
+void time_iterations(Device device, int warmup, int runs, const std::function<void()>& iteration, Result& r) {
+  Backend& b = backend(device);
+  for (int i = 0; i < warmup; ++i) iteration();
+  b.synchronize();
+#ifdef HDSSL_HAVE_CUDA
+  int64_t mallocs0 = 0;
+  if (device.is_cuda()) {
+    cuda::reset_peak_memory();
+    mallocs0 = cuda::allocator_stats().num_cuda_malloc;
+  }
+#endif
+  std::vector<double> t;
+  for (int i = 0; i < runs; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    iteration();
+    b.synchronize();
+    t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::sort(t.begin(), t.end());
+  r.median_s = t[t.size() / 2];
+  r.min_s = t.front();
+#ifdef HDSSL_HAVE_CUDA
+  if (device.is_cuda()) {
+    const cuda::AllocatorStats s = cuda::allocator_stats();
+    r.peak_gib = double(s.peak_bytes_in_use) / double(1ull << 30);
+    r.reserved_gib = double(s.peak_bytes_reserved) / double(1ull << 30);
+    r.timed_mallocs = s.num_cuda_malloc - mallocs0;
+  }
+#endif
+}
+
+// (a) conv3d forward + backward on any device.
+Result time_conv(Device device, const Shape& xs, int64_t co, int k, int warmup, int runs) {
+  Result r;
+  r.name = "conv3d_fwd_bwd";
+  std::ostringstream os;
+  os << shape_str(xs) << " -> " << co << ", " << k << "x" << k << "x" << k << ", float32";
+  r.detail = os.str();
+  Rng rng(1);
+  const Shape ws{co, xs[1], k, k, k}, ys{xs[0], co, xs[2], xs[3], xs[4]};
+  Tensor x = random_tensor(xs, rng, -1, 1, device), w = random_tensor(ws, rng, -0.1, 0.1, device);
+  Tensor b = random_tensor({co}, rng, -0.1, 0.1, device), dy = random_tensor(ys, rng, -1, 1, device);
+  Tensor y = Tensor::empty(ys, DType::F32, device), dx = Tensor::empty(xs, DType::F32, device);
+  Tensor dw = Tensor::empty(ws, DType::F32, device), db = Tensor::empty({co}, DType::F32, device);
+  Conv3dArgs a;
+  a.pad = k / 2;
+  Backend& be = backend(device);
+  time_iterations(device, warmup, runs, [&] {
+    be.conv3d_forward(x, w, b, y, a);
+    be.conv3d_backward_data(dy, w, dx, a);
+    be.conv3d_backward_filter(x, dy, dw, a);
+    be.channel_sum(dy, db);
+  }, r);
+  r.flops = 3.0 * 2.0 * double(xs[0] * xs[2] * xs[3] * xs[4]) * double(co * xs[1] * k * k * k);
+  return r;
+}
+
+// (b) ======================== time_pretrain_step ========================
+// One full pretraining step of models::Pretrainer (the pretraining room's model), as apps/pretrain.cpp
+// runs it: loss of both views, backward, grad_norm + clip_coefficient, Adam, zero_grad. The only host
+// reads are the gradient norm (which clipping needs) and nothing else; the logged losses of pretrain.cpp
+// are left out here.
+Result time_pretrain_step(Device device, const std::string& arch, int64_t pairs, const Shape& patch,
+                          int64_t voxels, int warmup, int runs) {
+  Result r;
+  r.name = "pretrain_step_" + arch;
+  std::ostringstream os;
+  os << pairs << " pairs of " << patch[0] << "x" << patch[1] << "x" << patch[2] << ", " << voxels
+     << " voxels/pair, forward+backward+Adam, float32";
+  Rng rng(7);
+  models::PretrainConfig mc = arch == "vox2vec" ? models::PretrainConfig::vox2vec() : models::PretrainConfig::ours();
+  models::Pretrainer model(mc, rng, {DType::F32, Device::cpu()});
+  model.to(device);
+  model.train();
+  std::vector<Variable> params = model.parameters();
+  Adam adam(params, AdamArgs{});
+  os << ", base " << mc.base << ", " << mc.scales << " scales, " << model.parameter_count() << " parameters";
+  r.detail = os.str();
+
+  const Shape vs{pairs, 1, patch[0], patch[1], patch[2]};
+  models::PretrainInputs in;
+  in.view_a = random_tensor(vs, rng, 0, 1, device);
+  in.view_b = random_tensor(vs, rng, 0, 1, device);
+  in.target_a = random_tensor(vs, rng, 0, 1, device);
+  in.target_b = random_tensor(vs, rng, 0, 1, device);
+  auto coords = [&] {
+    std::vector<int32_t> c(size_t(pairs * voxels * 3));
+    for (size_t i = 0; i < c.size(); ++i) c[i] = int32_t(rng.randint(0, patch[i % 3]));
+    return Tensor::from_vector(c, {pairs, voxels, 3}, device);
+  };
+  in.coords_a = coords();
+  in.coords_b = coords();
+
+  time_iterations(device, warmup, runs, [&] {
+    models::PretrainLoss loss = model.loss(in);
+    loss.total.backward();
+    loss = {};
+    adam.step(clip_coefficient(grad_norm(params), 1.0));
+    adam.zero_grad();
+  }, r);
+  return r;
+}
+// ====================== end of time_pretrain_step ======================
+
+void print_table(const std::vector<Result>& rows, const std::string& device_line) {
+  std::printf("\nbench on %s\n", device_line.c_str());
+  std::printf("%-24s %12s %12s %10s %10s %10s %8s  %s\n", "what", "median_ms", "min_ms", "TFLOP/s", "peak_GiB",
+              "resv_GiB", "mallocs", "detail");
+  for (const Result& r : rows) {
+    if (!r.available) {
+      std::printf("%-24s %12s  %s\n", r.name.c_str(), "n/a", ("failed: " + r.why).c_str());
+      continue;
+    }
+    char tf[32] = "-", pk[32] = "-", rs[32] = "-", ml[32] = "-";
+    if (r.flops > 0) std::snprintf(tf, sizeof tf, "%.2f", r.flops / r.median_s / 1e12);
+    if (r.peak_gib >= 0) std::snprintf(pk, sizeof pk, "%.2f", r.peak_gib);
+    if (r.reserved_gib >= 0) std::snprintf(rs, sizeof rs, "%.2f", r.reserved_gib);
+    if (r.timed_mallocs >= 0) std::snprintf(ml, sizeof ml, "%lld", static_cast<long long>(r.timed_mallocs));
+    std::printf("%-24s %12.2f %12.2f %10s %10s %10s %8s  %s\n", r.name.c_str(), r.median_s * 1e3, r.min_s * 1e3, tf,
+                pk, rs, ml, r.detail.c_str());
+  }
+}
+
+void write_json(const std::string& path, const std::vector<Result>& rows, const std::string& device_line) {
+  nlohmann::json j;
+  j["device"] = device_line;
+  j["rows"] = nlohmann::json::array();
+  for (const Result& r : rows) {
+    nlohmann::json o{{"name", r.name}, {"detail", r.detail}, {"available", r.available}};
+    if (!r.available) o["error"] = r.why;
+    else
+      o.update({{"median_s", r.median_s}, {"min_s", r.min_s}, {"flops", r.flops}, {"peak_gib", r.peak_gib},
+                {"reserved_gib", r.reserved_gib}, {"timed_mallocs", r.timed_mallocs}});
+    j["rows"].push_back(o);
+  }
+  std::ofstream(path) << j.dump(1) << "\n";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"Time conv3d forward+backward and one full pretraining step on a device"};
+  std::string device_arg = "cuda", what = "conv,step", conv_shape, patch_arg = "128,128,32", arch = "ours", json_out;
+  int64_t conv_out = 0, pairs = 10, voxels = 1024;
+  int kernel = 3, runs = 10, warmup = 3;
+  bool tf32 = false;
+  app.add_option("--device", device_arg, "cpu | cuda")->capture_default_str();
+  app.add_option("--what", what, "comma-separated: conv, step")->capture_default_str();
+  app.add_option("--runs", runs, "timed iterations")->capture_default_str();
+  app.add_option("--warmup", warmup, "untimed iterations first")->capture_default_str();
+  app.add_flag("--tf32", tf32, "allow TF32 tensor cores for float32 convolutions and GEMMs (CUDA)");
+  app.add_option("--json", json_out, "also write the results to this JSON file");
+  app.add_option("--conv-shape", conv_shape, "conv input N,C,X,Y,Z (default: 20,32,128,128,32 on CUDA, 2,16,32,32,16 on CPU)");
+  app.add_option("--conv-out", conv_out, "conv output channels (default: the input's)");
+  app.add_option("--kernel", kernel, "conv kernel size, 3 or 1")->capture_default_str();
+  app.add_option("--arch", arch, "ours | vox2vec")->capture_default_str();
+  app.add_option("--pairs", pairs, "pairs of patches per step")->capture_default_str();
+  app.add_option("--patch", patch_arg, "patch size X,Y,Z")->capture_default_str();
+  app.add_option("--voxels", voxels, "sampled voxels per pair")->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+
+  try {
+    if (runs < 1 || warmup < 0 || (kernel != 1 && kernel != 3)) throw Error("--runs >= 1, --warmup >= 0, --kernel 1 or 3");
+    Device device = Device::parse(device_arg);
+    std::string device_line = "cpu";
+    if (device.is_cuda()) {
+#ifdef HDSSL_HAVE_CUDA
+      cuda::init();
+#endif
+      if (!cuda_available()) {
+        std::fprintf(stderr, "bench: --device %s: no CUDA device available (%s); use --device cpu\n", device_arg.c_str(),
+#ifdef HDSSL_HAVE_CUDA
+                     "this build has CUDA support but found no usable GPU"
+#else
+                     "this build has no CUDA support"
+#endif
+        );
+        return 2;
+      }
+#ifdef HDSSL_HAVE_CUDA
+      cuda::set_allow_tf32(tf32);
+      device_line = cuda::device_summary() + (tf32 ? ", TF32 on" : ", TF32 off");
+#endif
+    }
+    if (conv_shape.empty()) conv_shape = device.is_cuda() ? "20,32,128,128,32" : "2,16,32,32,16";
+    const Shape xs = parse_shape(conv_shape, 5, "--conv-shape"), patch = parse_shape(patch_arg, 3, "--patch");
+    if (conv_out <= 0) conv_out = xs[1];
+
+    std::vector<Result> rows;
+    std::stringstream ws(what);
+    for (std::string item; std::getline(ws, item, ',');) {
+      if (item == "conv") {
+        rows.push_back(time_conv(device, xs, conv_out, kernel, warmup, runs));
+      } else if (item == "step") {
+        try {
+          rows.push_back(time_pretrain_step(device, arch, pairs, patch, voxels, warmup, runs));
+        } catch (const std::exception& e) {  // e.g. out of memory: report it as the row's finding
+          Result r;
+          r.name = "pretrain_step_" + arch;
+          r.available = false;
+          r.why = e.what();
+          rows.push_back(r);
+        }
+      } else {
+        throw Error("--what: unknown item '" + item + "' (conv, step)");
+      }
+      std::printf("bench: %s done\n", rows.back().name.c_str());
+      std::fflush(stdout);
+    }
+    print_table(rows, device_line);
+    if (!json_out.empty()) write_json(json_out, rows, device_line);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
