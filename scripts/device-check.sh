@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# device-check.sh: build hdssl on the lent GPU machine and check the CUDA backend in one call.
+#
+# Run THERE, from the repo root, with .devdeps and .devbench carried (exact call in cuda/README.md):
+#   bash scripts/device-check.sh
+# Steps (each with its own time limit, all well inside 8 minutes together):
+#   1. unpack the -dev packages the machine lacks (.devdeps/unpack-debs.sh, see ../shared/device/README.md)
+#   2. configure with -DCMAKE_CUDA_ARCHITECTURES=90 into /tmp/b and build cuda_tests and bench with -j16
+#   3. the CPU-vs-CUDA parity tests, TF32 forced off (NVIDIA_TF32_OVERRIDE=0)
+#   4. ./bench: conv3d forward+backward and one full pretraining step at the paper's size, TF32 off,
+#      then the step again with --tf32 (PyTorch's fp32 default for convolutions) if time allows
+#   5. the PyTorch yardstick .devbench/torch_reference_bench.py on the same card (fp32 variants first)
+#   6. a short table, printed last
+# Logs and JSON land in $OUT (the run tool's folder; ./device-out when run by hand).
+set -u
+OUT=${OUT:-$PWD/device-out}
+mkdir -p "$OUT"
+T0=$(date +%s)
+elapsed() { echo $(( $(date +%s) - T0 )); }
+note() { echo "[$(elapsed)s] $*" | tee -a "$OUT/summary.log"; }
+B=/tmp/b
+status=0
+
+if [ -f .devdeps/unpack-debs.sh ]; then
+  # shellcheck disable=SC1091
+  source .devdeps/unpack-debs.sh > "$OUT/unpack.log" 2>&1
+  note "devdeps unpacked"
+else
+  note "WARNING: .devdeps/unpack-debs.sh not carried; configure may miss GTest/JSON/NIfTI/OpenBLAS/CLI11"
+fi
+nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1 || true
+note "GPU: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | head -1)"
+
+note "configure"
+if ! timeout 120 cmake -S . -B "$B" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 > "$OUT/configure.log" 2>&1; then
+  tail -30 "$OUT/configure.log"; note "FAILED: configure"; exit 1
+fi
+grep -E "hdssl: CUDA backend|cuDNN|CUDAToolkit" "$OUT/configure.log" | tee -a "$OUT/summary.log"
+note "build cuda_tests bench"
+if ! timeout 240 cmake --build "$B" -j16 --target cuda_tests bench > "$OUT/build.log" 2>&1; then
+  grep -E "error|Error" "$OUT/build.log" | head -40; note "FAILED: build"; exit 1
+fi
+note "built"
+
+note "parity tests (TF32 off)"
+NVIDIA_TF32_OVERRIDE=0 timeout 150 "$B/tests/cuda/cuda_tests" --gtest_output="json:$OUT/cuda_tests.json" \
+  > "$OUT/cuda_tests.log" 2>&1 || status=1
+grep -E "^\[  (FAILED|SKIPPED|PASSED) |^\[==========\]" "$OUT/cuda_tests.log" | tail -40
+grep -B2 -A6 "Failure" "$OUT/cuda_tests.log" | head -80
+
+note "bench (TF32 off)"
+timeout 120 "$B/bench" --device cuda --what conv,step --runs 5 --warmup 2 --json "$OUT/bench.json" \
+  > "$OUT/bench.log" 2>&1 || { status=1; tail -20 "$OUT/bench.log"; }
+if [ "$(elapsed)" -lt 300 ]; then
+  note "bench step with --tf32"
+  timeout 90 "$B/bench" --device cuda --what step --tf32 --runs 5 --warmup 2 --json "$OUT/bench_tf32.json" \
+    > "$OUT/bench_tf32.log" 2>&1 || tail -20 "$OUT/bench_tf32.log"
+fi
+
+TORCH=""
+for f in .devbench/torch_reference_bench.py .devdeps/torch_reference_bench.py; do [ -f "$f" ] && TORCH=$f && break; done
+if [ -n "$TORCH" ] && [ "$(elapsed)" -lt 360 ]; then
+  note "PyTorch yardstick ($TORCH)"
+  left=$(( 450 - $(elapsed) )); [ "$left" -gt 120 ] && left=120
+  timeout "$left" python3 "$TORCH" --steps 5 --warm 2 --deadline $(( left / 3 )) --out "$OUT/torch.json" \
+    > "$OUT/torch.log" 2>&1 || tail -5 "$OUT/torch.log"
+else
+  note "PyTorch yardstick skipped (not carried as .devbench/torch_reference_bench.py, or out of time)"
+fi
+
+note "done; table:"
+python3 - "$OUT" <<'PY'
+import json, os, sys
+out = sys.argv[1]
+def load(name):
+    try:
+        with open(os.path.join(out, name)) as f: return json.load(f)
+    except Exception: return None
+t = load('cuda_tests.json')
+if t:
+    print(f"parity tests: {t.get('tests')} run, {t.get('failures')} failed, {t.get('disabled', 0)} disabled")
+    for s in t.get('testsuites', []):
+        for c in s.get('testsuite', []):
+            res = 'FAIL' if c.get('failures') else ('SKIP' if c.get('result') == 'SKIPPED' else 'ok')
+            print(f"  {res:4} {s['name']}.{c['name']}  {c.get('time', '')}")
+else:
+    print("parity tests: no JSON (did the binary run?)")
+print(f"{'what':34} {'median_ms':>10} {'peak_GiB':>9} {'mallocs':>8}")
+for name in ('bench.json', 'bench_tf32.json'):
+    b = load(name)
+    if not b: continue
+    for r in b['rows']:
+        tag = r['name'] + (' (tf32)' if 'tf32' in name else '')
+        if not r.get('available', True):
+            print(f"{tag:34} failed: {r.get('error', '')[:100]}"); continue
+        print(f"{tag:34} {r['median_s']*1e3:10.1f} {r['peak_gib']:9.2f} {r['timed_mallocs']:8d}")
+rows = (load('torch.json') or {}).get('rows')
+if rows is None:  # killed before it wrote --out: take the JSON lines it printed
+    rows = []
+    try:
+        for line in open(os.path.join(out, 'torch.log')):
+            try:
+                r = json.loads(line)
+                if isinstance(r, dict) and 'name' in r and ('median_s' in r or 'error' in r or 'skipped' in r): rows.append(r)
+            except ValueError: pass
+    except OSError: pass
+if rows:
+    for r in rows:
+        if 'median_s' in r:
+            print(f"{'torch ' + r['name']:34} {r['median_s']*1e3:10.1f} {r.get('peak_gib', float('nan')):9.2f}")
+        else:
+            print(f"{'torch ' + r['name']:34} {str(r.get('error', r.get('skipped', '')))[:60]}")
+PY
+note "exit status $status"
+exit $status
