@@ -83,6 +83,7 @@ struct Geom {
     return std::max<int64_t>(1, std::min(X * Y, cols / std::max<int64_t>(1, Z)));
   }
   int64_t tiles() const { return (X * Y + lines() - 1) / lines(); }
+  double macs() const { return double(N) * double(S()) * double(Co) * double(rows()); }
 };
 
 Geom geometry(const Tensor& x_like, const Tensor& w, const Conv3dArgs& a, const char* op) {
@@ -95,13 +96,16 @@ Geom geometry(const Tensor& x_like, const Tensor& w, const Conv3dArgs& a, const 
 }
 
 // Runs body(item, thread) for items [0, n) over OpenMP threads (static split), with OpenBLAS held at one
-// thread meanwhile. body gets the thread number to pick its scratch buffer.
+// thread meanwhile. body gets the thread number to pick its scratch buffer. A conv of under
+// kMinParallelMacs multiply-adds runs on one thread: waking the others would cost more.
+constexpr double kMinParallelMacs = 1 << 22;
 template <class F>
-void parallel_items(int64_t n, F&& body) {
-  const int threads = int(std::max<int64_t>(1, std::min<int64_t>(omp_get_max_threads(), n)));
+void parallel_items(int64_t n, double macs, F&& body) {
+  const int threads =
+      macs < kMinParallelMacs ? 1 : int(std::max<int64_t>(1, std::min<int64_t>(omp_get_max_threads(), n)));
   const int blas_threads = openblas_get_num_threads();
   if (blas_threads != 1) openblas_set_num_threads(1);
-#pragma omp parallel for schedule(static) num_threads(threads)
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
   for (int64_t i = 0; i < n; ++i) body(i, omp_get_thread_num());
   if (blas_threads != 1) openblas_set_num_threads(blas_threads);
 }
@@ -227,7 +231,7 @@ void CpuBackend::conv3d_forward(const Tensor& x, const Tensor& w, const Tensor& 
     T* py = y.data<T>();
     const int64_t S = g.S(), L = g.lines(), XY = g.X * g.Y, Z = g.Z, tiles = g.tiles();
     Scratch<T> scratch;
-    parallel_items(g.N * tiles, [&](int64_t item, int thread) {
+    parallel_items(g.N * tiles, g.macs(), [&](int64_t item, int thread) {
       const int64_t n = item / tiles, l0 = item % tiles * L, l1 = std::min(XY, l0 + L), ncol = (l1 - l0) * Z;
       const T* xn = px + n * g.Ci * S;
       T* yt = py + n * g.Co * S + l0 * Z;  // this tile's columns of y_n
@@ -254,7 +258,7 @@ void CpuBackend::conv3d_backward_data(const Tensor& dy, const Tensor& w, Tensor&
     T* pdx = dx.data<T>();
     const int64_t S = g.S(), L = g.lines(), XY = g.X * g.Y, Z = g.Z, tiles = g.tiles(), k3 = g.k3();
     if (g.k == 1) {  // dx_n[:, tile] = W^T @ dy_n[:, tile], (sample, tile) pairs in parallel
-      parallel_items(g.N * tiles, [&](int64_t item, int) {
+      parallel_items(g.N * tiles, g.macs(), [&](int64_t item, int) {
         const int64_t n = item / tiles, l0 = item % tiles * L, ncol = (std::min(XY, l0 + L) - l0) * Z;
         gemm(true, false, g.Ci, ncol, g.Co, T(1), pw, g.Ci, pdy + n * g.Co * S + l0 * Z, S, T(0),
              pdx + n * g.Ci * S + l0 * Z, S);
@@ -264,7 +268,7 @@ void CpuBackend::conv3d_backward_data(const Tensor& dy, const Tensor& w, Tensor&
     // Blocks of input channels: a block owns its rows of dcol and its channels of dx.
     const int64_t blocks = std::min<int64_t>(g.Ci, omp_get_max_threads());
     Scratch<T> scratch;
-    parallel_items(blocks, [&](int64_t blk, int thread) {
+    parallel_items(blocks, g.macs(), [&](int64_t blk, int thread) {
       const int64_t c0 = block_begin(g.Ci, blocks, blk), c1 = block_begin(g.Ci, blocks, blk + 1);
       T* dcol = scratch.get(thread, (c1 - c0) * k3 * L * Z);
       for (int64_t n = 0; n < g.N; ++n) {
@@ -295,7 +299,7 @@ void CpuBackend::conv3d_backward_filter(const Tensor& x, const Tensor& dy, Tenso
     // Blocks of rows of dW^T: a block does vol2col and the GEMM for its rows, over all samples and tiles.
     const int64_t blocks = std::min<int64_t>(R, omp_get_max_threads());
     Scratch<T> scratch;
-    parallel_items(blocks, [&](int64_t blk, int thread) {
+    parallel_items(blocks, g.macs(), [&](int64_t blk, int thread) {
       const int64_t r0 = block_begin(R, blocks, blk), r1 = block_begin(R, blocks, blk + 1);
       T* out = dwt.data() + r0 * g.Co;
       for (int64_t n = 0; n < g.N; ++n) {

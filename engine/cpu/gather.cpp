@@ -71,7 +71,7 @@ void CpuBackend::gather_voxels_backward(const Tensor& dout, const Tensor& coords
     using T = decltype(tag);
     const T* pd = dout.data<T>();
     T* pf = dfeat.data<T>();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (dfeat.numel() > 65536)
     for (int64_t bc = 0; bc < B * C; ++bc) {
       const int64_t b = bc / C, c = bc % C;
       T* plane = pf + bc * V;

@@ -70,7 +70,7 @@ void CpuBackend::batchnorm_forward_train(const Tensor& x, const Tensor& gamma, c
     const T* pb = beta.data<T>();
     T *py = y.data<T>(), *pm = save_mean.data<T>(), *pis = save_invstd.data<T>();
     T *prm = running_mean.data<T>(), *prv = running_var.data<T>();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (x.numel() > 65536)
     for (int64_t c = 0; c < s.C; ++c) {
       const double mean = channel_reduce(px, s, c, [](double v, int64_t) { return v; }) / double(M);
       const double var = channel_reduce(px, s, c, [mean](double v, int64_t) { return (v - mean) * (v - mean); }) /
@@ -101,7 +101,7 @@ void CpuBackend::batchnorm_forward_eval(const Tensor& x, const Tensor& gamma, co
     const T *px = x.data<T>(), *pg = gamma.data<T>(), *pb = beta.data<T>();
     const T *prm = running_mean.data<T>(), *prv = running_var.data<T>();
     T* py = y.data<T>();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (x.numel() > 65536)
     for (int64_t c = 0; c < s.C; ++c) {
       const double scale = double(pg[c]) / std::sqrt(double(prv[c]) + a.eps);
       affine(px, s, c, scale, double(pb[c]) - double(prm[c]) * scale, py);
@@ -126,7 +126,7 @@ void CpuBackend::batchnorm_backward(const Tensor& x, const Tensor& dy, const Ten
     const T *px = x.data<T>(), *pdy = dy.data<T>(), *pg = gamma.data<T>();
     const T *pm = save_mean.data<T>(), *pis = save_invstd.data<T>();
     T *pdx = dx.data<T>(), *pdg = dgamma.data<T>(), *pdb = dbeta.data<T>();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (x.numel() > 65536)
     for (int64_t c = 0; c < s.C; ++c) {
       const double mean = double(pm[c]), invstd = double(pis[c]);
       const double sum_dy = channel_reduce(pdy, s, c, [](double g, int64_t) { return g; });

@@ -32,7 +32,7 @@ void CpuBackend::maxpool2_forward(const Tensor& x, Tensor& y, Tensor& idx) {
     const T* px = x.data<T>();
     T* py = y.data<T>();
     int32_t* pi = idx.data<int32_t>();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (x.numel() > 65536)
     for (int64_t v = 0; v < NC; ++v) {
       const T* in = px + v * X * Y * Z;
       int64_t o = v * OX * OY * OZ;
@@ -69,7 +69,7 @@ void CpuBackend::maxpool2_backward(const Tensor& dy, const Tensor& idx, Tensor& 
     const T* pdy = dy.data<T>();
     const int32_t* pi = idx.data<int32_t>();
     T* pdx = dx.data<T>();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (dx.numel() > 65536)
     for (int64_t v = 0; v < NC; ++v) {
       T* out = pdx + v * V;
       std::fill(out, out + V, T(0));
@@ -87,7 +87,7 @@ void CpuBackend::upsample2_forward(const Tensor& x, Tensor& y) {
     using T = decltype(tag);
     const T* px = x.data<T>();
     T* py = y.data<T>();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (y.numel() > 65536)
     for (int64_t v = 0; v < NC * 2 * X; ++v) {  // one output x-plane each
       const int64_t nc = v / (2 * X), ox = v % (2 * X);
       const T* in = px + (nc * X + ox / 2) * Y * Z;
@@ -110,7 +110,7 @@ void CpuBackend::upsample2_backward(const Tensor& dy, Tensor& dx) {
     const T* pdy = dy.data<T>();
     T* pdx = dx.data<T>();
     const int64_t OY = 2 * Y, OZ = 2 * Z;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (dy.numel() > 65536)
     for (int64_t v = 0; v < NC * X; ++v) {  // one input x-plane each
       const T* in = pdy + v * 2 * OY * OZ;
       T* out = pdx + v * Y * Z;
@@ -132,7 +132,7 @@ void copy_box(const Tensor& big, const Tensor& small, const int64_t o[3], bool t
   const int64_t x = small.size(2), y = small.size(3), z = small.size(4);
   T* pb = big.data<T>();
   T* ps = small.data<T>();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (big.numel() > 65536)
   for (int64_t v = 0; v < NC * x; ++v) {
     const int64_t nc = v / x, ix = v % x;
     for (int64_t iy = 0; iy < y; ++iy) {

@@ -5,6 +5,7 @@
 // test property ("max_rel_error").
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <string>
 
@@ -57,6 +58,20 @@ TEST(GradcheckConv, Conv1x1x1WithBias) {
 TEST(GradcheckConv, Conv1x1x1WithoutBias) {
   Variable x = leaf({3, 4, 2, 3, 3}, 9), w = leaf({7, 4, 1, 1, 1}, 10);
   expect_gradients([](const std::vector<Variable>& v) { return ag::conv3d(v[0], v[1], Variable(), 0); }, {x, w});
+}
+
+TEST(GradcheckConv, Conv3x3x3OnThinVolumes) {
+  // Axes of size 1 and 2 (the deepest pyramid levels): every tap but the centre falls partly outside.
+  double worst = 0;
+  for (const Shape& xs : {Shape{1, 2, 1, 1, 1}, Shape{2, 2, 3, 1, 2}, Shape{1, 3, 1, 4, 1}}) {
+    Variable x = leaf(xs, 14 + uint64_t(xs[2] * 10 + xs[3])), w = leaf({2, xs[1], 3, 3, 3}, 15), b = leaf({2}, 16);
+    const GradCheckResult r =
+        gradcheck([](const std::vector<Variable>& v) { return ag::conv3d(v[0], v[1], v[2], 1); }, {x, w, b});
+    EXPECT_LT(r.max_rel_error, 1e-6) << shape_str(xs) << ": " << r.worst;
+    worst = std::max(worst, r.max_rel_error);
+  }
+  std::printf("[gradcheck] Conv3x3x3OnThinVolumes: max relative error %.3g\n", worst);
+  RecordProperty("max_rel_error", std::to_string(worst));
 }
 
 TEST(GradcheckConv, StemConvOnDataSkipsTheInputGradient) {
