@@ -208,9 +208,8 @@ void col2vol(const Geom& g, T* dcol, int64_t c0, int64_t c1, int64_t l0, int64_t
         zero_z_borders(src, yb - ya, g, t);
         const int64_t len = (yb - ya) * Z;
         const int64_t j0 = std::max<int64_t>(0, -t.dz), j1 = std::min(len, len - t.dz);
-        T* d = dst + t.dz;
 #pragma omp simd
-        for (int64_t j = j0; j < j1; ++j) d[j] += src[j];
+        for (int64_t j = j0; j < j1; ++j) dst[j + t.dz] += src[j];
       });
     }
   }
