@@ -1,6 +1,7 @@
 // bench: times the heavy pieces of hdssl on one device and reports medians (and, on CUDA, peak memory).
 //
-//   ./bench [--device cpu|cuda] [--what conv,step] [--runs 10] [--warmup 3] [--tf32] [--json FILE]
+//   ./bench [--device cpu|cuda] [--what conv,step] [--runs 10] [--warmup 3] [--tf32] [--conv-heuristic]
+//           [--json FILE]
 //           conv:  [--conv-shape N,C,X,Y,Z] [--conv-out C] [--kernel 3|1]
 //           step:  [--arch ours|vox2vec] [--pairs 10] [--patch 128,128,32] [--voxels 1024]
 //
@@ -210,12 +211,14 @@ int main(int argc, char** argv) {
   std::string device_arg = "cuda", what = "conv,step", conv_shape, patch_arg = "128,128,32", arch = "ours", json_out;
   int64_t conv_out = 0, pairs = 10, voxels = 1024;
   int kernel = 3, runs = 10, warmup = 3;
-  bool tf32 = false;
+  bool tf32 = false, conv_heuristic = false;
   app.add_option("--device", device_arg, "cpu | cuda")->capture_default_str();
   app.add_option("--what", what, "comma-separated: conv, step")->capture_default_str();
   app.add_option("--runs", runs, "timed iterations")->capture_default_str();
   app.add_option("--warmup", warmup, "untimed iterations first")->capture_default_str();
   app.add_flag("--tf32", tf32, "allow TF32 tensor cores for float32 convolutions and GEMMs (CUDA)");
+  app.add_flag("--conv-heuristic", conv_heuristic,
+               "CUDA: take cuDNN's heuristic algorithm ranking instead of timing every algorithm once per shape");
   app.add_option("--json", json_out, "also write the results to this JSON file");
   app.add_option("--conv-shape", conv_shape, "conv input N,C,X,Y,Z (default: 20,32,128,128,32 on CUDA, 2,16,32,32,16 on CPU)");
   app.add_option("--conv-out", conv_out, "conv output channels (default: the input's)");
@@ -246,7 +249,9 @@ int main(int argc, char** argv) {
       }
 #ifdef HDSSL_HAVE_CUDA
       cuda::set_allow_tf32(tf32);
-      device_line = cuda::device_summary() + (tf32 ? ", TF32 on" : ", TF32 off");
+      cuda::set_conv_exhaustive_search(!conv_heuristic);
+      device_line = cuda::device_summary() + (tf32 ? ", TF32 on" : ", TF32 off") +
+                    (conv_heuristic ? ", cuDNN heuristic algorithms" : ", cuDNN algorithms timed (Find)");
 #endif
     }
     if (conv_shape.empty()) conv_shape = device.is_cuda() ? "20,32,128,128,32" : "2,16,32,32,16";

@@ -39,6 +39,8 @@ void set_allow_tf32(bool allow) {
   cublasCheck(cublasSetMathMode(c.cublas, allow ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
 }
 
+void set_conv_exhaustive_search(bool exhaustive) { ctx().conv_exhaustive_search = exhaustive; }
+
 CachingAllocator& allocator() { return ctx().alloc; }
 
 // Called once by init() in backend.cpp.

@@ -21,6 +21,9 @@ struct Context {
   // TF32 tensor cores for float32 convolutions and GEMMs. Off by default (exact float32, what parity
   // tests need); the bench may switch it on to compare with PyTorch's defaults.
   bool allow_tf32 = false;
+  // cuDNN algorithm choice per convolution shape: time every algorithm once (cudnnFind*Ex, the default,
+  // like torch.backends.cudnn.benchmark) or take cuDNN's heuristic ranking (cudnnGet*_v7, instant).
+  bool conv_exhaustive_search = true;
 
   explicit Context(int device);
   ~Context();
@@ -34,6 +37,9 @@ bool has_context();
 
 // Switches TF32 for float32 convolutions (cuDNN) and matmuls (cuBLAS). Changes the conv algorithm cache key.
 void set_allow_tf32(bool allow);
+
+// Switches between timed (true) and heuristic (false) cuDNN algorithm choice; part of the cache key.
+void set_conv_exhaustive_search(bool exhaustive);
 
 // Blocks a kernel launch uses for n elements with a grid-stride loop of 256-thread blocks.
 inline unsigned grid_for(int64_t n, int threads = 256) {

@@ -1,14 +1,15 @@
 // 3D convolution through cuDNN's legacy convolution API (still the simplest way to run a plain NCDHW conv).
 //
 // The algorithm for each (direction, dtype, shape, TF32 setting) is chosen once with cudnnFind*Ex, which
-// times every algorithm on the caller's real buffers, and cached; later calls only look it up. The
+// times every algorithm on the caller's real buffers, and cached; later calls only look it up.
+// (set_conv_exhaustive_search(false) takes cuDNN's heuristic ranking instead: no timing, instant.) The
 // workspace comes from the caching allocator for the duration of one call. Find is given a workspace as
 // large as the hungriest algorithm that stays under a cap (1 GiB, or a quarter of the free memory), taken
 // outside the cache and freed right after the search so it does not stay reserved.
 //
-// TF32: with allow_tf32 off the descriptor uses CUDNN_FMA_MATH, which restricts cuDNN to plain FMA
-// kernels (exact float32, what the parity tests compare against the CPU); with it on, the math type that
-// Find reports for the winner is used.
+// TF32: with allow_tf32 off, float32 descriptors use CUDNN_FMA_MATH, which restricts cuDNN to plain FMA
+// kernels (exact float32, what the parity tests compare against the CPU); with it on (and for float64)
+// CUDNN_DEFAULT_MATH, and the math type that Find reports for the winner is used.
 #include "cuda/conv3d_cudnn.h"
 
 #include <algorithm>
@@ -25,7 +26,7 @@ namespace {
 
 enum class Dir { Fwd, BwdData, BwdFilter };
 
-using Key = std::tuple<int, int, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int, bool>;
+using Key = std::tuple<int, int, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int, bool, bool>;
 struct Choice {
   int algo = 0;
   size_t workspace = 0;
@@ -54,8 +55,9 @@ ConvShape check_shapes(const Tensor& x, const Tensor& w, const Tensor& y, int pa
   return s;
 }
 
+// As PyTorch does: float32 without TF32 -> FMA kernels only; float32 with TF32, and float64 -> default.
 cudnnMathType_t requested_math(DType t) {
-  return (t == DType::F32 && ctx().allow_tf32) ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH;
+  return (t == DType::F32 && !ctx().allow_tf32) ? CUDNN_FMA_MATH : CUDNN_DEFAULT_MATH;
 }
 
 size_t workspace_cap() {
@@ -64,18 +66,22 @@ size_t workspace_cap() {
   return std::min(size_t(1) << 30, free_b / 4);
 }
 
-// Picks the fastest successful result of a Find call; with TF32 off, keep the FMA math type.
+// Picks the fastest successful result of a Find call (results come sorted by time). With FMA requested
+// (float32, TF32 off) only FMA results qualify; the winner's math type is set on the descriptor for the
+// real call, since cuDNN identifies a kernel by algorithm and math type together.
 template <class Perf>
 Choice pick(const Perf* perf, int count, size_t cap, cudnnMathType_t requested, const char* what) {
   for (int i = 0; i < count; ++i) {
     if (perf[i].status != CUDNN_STATUS_SUCCESS || perf[i].memory > cap) continue;
+    if (requested == CUDNN_FMA_MATH && perf[i].mathType != CUDNN_FMA_MATH) continue;
     Choice c;
     c.algo = int(perf[i].algo);
     c.workspace = perf[i].memory;
-    c.math = requested == CUDNN_FMA_MATH ? CUDNN_FMA_MATH : perf[i].mathType;
+    c.math = perf[i].mathType;
     return c;
   }
-  HDSSL_CHECK(false) << what << ": cuDNN found no usable algorithm (" << count << " tried)";
+  HDSSL_CHECK(false) << what << ": cuDNN found no usable algorithm among " << count << " results"
+                     << (requested == CUDNN_FMA_MATH ? " with FMA math (TF32 off)" : "");
   return {};
 }
 
@@ -88,7 +94,7 @@ struct Scalars {  // alpha/beta in the type cuDNN expects for the data type
 const Scalars kS{{1.f, 0.f}, {1.0, 0.0}};
 
 Key make_key(Dir dir, DType t, const ConvShape& s, int pad) {
-  return Key(int(dir), int(t), s.n, s.ci, s.co, s.x, s.y, s.z, s.k, pad, ctx().allow_tf32);
+  return Key(int(dir), int(t), s.n, s.ci, s.co, s.x, s.y, s.z, s.k, pad, ctx().allow_tf32, ctx().conv_exhaustive_search);
 }
 
 bool lookup(const Key& key, Choice& c) {
@@ -129,12 +135,22 @@ void conv3d_forward(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y
               CUDNN_STATUS_SUCCESS && b_ <= cap)
         ws = std::max(ws, b_);
     }
-    DeviceBuffer buf(ws, /*uncached=*/true);
     cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
     int count = 0;
-    cudnnCheck(cudnnFindConvolutionForwardAlgorithmEx(c.cudnn, xd, x.raw(), wd, w.raw(), cd, yd, y.raw(),
-                                                      CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &count, perf, buf.get(), ws));
-    ch = pick(perf, count, ws, math, "conv3d_forward");
+    if (c.conv_exhaustive_search) {
+      DeviceBuffer buf(ws, /*uncached=*/true);
+      cudnnCheck(cudnnFindConvolutionForwardAlgorithmEx(c.cudnn, xd, x.raw(), wd, w.raw(), cd, yd, y.raw(),
+                                                        CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &count, perf, buf.get(), ws));
+    } else {
+      cudnnCheck(cudnnGetConvolutionForwardAlgorithm_v7(c.cudnn, xd, wd, cd, yd, CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
+                                                        &count, perf));
+    }
+    ch = pick(perf, count, cap, math, "conv3d_forward");
+    cd.set_math(ch.math);
+    size_t need = 0;  // the heuristic's estimate may be low: ask for this algorithm's exact need
+    cudnnCheck(cudnnGetConvolutionForwardWorkspaceSize(c.cudnn, xd, wd, cd, yd, cudnnConvolutionFwdAlgo_t(ch.algo),
+                                                       &need));
+    ch.workspace = std::max(ch.workspace, need);
     store(key, ch);
   }
   cd.set_math(ch.math);
@@ -169,13 +185,23 @@ void conv3d_backward_data(const Tensor& dy, const Tensor& w, Tensor& dx, int pad
                                                        &b_) == CUDNN_STATUS_SUCCESS && b_ <= cap)
         ws = std::max(ws, b_);
     }
-    DeviceBuffer buf(ws, /*uncached=*/true);
     cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
     int count = 0;
-    cudnnCheck(cudnnFindConvolutionBackwardDataAlgorithmEx(c.cudnn, wd, w.raw(), dyd, dy.raw(), cd, dxd, dx.raw(),
-                                                           CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &count, perf,
-                                                           buf.get(), ws));
-    ch = pick(perf, count, ws, math, "conv3d_backward_data");
+    if (c.conv_exhaustive_search) {
+      DeviceBuffer buf(ws, /*uncached=*/true);
+      cudnnCheck(cudnnFindConvolutionBackwardDataAlgorithmEx(c.cudnn, wd, w.raw(), dyd, dy.raw(), cd, dxd, dx.raw(),
+                                                             CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &count, perf,
+                                                             buf.get(), ws));
+    } else {
+      cudnnCheck(cudnnGetConvolutionBackwardDataAlgorithm_v7(c.cudnn, wd, dyd, cd, dxd,
+                                                             CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &count, perf));
+    }
+    ch = pick(perf, count, cap, math, "conv3d_backward_data");
+    cd.set_math(ch.math);
+    size_t need = 0;
+    cudnnCheck(cudnnGetConvolutionBackwardDataWorkspaceSize(c.cudnn, wd, dyd, cd, dxd,
+                                                            cudnnConvolutionBwdDataAlgo_t(ch.algo), &need));
+    ch.workspace = std::max(ch.workspace, need);
     store(key, ch);
   }
   cd.set_math(ch.math);
@@ -205,13 +231,23 @@ void conv3d_backward_filter(const Tensor& x, const Tensor& dy, Tensor& dw, int p
               CUDNN_STATUS_SUCCESS && b_ <= cap)
         ws = std::max(ws, b_);
     }
-    DeviceBuffer buf(ws, /*uncached=*/true);
     cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
     int count = 0;
-    cudnnCheck(cudnnFindConvolutionBackwardFilterAlgorithmEx(c.cudnn, xd, x.raw(), dyd, dy.raw(), cd, wd, dw.raw(),
-                                                             CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &count, perf,
-                                                             buf.get(), ws));
-    ch = pick(perf, count, ws, math, "conv3d_backward_filter");
+    if (c.conv_exhaustive_search) {
+      DeviceBuffer buf(ws, /*uncached=*/true);
+      cudnnCheck(cudnnFindConvolutionBackwardFilterAlgorithmEx(c.cudnn, xd, x.raw(), dyd, dy.raw(), cd, wd, dw.raw(),
+                                                               CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &count, perf,
+                                                               buf.get(), ws));
+    } else {
+      cudnnCheck(cudnnGetConvolutionBackwardFilterAlgorithm_v7(c.cudnn, xd, dyd, cd, wd,
+                                                               CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &count, perf));
+    }
+    ch = pick(perf, count, cap, math, "conv3d_backward_filter");
+    cd.set_math(ch.math);
+    size_t need = 0;
+    cudnnCheck(cudnnGetConvolutionBackwardFilterWorkspaceSize(c.cudnn, xd, dyd, cd, wd,
+                                                              cudnnConvolutionBwdFilterAlgo_t(ch.algo), &need));
+    ch.workspace = std::max(ch.workspace, need);
     store(key, ch);
   }
   cd.set_math(ch.math);

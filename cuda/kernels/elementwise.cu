@@ -40,7 +40,15 @@ __global__ void relu_backward_kernel(const T* y, const T* dy, T* dx, int64_t n) 
 
 template <class T>
 __global__ void sigmoid_forward_kernel(const T* x, T* y, int64_t n) {
-  for (int64_t i = thread_index(); i < n; i += thread_stride()) y[i] = T(1) / (T(1) + exp(-x[i]));
+  for (int64_t i = thread_index(); i < n; i += thread_stride()) {
+    const T v = x[i];
+    if (v >= T(0)) {  // two branches so exp never overflows (the CPU's formula)
+      y[i] = T(1) / (T(1) + exp(-v));
+    } else {
+      const T e = exp(v);
+      y[i] = e / (T(1) + e);
+    }
+  }
 }
 
 template <class T>
