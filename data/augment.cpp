@@ -8,8 +8,8 @@
 namespace hdssl::data {
 
 void shuffle_block(float* p, Dims3 d, const Box3& b, Rng& rng) {
-  std::vector<int64_t> idx;
-  idx.reserve(size_t(b.size[0] * b.size[1] * b.size[2]));
+  thread_local std::vector<int64_t> idx;  // reused: thousands of blocks per patch
+  idx.clear();
   for (int64_t x = 0; x < b.size[0]; ++x)
     for (int64_t y = 0; y < b.size[1]; ++y)
       for (int64_t z = 0; z < b.size[2]; ++z)
@@ -172,7 +172,12 @@ void augment_vox2vec(float* p, Dims3 d, const Vox2vecAugConfig& cfg, Rng& rng) {
   }
   if (cfg.noise && r_noise.bernoulli(cfg.noise_p)) {
     float sigma = float(r_noise.uniform(0, cfg.noise_sigma_max));
-    for (int64_t i = 0; i < n; ++i) p[i] += sigma * float(r_noise.normal());
+    for (int64_t i = 0; i < n; i += 2) {  // Box-Muller: both normals of each pair of uniforms
+      double u1 = std::max(r_noise.uniform(), 1e-300), u2 = r_noise.uniform();
+      double r = std::sqrt(-2.0 * std::log(u1)), t = 6.283185307179586 * u2;
+      p[i] += sigma * float(r * std::cos(t));
+      if (i + 1 < n) p[i + 1] += sigma * float(r * std::sin(t));
+    }
   }
 }
 
