@@ -24,8 +24,14 @@ std::vector<std::string> find_nifti_files(const std::string& dir) {
   if (!fs::is_directory(dir, ec)) throw DataError(dir + ": no such folder");
   std::vector<std::string> out;
   for (auto it = fs::recursive_directory_iterator(dir, fs::directory_options::skip_permission_denied, ec);
-       !ec && it != fs::recursive_directory_iterator(); it.increment(ec))
+       !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (it->is_directory(ec) && (name == "labelsTr" || name == "labelsTs")) {
+      it.disable_recursion_pending();  // label maps of an nnU-Net / Decathlon folder are not images
+      continue;
+    }
     if (it->is_regular_file(ec) && is_nifti_name(it->path().string())) out.push_back(it->path().string());
+  }
   std::sort(out.begin(), out.end());
   return out;
 }

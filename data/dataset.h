@@ -11,7 +11,8 @@
 namespace hdssl::data {
 
 // NIfTI images under `dir`, recursively, sorted (.nii, .nii.gz, .hdr, .hdr.gz; .img files are reached
-// through their .hdr). A file given instead of a folder is returned alone.
+// through their .hdr). Folders named labelsTr or labelsTs are skipped, so an nnU-Net or Decathlon folder
+// yields its images only. A file given instead of a folder is returned alone.
 std::vector<std::string> find_nifti_files(const std::string& dir);
 
 struct LoadReport {

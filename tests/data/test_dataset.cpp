@@ -92,6 +92,8 @@ TEST(Dataset, SynthFolderReadsAsNnunetV2WithDeclaredLabels) {
   EXPECT_EQ(lab.volume.data, ph.labels.data);
   // Mapping the preprocessed labels back gives the file's labels (same spacing: exact).
   EXPECT_EQ(restore_labels(c.labels, c.image.record).data, lab.volume.data);
+  // As a plain folder (pretraining, predict): the images only, not the label maps.
+  EXPECT_EQ(find_nifti_files(dir), written);
   // Unlabeled images for pretraining.
   std::string u = test::temp_dir("ds_unlabeled");
   write_phantom_dataset(u, 2, 5, cfg, true);
