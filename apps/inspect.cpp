@@ -29,7 +29,7 @@ int main(int argc, char** argv) {
       for (auto it = fs::recursive_directory_iterator(in, ec); !ec && it != fs::recursive_directory_iterator(); it.increment(ec))
         if (it->is_regular_file() && is_nifti_name(it->path().string())) found.push_back(it->path().string());
       std::sort(found.begin(), found.end());
-      if (found.empty()) std::cerr << in << ": no NIfTI files found\n";
+      if (found.empty()) files.push_back(in);  // reported below as refused: "is a directory"
       files.insert(files.end(), found.begin(), found.end());
     } else {
       files.push_back(in);
@@ -40,6 +40,8 @@ int main(int argc, char** argv) {
     nlohmann::json j;
     j["file"] = f;
     try {
+      std::error_code ec;
+      if (fs::is_directory(f, ec)) throw DataError(f + ": a folder without NIfTI files (.nii, .nii.gz, .hdr)");
       NiftiImage img = read_nifti(f);
       const NiftiInfo& I = img.info;
       const auto& d = img.volume.dims;

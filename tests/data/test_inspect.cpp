@@ -90,6 +90,13 @@ TEST(Inspect, RefusedFilesGiveAReasonAndExitCode3) {
   json bad = json::parse(lines[1]);
   EXPECT_FALSE(bad["ok"].get<bool>());
   EXPECT_NE(bad["error"].get<std::string>().find("sizeof_hdr"), std::string::npos);
+  // An empty folder is a refusal too.
+  auto empty = fs::path(HDSSL_BINARY_DIR) / "tests_tmp" / "inspect_empty";
+  fs::create_directories(empty);
+  lines = run("--json " + empty.string(), &code);
+  EXPECT_EQ(code, 3);
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_NE(json::parse(lines[0])["error"].get<std::string>().find("without NIfTI files"), std::string::npos);
   // Plain text: one line per file, and a folder is searched recursively.
   lines = run(kFixtures, &code);
   EXPECT_EQ(code, 0);
