@@ -174,7 +174,11 @@ std::vector<data::PreprocessedVolume> load_volumes(const Options& o, app::RunFol
 void apply_demo(Options& o, const CLI::App& app) {
   auto unset = [&](const char* flag) { return app.count(flag) == 0; };
   if (unset("--data")) o.data = "hdssl-demo/phantoms";
-  if (unset("-o")) o.out = "hdssl-demo/run";
+  if (unset("-o")) {  // a fresh folder each time (hdssl-demo/run, run-2, ...); --resume takes the first
+    o.out = "hdssl-demo/run";
+    for (int i = 2; !o.resume && fs::exists(o.out + "/checkpoint_latest.safetensors"); ++i)
+      o.out = "hdssl-demo/run-" + std::to_string(i);
+  }
   if (unset("--steps")) o.steps = 200;
   if (unset("--batch-pairs")) o.batch_pairs = 2;
   if (unset("--patch")) o.patch = {32, 32, 16};
@@ -236,7 +240,9 @@ int run_pretraining(Options& o, const CLI::App& app) {
     meta = models::read_training_meta(st, ckpt);
     Options keep = o;
     o.from_json(json::parse(meta.data_json));
-    if (app.count("--data")) o.data = keep.data;
+    if (app.count("--data")) o.data = keep.data;  // the volumes moved
+    if (!app.count("--steps")) o.steps = json::parse(meta.data_json).at("steps");  // --steps extends a run
+    if (!app.count("--save-every")) o.save_every = json::parse(meta.data_json).at("save_every");
   } else if (run.exists("checkpoint_latest.safetensors") || run.exists("checkpoint_previous.safetensors")) {
     throw Fatal{"the run folder " + o.out + " already holds a checkpoint: add --resume to continue it, or choose another -o"};
   }
@@ -433,7 +439,8 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"ct", "mri", "auto"}))->capture_default_str();
   app.add_option("--steps", o.steps, "optimizer steps in total")->capture_default_str()->check(CLI::PositiveNumber);
   app.add_option("--batch-pairs", o.batch_pairs, "patch pairs per step (B)")->capture_default_str()->check(CLI::PositiveNumber);
-  app.add_option("--patch", o.patch, "patch size X Y Z in voxels")->expected(3)->capture_default_str();
+  app.add_option("--patch", o.patch, "patch size X Y Z in voxels")->expected(3)->capture_default_str()
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   app.add_option("--voxels-per-pair", o.voxels_per_pair, "positive voxel pairs per patch pair (n)")->capture_default_str()->check(CLI::PositiveNumber);
   app.add_option("--lr", o.lr, "Adam learning rate")->capture_default_str();
   app.add_option("--lambda", o.lambda, "weight of the restoration loss Lr")->capture_default_str();
@@ -448,7 +455,8 @@ int main(int argc, char** argv) {
   app.add_option("--base-channels", o.base, "channels of pyramid level 0 (default: 32 ours, 16 vox2vec)");
   app.add_option("--scales", o.scales, "pyramid levels (default: 5 ours, 6 vox2vec)");
   app.add_option("--blocks", o.blocks, "ResBlocks per level")->capture_default_str();
-  app.add_option("--spacing", o.spacing, "resample to X Y Z mm (default: CT 1 1 2, MRI 1.5 1.5 1.5)")->expected(3);
+  app.add_option("--spacing", o.spacing, "resample to X Y Z mm (default: CT 1 1 2, MRI 1.5 1.5 1.5)")->expected(3)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   app.add_option("--device", o.device, "cpu | cuda | cuda:N")->capture_default_str();
   app.add_option("--threads", o.threads, "CPU threads for the math (default: all cores)");
   app.add_option("--loader-threads", o.loader_threads, "threads preparing batches ahead")->capture_default_str();

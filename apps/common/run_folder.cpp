@@ -106,7 +106,7 @@ MetricsCsv::MetricsCsv(const std::string& path, std::vector<std::string> columns
 void MetricsCsv::row(const std::vector<double>& values) {
   HDSSL_CHECK(values.size() == columns_.size()) << "metrics row of " << values.size() << " values for " << columns_.size() << " columns";
   std::ostringstream os;
-  os.precision(9);
+  os.precision(17);  // round-trips a double: resumed runs compare bit for bit
   for (size_t i = 0; i < values.size(); ++i) os << (i ? "," : "") << values[i];
   out_ << os.str() << "\n";
   out_.flush();

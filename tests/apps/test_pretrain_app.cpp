@@ -1,0 +1,247 @@
+// ./pretrain as a user runs it: a short phantom run whose loss falls and whose run folder is complete,
+// kill -9 then --resume reproducing the uninterrupted losses bit for bit (CPU), a second process on the
+// same folder refused, a corrupted or truncated latest checkpoint refused by name with the previous one
+// used, and each failure (empty folder, unreadable volumes, volumes smaller than the patch, non-finite
+// loss, CUDA without a GPU) a clear message and a non-zero exit.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "apps/common/run_folder.h"
+#include "data/phantom.h"
+#include "models/checkpoint.h"
+#include "models/fpn3d.h"
+
+namespace fs = std::filesystem;
+using namespace hdssl;
+
+namespace {
+const std::string kPretrain = std::string(HDSSL_BINARY_DIR) + "/pretrain";
+
+// A tiny configuration: each step takes a fraction of a second on one core.
+const std::string kTiny =
+    " --patch 16 16 8 --batch-pairs 2 --voxels-per-pair 64 --base-channels 4 --scales 2 --spacing 6 6 12"
+    " --modality ct --threads 1 --loader-threads 1 --lr 1e-3";
+
+std::string scratch() {
+  static std::string dir = [] {
+    auto d = fs::temp_directory_path() / ("hdssl_pretrain_app_" + std::to_string(::getpid()));
+    fs::remove_all(d);
+    fs::create_directories(d);
+    return d.string();
+  }();
+  return dir;
+}
+
+// Two small unlabeled CT phantoms, written once.
+std::string phantoms() {
+  static std::string dir = [] {
+    std::string d = scratch() + "/phantoms";
+    data::PhantomConfig pc;
+    pc.spacing = {4.0, 4.0, 8.0};
+    data::write_phantom_dataset(d, 2, 7, pc, /*unlabeled=*/true);
+    return d;
+  }();
+  return dir;
+}
+
+struct Result {
+  int code;
+  std::string output;
+};
+Result run(const std::string& args) {
+  std::string cmd = kPretrain + " " + args + " 2>&1";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
+  int status = ::pclose(p);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), out};
+}
+
+// Starts ./pretrain in the background (output to log_path); returns its pid.
+pid_t spawn(const std::string& args, const std::string& log_path) {
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    std::string cmd = "exec " + kPretrain + " " + args + " > " + log_path + " 2>&1";
+    ::execl("/bin/sh", "sh", "-c", cmd.c_str(), (char*)nullptr);
+    ::_exit(127);
+  }
+  return pid;
+}
+
+std::vector<std::vector<double>> metrics(const std::string& run_dir) {
+  std::vector<std::string> cols;
+  std::vector<std::vector<double>> rows;
+  app::MetricsCsv::read(run_dir + "/metrics.csv", cols, rows);
+  return rows;
+}
+// The deterministic columns of metrics.csv (step, Lc, Lr, L, grad norm) as text, one line per step.
+std::vector<std::string> losses(const std::string& run_dir) {
+  std::vector<std::string> out;
+  std::ifstream f(run_dir + "/metrics.csv");
+  std::string line;
+  std::getline(f, line);
+  while (std::getline(f, line)) {
+    std::vector<std::string> cells;
+    std::stringstream ss(line);
+    std::string c;
+    while (std::getline(ss, c, ',')) cells.push_back(c);
+    if (cells.size() == 8) out.push_back(cells[0] + " " + cells[3] + " " + cells[4] + " " + cells[5] + " " + cells[6]);
+  }
+  return out;
+}
+size_t rows_in(const std::string& run_dir) { return fs::exists(run_dir + "/metrics.csv") ? metrics(run_dir).size() : 0; }
+}  // namespace
+
+TEST(PretrainApp, LossFallsAndTheRunFolderIsComplete) {
+  const std::string out = scratch() + "/falls";
+  Result r = run("--data " + phantoms() + " -o " + out + kTiny + " --steps 60 --save-every 30");
+  ASSERT_EQ(r.code, 0) << r.output;
+  auto m = metrics(out);
+  ASSERT_EQ(m.size(), 60u);
+  double first = 0, last = 0, first_lc = 0, last_lc = 0;  // means over the first and the last 10 steps
+  for (size_t i = 0; i < 10; ++i) {
+    first += m[i][5] / 10, last += m[m.size() - 1 - i][5] / 10;
+    first_lc += m[i][3] / 10, last_lc += m[m.size() - 1 - i][3] / 10;
+  }
+  std::printf("mean L over steps 1-10: %.4f, over steps 51-60: %.4f (Lc %.4f -> %.4f)\n", first, last, first_lc, last_lc);
+  EXPECT_LT(last, 0.85 * first) << r.output;
+  EXPECT_LT(last_lc, first_lc) << r.output;
+  for (const char* f : {"config.json", "log.txt", "metrics.csv", "progress.png", "checkpoint_latest.safetensors",
+                        "checkpoint_previous.safetensors", "checkpoint_final.safetensors", "backbone.safetensors"})
+    EXPECT_TRUE(fs::exists(out + "/" + f)) << f;
+  // The backbone file loads strictly into an FPN3d of the run's size: the reference names, no prefix.
+  models::SafeTensors bb = models::read_safetensors(out + "/backbone.safetensors");
+  EXPECT_EQ(bb.metadata.at("base_channels"), "4");
+  Rng rng(0);
+  models::FPN3d fpn({4, 2, 2}, rng);
+  EXPECT_TRUE(models::load_module_state(fpn, bb, "", true).ok());
+  EXPECT_NE(r.output.find("steps/s"), std::string::npos);
+}
+
+TEST(PretrainApp, KillNineThenResumeReproducesTheLossesBitForBit) {
+  const std::string a = scratch() + "/straight", b = scratch() + "/killed";
+  const std::string args = "--data " + phantoms() + kTiny + " --steps 30 --save-every 3";
+  Result ra = run(args + " -o " + a);
+  ASSERT_EQ(ra.code, 0) << ra.output;
+
+  pid_t pid = spawn(args + " -o " + b, scratch() + "/killed.log");
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(240);
+  while (rows_in(b) < 8 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  ASSERT_EQ(::kill(pid, SIGKILL), 0);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFSIGNALED(status)) << "the run ended before it was killed";
+  const size_t at_kill = rows_in(b);
+  ASSERT_LT(at_kill, 30u);
+
+  Result rb = run("-o " + b + " --resume --threads 1 --loader-threads 1");
+  ASSERT_EQ(rb.code, 0) << rb.output;
+  EXPECT_NE(rb.output.find("resumed at step"), std::string::npos) << rb.output;
+  auto la = losses(a), lb = losses(b);
+  ASSERT_EQ(la.size(), 30u);
+  ASSERT_EQ(lb.size(), 30u) << "killed after " << at_kill << " rows";
+  for (size_t i = 0; i < la.size(); ++i) EXPECT_EQ(la[i], lb[i]) << "step " << i + 1 << " (killed after " << at_kill << " rows)";
+}
+
+TEST(PretrainApp, SecondProcessOnTheSameRunFolderIsRefused) {
+  const std::string out = scratch() + "/busy";
+  pid_t pid = spawn("--data " + phantoms() + " -o " + out + kTiny + " --steps 100000", scratch() + "/busy.log");
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (rows_in(out) < 1 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  Result r = run("--data " + phantoms() + " -o " + out + kTiny + " --steps 5");
+  ::kill(pid, SIGKILL);
+  ::waitpid(pid, nullptr, 0);
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.output.find("in use by another process"), std::string::npos) << r.output;
+}
+
+TEST(PretrainApp, BrokenLatestCheckpointIsRefusedByNameAndThePreviousUsed) {
+  for (const char* damage : {"corrupt", "truncate"}) {
+    const std::string out = scratch() + "/broken_" + damage;
+    Result r = run("--data " + phantoms() + " -o " + out + kTiny + " --steps 4 --save-every 2");
+    ASSERT_EQ(r.code, 0) << r.output;
+    const std::string latest = out + "/checkpoint_latest.safetensors";
+    std::vector<char> bytes;
+    {
+      std::ifstream f(latest, std::ios::binary);
+      bytes.assign(std::istreambuf_iterator<char>(f), {});
+    }
+    if (std::string(damage) == "corrupt") bytes[bytes.size() - 100] ^= 0x5a;
+    else bytes.resize(bytes.size() / 2);
+    {
+      std::ofstream f(latest, std::ios::binary | std::ios::trunc);
+      f.write(bytes.data(), std::streamsize(bytes.size()));
+    }
+    Result rr = run("-o " + out + " --resume --steps 6 --threads 1 --loader-threads 1");
+    EXPECT_EQ(rr.code, 0) << rr.output;
+    EXPECT_NE(rr.output.find("refusing checkpoint_latest.safetensors"), std::string::npos) << rr.output;
+    EXPECT_NE(rr.output.find("resumed at step 2"), std::string::npos) << rr.output;
+    EXPECT_EQ(metrics(out).size(), 6u);
+  }
+}
+
+TEST(PretrainApp, FailuresAreClearAndExitNonZero) {
+  const std::string base = scratch() + "/fail";
+  fs::create_directories(base + "/empty");
+  Result empty = run("--data " + base + "/empty -o " + base + "/r1" + kTiny + " --steps 2");
+  EXPECT_NE(empty.code, 0);
+  EXPECT_NE(empty.output.find("no NIfTI files"), std::string::npos) << empty.output;
+
+  fs::create_directories(base + "/garbage");
+  std::ofstream(base + "/garbage/broken.nii.gz") << "this is not a NIfTI file";
+  Result garbage = run("--data " + base + "/garbage -o " + base + "/r2" + kTiny + " --steps 2");
+  EXPECT_NE(garbage.code, 0);
+  EXPECT_NE(garbage.output.find("no usable volume"), std::string::npos) << garbage.output;
+  EXPECT_NE(garbage.output.find("broken.nii.gz"), std::string::npos) << garbage.output;
+
+  Result small = run("--data " + phantoms() + " -o " + base + "/r3" + kTiny + " --patch 400 16 8 --steps 2");
+  EXPECT_NE(small.code, 0);
+  EXPECT_NE(small.output.find("smaller than the patch"), std::string::npos) << small.output;
+
+  Result nan = run("--data " + phantoms() + " -o " + base + "/r4" + kTiny + " --steps 5 --save-every 1 --debug-nan-at 3");
+  EXPECT_NE(nan.code, 0);
+  // Caught at the loss, or (when a ReLU maps NaN to 0 in the forward pass) at the gradient norm, which
+  // names the first parameter with a non-finite gradient. Either way: the step and the tensor are named.
+  EXPECT_NE(nan.output.find("step 3: the"), std::string::npos) << nan.output;
+  EXPECT_NE(nan.output.find("is not finite"), std::string::npos) << nan.output;
+  EXPECT_TRUE(nan.output.find("Lc = nan") != std::string::npos || nan.output.find("gradient: backbone.") != std::string::npos)
+      << nan.output;
+  models::SafeTensors last = models::read_safetensors(base + "/r4/checkpoint_latest.safetensors");
+  EXPECT_EQ(last.metadata.at("step"), "2");  // nothing written after the poisoned step
+
+  Result cuda = run("--data " + phantoms() + " -o " + base + "/r5" + kTiny + " --steps 2 --device cuda");
+  if (cuda.code == 0) GTEST_SKIP() << "a CUDA device is present";
+  EXPECT_NE(cuda.output.find("no CUDA device"), std::string::npos) << cuda.output;
+
+  Result again = run("--data " + phantoms() + " -o " + base + "/r4" + kTiny + " --steps 5");
+  EXPECT_NE(again.code, 0);
+  EXPECT_NE(again.output.find("--resume"), std::string::npos) << again.output;
+}
+
+TEST(PretrainApp, DemoRunsFromAnEmptyFolder) {
+  const std::string cwd = scratch() + "/demo";
+  fs::create_directories(cwd);
+  std::string cmd = "cd " + cwd + " && " + kPretrain + " --demo --steps 3 --threads 2 2>&1";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
+  int status = ::pclose(p);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << out;
+  EXPECT_NE(out.find("synthetic CT phantoms"), std::string::npos) << out;
+  EXPECT_TRUE(fs::exists(cwd + "/hdssl-demo/run/backbone.safetensors")) << out;
+}
