@@ -10,7 +10,8 @@
 #   4. ./bench: conv3d forward+backward and one full pretraining step at the paper's size, TF32 off,
 #      then the step again with --tf32 (PyTorch's fp32 default for convolutions) if time allows
 #   5. the PyTorch yardstick .devbench/torch_reference_bench.py on the same card (fp32 variants first)
-#   6. a short table, printed last
+#   6. if time is left, compute-sanitizer memcheck over the tests of the hand-written kernels
+#   7. a short table, printed last
 # Logs and JSON land in $OUT (the run tool's folder; ./device-out when run by hand).
 set -u
 OUT=${OUT:-$PWD/device-out}
@@ -66,6 +67,18 @@ if [ -n "$TORCH" ] && [ "$(elapsed)" -lt 360 ]; then
     > "$OUT/torch.log" 2>&1 || tail -5 "$OUT/torch.log"
 else
   note "PyTorch yardstick skipped (not carried as .devbench/torch_reference_bench.py, or out of time)"
+fi
+
+SAN=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+if [ -x "$SAN" ] && [ "$(elapsed)" -lt 400 ]; then
+  left=$(( 460 - $(elapsed) )); [ "$left" -gt 90 ] && left=90
+  note "compute-sanitizer memcheck on the own-kernel tests (${left}s at most)"
+  NVIDIA_TF32_OVERRIDE=0 timeout "$left" "$SAN" --tool memcheck --error-exitcode 9 "$B/tests/cuda/cuda_tests" \
+    --gtest_filter='CudaElementwise.*:CudaReduce.*:CudaPool.*:CudaBatchNorm.*:CudaGather.*:CudaRowwise.*:CudaLosses.*:CudaAdam.*' \
+    > "$OUT/memcheck.log" 2>&1
+  rc=$?
+  if [ $rc -eq 0 ]; then note "memcheck: clean"; elif [ $rc -eq 124 ]; then note "memcheck: timed out (partial log)";
+  else note "memcheck: exit $rc"; grep -m 20 -E "Invalid|ERROR SUMMARY|out of bounds" "$OUT/memcheck.log"; fi
 fi
 
 note "done; table:"

@@ -28,6 +28,14 @@ inline cudaStream_t stream() { return ctx().stream; }
 __device__ inline int64_t thread_index() { return int64_t(blockIdx.x) * blockDim.x + threadIdx.x; }
 __device__ inline int64_t thread_stride() { return int64_t(blockDim.x) * gridDim.x; }
 
+// The channel of flat element i of an [outer, C, inner] tensor; 32-bit division when the whole tensor
+// has fewer than 2^32 elements (`small`, uniform over the launch), which is several times cheaper.
+__device__ inline int64_t channel_of(int64_t i, int64_t inner, int64_t C, bool small) {
+  if (small) return int64_t((uint32_t(i) / uint32_t(inner)) % uint32_t(C));
+  return (i / inner) % C;
+}
+inline bool fits_u32(int64_t n) { return n < (int64_t(1) << 32); }
+
 // d_out[0] = sum_{i < n} op(i) in double, on the stream (CUB's deterministic device-wide reduction).
 template <class Op>
 void reduce_sum_to_double(int64_t n, Op op, double* d_out) {
@@ -59,9 +67,18 @@ __global__ void channel_partials_kernel(Op op, int64_t outer, int64_t C, int64_t
   const int64_t begin = chunk * per, end = begin + per < M ? begin + per : M;
   double acc[K];
   for (int k = 0; k < K; ++k) acc[k] = 0.0;
-  for (int64_t j = begin + threadIdx.x; j < end; j += blockDim.x) {
-    const int64_t n = j / inner, i = j - n * inner;
+  // j = n * inner + i walks by blockDim.x; (n, i) is advanced without a 64-bit division per element.
+  const int64_t j0 = begin + threadIdx.x;
+  const int64_t step_n = int64_t(blockDim.x) / inner, step_i = int64_t(blockDim.x) - step_n * inner;
+  int64_t n = j0 / inner, i = j0 - n * inner;
+  for (int64_t j = j0; j < end; j += blockDim.x) {
     op((n * C + c) * inner + i, c, acc);
+    n += step_n;
+    i += step_i;
+    if (i >= inner) {
+      i -= inner;
+      ++n;
+    }
   }
   for (int k = 0; k < K; ++k) {
     double s = BlockReduce(tmp).Sum(acc[k]);

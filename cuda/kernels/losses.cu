@@ -123,7 +123,7 @@ void bce_logits_backward(const T* x, const T* t, const T* dloss, T* dx, int64_t 
 
 template <class T>
 void soft_dice_forward(const T* p, const T* g, int64_t planes, int64_t inner, T* loss, T* sums) {
-  HDSSL_CHECK(planes > 0) << "soft_dice_forward: no (n, k) planes";
+  HDSSL_CHECK(planes > 0 && inner > 0) << "soft_dice_forward: empty input (" << planes << " planes of " << inner << ")";
   const int chunks = channel_chunks(inner, planes);
   DeviceBuffer partials(sizeof(double) * 3 * size_t(planes) * size_t(chunks));
   launch_channel_partials<3>(DiceTerms<T>{p, g}, 1, planes, inner, chunks, partials.as<double>());

@@ -72,9 +72,9 @@ __global__ void bn_eval_coef_kernel(const T* gamma, const T* beta, const T* runn
 }
 
 template <class T>
-__global__ void bn_apply_kernel(const T* x, const double* coef, T* y, int64_t n, int64_t C, int64_t inner) {
+__global__ void bn_apply_kernel(const T* x, const double* coef, T* y, int64_t n, int64_t C, int64_t inner, bool small) {
   for (int64_t i = thread_index(); i < n; i += thread_stride()) {
-    const int64_t c = (i / inner) % C;
+    const int64_t c = channel_of(i, inner, C, small);
     y[i] = T(fma(double(x[i]), coef[2 * c], coef[2 * c + 1]));
   }
 }
@@ -98,9 +98,9 @@ __global__ void bn_backward_finalize_kernel(const double* partials, int chunks, 
 
 template <class T>
 __global__ void bn_backward_apply_kernel(const T* x, const T* dy, const T* mean, const double* coef, T* dx, int64_t n,
-                                         int64_t C, int64_t inner) {
+                                         int64_t C, int64_t inner, bool small) {
   for (int64_t i = thread_index(); i < n; i += thread_stride()) {
-    const int64_t c = (i / inner) % C;
+    const int64_t c = channel_of(i, inner, C, small);
     dx[i] = T(coef[3 * c] * double(dy[i]) + coef[3 * c + 1] * (double(x[i]) - double(mean[c])) + coef[3 * c + 2]);
   }
 }
@@ -119,7 +119,7 @@ void batchnorm_forward_train(const T* x, const T* gamma, const T* beta, T* y, T*
                                                                    save_mean, save_invstd, running_mean, running_var,
                                                                    coef.as<double>(), C, inner, M, momentum, eps);
   cudaCheckLaunch();
-  bn_apply_kernel<<<grid_for(n), kThreads, 0, stream()>>>(x, coef.as<double>(), y, n, C, inner);
+  bn_apply_kernel<<<grid_for(n), kThreads, 0, stream()>>>(x, coef.as<double>(), y, n, C, inner, fits_u32(n));
   cudaCheckLaunch();
 }
 
@@ -132,7 +132,7 @@ void batchnorm_forward_eval(const T* x, const T* gamma, const T* beta, const T* 
   bn_eval_coef_kernel<<<grid_for(C), kThreads, 0, stream()>>>(gamma, beta, running_mean, running_var,
                                                               coef.as<double>(), C, eps);
   cudaCheckLaunch();
-  bn_apply_kernel<<<grid_for(n), kThreads, 0, stream()>>>(x, coef.as<double>(), y, n, C, inner);
+  bn_apply_kernel<<<grid_for(n), kThreads, 0, stream()>>>(x, coef.as<double>(), y, n, C, inner, fits_u32(n));
   cudaCheckLaunch();
 }
 
@@ -149,7 +149,7 @@ void batchnorm_backward(const T* x, const T* dy, const T* gamma, const T* save_m
                                                                       C, M);
   cudaCheckLaunch();
   bn_backward_apply_kernel<<<grid_for(n), kThreads, 0, stream()>>>(x, dy, save_mean, coef.as<double>(), dx, n, C,
-                                                                   inner);
+                                                                   inner, fits_u32(n));
   cudaCheckLaunch();
 }
 
