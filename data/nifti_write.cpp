@@ -4,6 +4,10 @@
 // converted to the output datatype. Integer outputs round to nearest and refuse values out of range.
 #include <nifti/nifti2_io.h>
 #include <sys/stat.h>
+#include <zlib.h>
+
+#include <algorithm>
+#include <vector>
 
 #include <cmath>
 #include <cstdio>
@@ -31,6 +35,41 @@ void fill(void* dst, const Volume& v, const std::string& path) {
         }
         out[(z * ny + y) * nx + x] = T(val);
       }
+}
+
+bool has_suffix(const std::string& s, const char* suf) {
+  size_t n = std::strlen(suf);
+  return s.size() >= n && s.compare(s.size() - n, n, suf) == 0;
+}
+
+// Writes bytes to a plain or (".gz") gzip file; throws naming the file on failure.
+void write_file(const std::string& path, const std::vector<const void*>& parts, const std::vector<size_t>& sizes) {
+  gzFile g = gzopen(path.c_str(), has_suffix(path, ".gz") ? "wb6" : "wbT");
+  if (!g) throw DataError(path + ": cannot open for writing");
+  for (size_t i = 0; i < parts.size(); ++i)
+    for (size_t done = 0; done < sizes[i];) {
+      unsigned chunk = unsigned(std::min<size_t>(sizes[i] - done, size_t(1) << 30));
+      int w = gzwrite(g, static_cast<const char*>(parts[i]) + done, chunk);
+      if (w <= 0) { gzclose(g); throw DataError(path + ": write failed"); }
+      done += size_t(w);
+    }
+  if (gzclose(g) != Z_OK) throw DataError(path + ": write failed");
+}
+
+void write_nifti2_file(const std::string& path, nifti_image* nim, bool pair) {
+  nifti_2_header h;
+  if (nifti_convert_nim2n2hdr(nim, &h) != 0) throw DataError(path + ": nifti_clib could not build a NIfTI-2 header");
+  std::memcpy(h.magic, pair ? "ni2\0\r\n\032\n" : "n+2\0\r\n\032\n", 8);
+  h.vox_offset = pair ? 0 : 544;
+  const char ext[4] = {0, 0, 0, 0};  // no extensions
+  size_t nbytes = size_t(nim->nvox) * size_t(nim->nbyper);
+  if (pair) {
+    std::string img = path.substr(0, path.size() - (has_suffix(path, ".gz") ? 7 : 4)) + (has_suffix(path, ".gz") ? ".img.gz" : ".img");
+    write_file(path, {&h, ext}, {sizeof h, 4});
+    write_file(img, {nim->data}, {nbytes});
+  } else {
+    write_file(path, {&h, ext, nim->data}, {sizeof h, 4, nbytes});
+  }
 }
 
 }  // namespace
@@ -95,9 +134,16 @@ void write_nifti(const std::string& path, const Volume& vol, int datatype, const
   // Write to a temporary name first and rename, so readers never see half a file.
   bool pair = path.size() >= 4 && (path.compare(path.size() - 4, 4, ".hdr") == 0 ||
                                    (path.size() >= 7 && path.compare(path.size() - 7, 7, ".hdr.gz") == 0));
-  nim->nifti_type = pair ? NIFTI_FTYPE_NIFTI1_2 : NIFTI_FTYPE_NIFTI1_1;
+  // NIfTI-1 stores dims as int16: larger volumes must be NIfTI-2, which nifti_clib 3.0.1's writer gets wrong
+  // (it writes the header, then overwrites it with the voxels), so those are written here.
+  if (vol.dims[0] > 32767 || vol.dims[1] > 32767 || vol.dims[2] > 32767) {
+    write_nifti2_file(path, nim, pair);
+    return;
+  }
+  int type = pair ? NIFTI_FTYPE_NIFTI1_2 : NIFTI_FTYPE_NIFTI1_1;
+  nim->nifti_type = type;
   if (nifti_set_filenames(nim, path.c_str(), 0, 1) != 0) throw DataError(path + ": nifti_clib rejected the file name");
-  nim->nifti_type = pair ? NIFTI_FTYPE_NIFTI1_2 : NIFTI_FTYPE_NIFTI1_1;
+  nim->nifti_type = type;
   std::remove(path.c_str());
   nifti_image_write(nim);
   struct stat st;

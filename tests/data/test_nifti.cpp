@@ -178,6 +178,20 @@ TEST(NiftiWrite, RoundTripOfEveryDatatypeAndFormat) {
   }
 }
 
+TEST(NiftiWrite, DimsBeyondInt16AreWrittenAsNifti2) {
+  std::string dir = test::temp_dir("nifti_wide");
+  Volume v({40000, 2, 1});
+  for (size_t i = 0; i < v.data.size(); ++i) v.data[i] = float(i % 251);
+  for (const char* ext : {".nii", ".hdr"}) {
+    std::string p = dir + "/wide" + ext;
+    write_nifti(p, v, kUInt8);
+    NiftiImage r = read_nifti(p);
+    EXPECT_EQ(r.info.version, 2);
+    EXPECT_EQ(r.volume.dims, v.dims);
+    EXPECT_EQ(r.volume.data, v.data);
+  }
+}
+
 TEST(NiftiWrite, LabelMapsInTheOriginalGridKeepQformAndSform) {
   std::string dir = test::temp_dir("nifti_labels");
   NiftiImage src = read_nifti(kFixtures + "n2_be_float64_sform.nii.gz");
