@@ -152,6 +152,11 @@ PretrainBatch PretrainLoader::next() {
   return batch;
 }
 
+size_t PretrainLoader::batches_in_memory() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return slots_.size();
+}
+
 uint64_t PretrainLoader::position() const {
   std::lock_guard<std::mutex> l(mu_);
   return consume_;

@@ -62,6 +62,7 @@ class PretrainLoader {
   uint64_t position() const;            // number of the next batch
   void seek(uint64_t position);         // the next call to next() returns batch `position`
   const std::vector<PreprocessedVolume>& volumes() const { return *volumes_; }
+  size_t batches_in_memory() const;     // built or being built, not yet returned: never more than prefetch
   const PretrainConfig& config() const { return cfg_; }
 
   // Builds pair b of batch k into `batch` (allocated by make_empty_batch); used by the workers and tests.

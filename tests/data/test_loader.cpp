@@ -2,7 +2,9 @@
 // seed whatever the number of threads (and after seek).
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cstring>
+#include <thread>
 
 #include "data/dataset.h"
 #include "data/loader.h"
@@ -97,6 +99,17 @@ TEST(Loader, SeekResumesAtTheSameBatch) {
   l.seek(1);
   EXPECT_TRUE(same(l.next(), first[1]));
   EXPECT_FALSE(same(first[1], first[2]));
+}
+
+TEST(Loader, MemoryIsBoundedByPrefetch) {
+  PretrainLoader l(volumes(), small_config(PretrainConfig::Aug::Local), 3, 2);
+  for (int k = 0; k < 6; ++k) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(30));  // let the workers run ahead as far as they may
+    EXPECT_LE(l.batches_in_memory(), 2u);
+    l.next();
+  }
+  for (int t = 0; t < 500 && l.batches_in_memory() < 2; ++t) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_EQ(l.batches_in_memory(), 2u) << "workers should have filled the prefetch window";
 }
 
 TEST(Loader, DifferentSeedsGiveDifferentBatches) {
