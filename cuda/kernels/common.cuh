@@ -48,6 +48,25 @@ void reduce_sum_to_double(int64_t n, Op op, double* d_out) {
                                                0.0, stream()));
 }
 
+struct MaxOp {
+  __device__ double operator()(double a, double b) const { return a > b ? a : b; }
+};
+
+// Block-wide reduction of v (sum: ::cuda::std::plus<double>(), max: MaxOp()) returned to every thread of
+// a block of Threads threads. Ends with a barrier, so it can be called again at once.
+template <int Threads, class Op>
+__device__ double block_all_reduce(double v, Op op) {
+  using BlockReduce = cub::BlockReduce<double, Threads>;
+  __shared__ typename BlockReduce::TempStorage tmp;
+  __shared__ double result;
+  const double r = BlockReduce(tmp).Reduce(v, op);
+  if (threadIdx.x == 0) result = r;
+  __syncthreads();
+  const double out = result;
+  __syncthreads();  // tmp and result may be reused by the next call
+  return out;
+}
+
 // How many chunks each channel's outer*inner elements are split into (grid.x of channel_partials).
 inline int channel_chunks(int64_t per_channel, int64_t channels) {
   int64_t by_work = (per_channel + 16 * kThreads - 1) / (16 * kThreads);  // >= 16 elements per thread

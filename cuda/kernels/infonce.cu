@@ -34,22 +34,6 @@ void set_infonce_tile_rows(int64_t rows) {
 }
 
 // ---------------------------------------------------------------- kernels
-struct MaxOp {
-  __device__ double operator()(double a, double b) const { return a > b ? a : b; }
-};
-
-template <class Op>
-__device__ double block_all_reduce(double v, Op op) {
-  using BlockReduce = cub::BlockReduce<double, kRowThreads>;
-  __shared__ typename BlockReduce::TempStorage tmp;
-  __shared__ double result;
-  const double r = BlockReduce(tmp).Reduce(v, op);
-  if (threadIdx.x == 0) result = r;
-  __syncthreads();
-  const double out = result;
-  __syncthreads();
-  return out;
-}
 
 // One block per row of the tile: lse over j != i, the positive, and term_i = lse_i - S[i, p(i)].
 template <class T>
@@ -62,11 +46,11 @@ __global__ void infonce_rows_kernel(const T* S, int64_t r0, int64_t rows, int64_
     double m = -::cuda::std::numeric_limits<double>::infinity();
     for (int64_t j = threadIdx.x; j < N2; j += blockDim.x)
       if (j != i) m = fmax(m, double(row[j]));
-    m = block_all_reduce(m, MaxOp());
+    m = block_all_reduce<kRowThreads>(m, MaxOp());
     double s = 0.0;
     for (int64_t j = threadIdx.x; j < N2; j += blockDim.x)
       if (j != i) s += exp(double(row[j]) - m);
-    s = block_all_reduce(s, ::cuda::std::plus<double>());
+    s = block_all_reduce<kRowThreads>(s, ::cuda::std::plus<double>());
     if (threadIdx.x == 0) {
       const double lse = m + log(s);
       if (i < N) lse_a[i] = T(lse);

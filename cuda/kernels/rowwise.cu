@@ -15,23 +15,6 @@ namespace hdssl::cuda::kernels {
 constexpr int kRowThreads = 128;
 constexpr double kUnitTolerance = 1e-4;
 
-struct MaxOp {
-  __device__ double operator()(double a, double b) const { return a > b ? a : b; }
-};
-
-// Block-wide sum (or max) of v, returned to every thread.
-template <class Op>
-__device__ double block_all_reduce(double v, Op op) {
-  using BlockReduce = cub::BlockReduce<double, kRowThreads>;
-  __shared__ typename BlockReduce::TempStorage tmp;
-  __shared__ double result;
-  const double r = BlockReduce(tmp).Reduce(v, op);
-  if (threadIdx.x == 0) result = r;
-  __syncthreads();
-  const double out = result;
-  __syncthreads();  // tmp and result may be reused by the next call
-  return out;
-}
 
 // ---------------------------------------------------------------- kernels
 template <class T>
@@ -40,7 +23,7 @@ __global__ void l2norm_forward_kernel(const T* x, T* y, T* norms, int64_t rows, 
     const T* xr = x + r * cols;
     double ss = 0.0;
     for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) ss += double(xr[j]) * double(xr[j]);
-    ss = block_all_reduce(ss, ::cuda::std::plus<double>());
+    ss = block_all_reduce<kRowThreads>(ss, ::cuda::std::plus<double>());
     const double n = fmax(sqrt(ss), eps);
     for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) y[r * cols + j] = T(double(xr[j]) / n);
     if (threadIdx.x == 0) norms[r] = T(n);
@@ -57,8 +40,8 @@ __global__ void l2norm_backward_kernel(const T* dy, const T* y, const T* norms, 
       yy += double(yr[j]) * double(yr[j]);
       yg += double(yr[j]) * double(gr[j]);
     }
-    yy = block_all_reduce(yy, ::cuda::std::plus<double>());
-    yg = block_all_reduce(yg, ::cuda::std::plus<double>());
+    yy = block_all_reduce<kRowThreads>(yy, ::cuda::std::plus<double>());
+    yg = block_all_reduce<kRowThreads>(yg, ::cuda::std::plus<double>());
     if (yy < 1.0 - kUnitTolerance) yg = 0.0;  // clamped row
     const double inv = 1.0 / double(norms[r]);
     for (int64_t j = threadIdx.x; j < cols; j += blockDim.x)
@@ -73,14 +56,14 @@ __global__ void logsumexp_rows_kernel(const T* x, T* out, int64_t rows, int64_t 
     const T* xr = x + r * cols;
     double m = -inf;
     for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) m = fmax(m, double(xr[j]));
-    m = block_all_reduce(m, MaxOp());
+    m = block_all_reduce<kRowThreads>(m, MaxOp());
     if (isinf(m)) {  // empty row, all -inf, or a +inf entry
       if (threadIdx.x == 0) out[r] = T(m);
       continue;
     }
     double s = 0.0;
     for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) s += exp(double(xr[j]) - m);
-    s = block_all_reduce(s, ::cuda::std::plus<double>());
+    s = block_all_reduce<kRowThreads>(s, ::cuda::std::plus<double>());
     if (threadIdx.x == 0) out[r] = T(m + log(s));
   }
 }
