@@ -1,5 +1,6 @@
 // Parity of the elementwise primitives, add_row_vector and copy_channels (cuda/kernels/elementwise.cu,
-// cuda/backend.cpp). These are exact operations up to the last bit of exp, so tolerances are tight.
+// cuda/backend.cpp). Exact operations up to the last bit of exp, and of nvcc's fused multiply-add in
+// axpby (a*x + b*y may round once instead of twice), so tolerances are tight.
 #include "tests/cuda/parity.h"
 
 namespace hdssl::test {
@@ -19,7 +20,7 @@ TEST(CudaElementwise, FillCastAxpbyMul) {
         backend(d).axpby(0.75, on(d, x), -1.25, on(d, y), a);
         backend(d).mul(on(d, x), on(d, y), m);
         return std::vector<Tensor>{f, a, m};
-      }, {tol(t, 0, 0), tol(t, 1e-7, 1e-6), tol(t, 0, 1e-7)}, "fill/axpby/mul " + name(t, s));
+      }, {tol(t, 0, 0), tol(t, 2e-7, 1e-6), tol(t, 0, 1e-7)}, "fill/axpby/mul " + name(t, s));
     }
   // cast between every pair of dtypes (float -> int truncates toward zero)
   const std::vector<DType> all = {DType::F32, DType::F64, DType::I32};
