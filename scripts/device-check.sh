@@ -19,7 +19,7 @@ mkdir -p "$OUT"
 T0=$(date +%s)
 elapsed() { echo $(( $(date +%s) - T0 )); }
 note() { echo "[$(elapsed)s] $*" | tee -a "$OUT/summary.log"; }
-B=/tmp/b
+B=${HDSSL_BUILD_DIR:-/tmp/b}   # a dry run elsewhere: HDSSL_BUILD_DIR=build-cuda HDSSL_SKIP_BUILD=1
 status=0
 
 if [ -f .devdeps/unpack-debs.sh ]; then
@@ -32,6 +32,7 @@ fi
 nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1 || true
 note "GPU: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | head -1)"
 
+if [ -n "${HDSSL_SKIP_BUILD:-}" ]; then note "configure and build skipped (HDSSL_SKIP_BUILD), using $B"; else
 note "configure"
 if ! timeout 120 cmake -S . -B "$B" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 > "$OUT/configure.log" 2>&1; then
   tail -30 "$OUT/configure.log"; note "FAILED: configure"; exit 1
@@ -42,11 +43,20 @@ if ! timeout 240 cmake --build "$B" -j16 --target cuda_tests bench > "$OUT/build
   grep -E "error|Error" "$OUT/build.log" | head -40; note "FAILED: build"; exit 1
 fi
 note "built"
+fi
 
-note "parity tests (TF32 off)"
-NVIDIA_TF32_OVERRIDE=0 timeout 150 "$B/tests/cuda/cuda_tests" --gtest_output="json:$OUT/cuda_tests.json" \
-  > "$OUT/cuda_tests.log" 2>&1 || status=1
-grep -E "^\[  (FAILED|SKIPPED|PASSED) |^\[==========\]" "$OUT/cuda_tests.log" | tail -40
+note "parity tests (TF32 off), one process per suite so a crash cannot hide the other suites"
+mkdir -p "$OUT/tests"
+: > "$OUT/cuda_tests.log"
+"$B/tests/cuda/cuda_tests" --gtest_list_tests | grep -E '^[A-Za-z0-9_]+\.$' | tr -d '.' > "$OUT/tests/suites.txt"
+for suite in $(cat "$OUT/tests/suites.txt"); do
+  if [ "$(elapsed)" -gt 330 ]; then note "SKIPPED suite $suite (time)"; echo "$suite" >> "$OUT/tests/skipped.txt"; continue; fi
+  NVIDIA_TF32_OVERRIDE=0 timeout 150 "$B/tests/cuda/cuda_tests" --gtest_filter="$suite.*" \
+    --gtest_output="json:$OUT/tests/$suite.json" >> "$OUT/cuda_tests.log" 2>&1
+  rc=$?
+  [ $rc -ne 0 ] && { status=1; note "suite $suite: exit $rc"; }
+done
+grep -E "^\[  FAILED  \] .*\(" "$OUT/cuda_tests.log" | head -40
 grep -B2 -A6 "Failure" "$OUT/cuda_tests.log" | head -80
 
 note "bench (TF32 off)"
@@ -89,15 +99,31 @@ def load(name):
     try:
         with open(os.path.join(out, name)) as f: return json.load(f)
     except Exception: return None
-t = load('cuda_tests.json')
-if t:
-    print(f"parity tests: {t.get('tests')} run, {t.get('failures')} failed, {t.get('disabled', 0)} disabled")
+import glob
+try:
+    suites = open(os.path.join(out, 'tests', 'suites.txt')).read().split()
+except OSError:
+    suites = sorted(os.path.basename(p)[:-5] for p in glob.glob(os.path.join(out, 'tests', '*.json')))
+try:
+    skipped = open(os.path.join(out, 'tests', 'skipped.txt')).read().split()
+except OSError:
+    skipped = []
+n = nf = 0
+lines = []
+for suite in suites:
+    if suite in skipped: continue
+    t = load(os.path.join('tests', suite + '.json'))
+    if not t:
+        lines.append(f"  CRASH {suite} (no complete JSON: see cuda_tests.log)"); nf += 1; continue
     for s in t.get('testsuites', []):
         for c in s.get('testsuite', []):
+            n += 1
             res = 'FAIL' if c.get('failures') else ('SKIP' if c.get('result') == 'SKIPPED' else 'ok')
-            print(f"  {res:4} {s['name']}.{c['name']}  {c.get('time', '')}")
-else:
-    print("parity tests: no JSON (did the binary run?)")
+            nf += res == 'FAIL'
+            lines.append(f"  {res:4} {s['name']}.{c['name']}  {c.get('time', '')}")
+print(f"parity tests: {n} run in {len(suites)} suites, {nf} failed or crashed")
+print("\n".join(lines))
+if skipped: print("  skipped for time:", skipped)
 print(f"{'what':34} {'median_ms':>10} {'peak_GiB':>9} {'mallocs':>8}")
 for name in ('bench.json', 'bench_tf32.json'):
     b = load(name)
