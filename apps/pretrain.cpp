@@ -15,6 +15,7 @@
 #include <atomic>
 #include <chrono>
 #include <csignal>
+#include <cstdlib>
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
@@ -30,6 +31,7 @@
 #include "apps/common/progress.h"
 #include "apps/common/run_folder.h"
 #include "autograd/optim.h"
+#include "data/dataset.h"
 #include "data/loader.h"
 #include "data/nifti.h"
 #include "data/phantom.h"
@@ -48,7 +50,7 @@ namespace {
 
 // Every setting of a run; written to config.json and into each checkpoint.
 struct Options {
-  std::string data, out, modality = "auto", arch = "ours", aug = "local", device = "cpu";
+  std::string data, out, cache, modality = "auto", arch = "ours", aug = "local", device = "cpu";
   int64_t steps = 50000, save_every = 1000;
   int batch_pairs = 10, voxels_per_pair = 1024, base = 0, scales = 0, blocks = 2, threads = 0, loader_threads = 2;
   std::vector<int64_t> patch{128, 128, 32};
@@ -105,16 +107,8 @@ models::PretrainConfig model_config(const Options& o) {
 
 // NIfTI images under dir, recursively, sorted; label folders (labelsTr, labelsTs) are skipped.
 std::vector<std::string> find_images(const std::string& dir) {
-  std::vector<std::string> out;
   if (!fs::is_directory(dir)) throw Fatal{"--data " + dir + ": not a folder"};
-  for (auto it = fs::recursive_directory_iterator(dir, fs::directory_options::follow_directory_symlink);
-       it != fs::recursive_directory_iterator(); ++it) {
-    const std::string name = it->path().filename().string();
-    if (it->is_directory() && (name == "labelsTr" || name == "labelsTs")) { it.disable_recursion_pending(); continue; }
-    if (it->is_regular_file() && data::is_nifti_name(it->path().string())) out.push_back(it->path().string());
-  }
-  std::sort(out.begin(), out.end());
-  return out;
+  return data::find_nifti_files(dir);
 }
 
 data::PreprocessConfig preprocess_config(const Options& o, data::Modality m) {
@@ -135,12 +129,18 @@ std::vector<data::PreprocessedVolume> load_volumes(const Options& o, app::RunFol
   std::string first_problem;
   for (const auto& f : files) {
     try {
-      data::NiftiImage img = data::read_nifti(f);
-      data::Modality m = data::Modality::CT;
-      if (o.modality == "mri") m = data::Modality::MRI;
-      else if (o.modality == "auto") m = img.info.stats.min < -200 ? data::Modality::CT : data::Modality::MRI;
-      data::PreprocessConfig pc = preprocess_config(o, m);
-      data::PreprocessedVolume v = data::preprocess(img, pc);
+      data::Modality m = o.modality == "mri" ? data::Modality::MRI : data::Modality::CT;
+      data::PreprocessedVolume v;
+      data::PreprocessConfig pc;
+      if (o.modality == "auto") {  // needs the intensities first, so no cache
+        data::NiftiImage img = data::read_nifti(f);
+        m = img.info.stats.min < -200 ? data::Modality::CT : data::Modality::MRI;
+        pc = preprocess_config(o, m);
+        v = data::preprocess(img, pc);
+      } else {
+        pc = preprocess_config(o, m);
+        v = data::load_preprocessed(f, pc, o.cache);
+      }
       const auto& rd = v.record.resampled_dims;
       if (rd[0] < o.patch[0] || rd[1] < o.patch[1] || rd[2] < o.patch[2]) {
         std::ostringstream os;
@@ -179,7 +179,7 @@ void apply_demo(Options& o, const CLI::App& app) {
     for (int i = 2; !o.resume && fs::exists(o.out + "/checkpoint_latest.safetensors"); ++i)
       o.out = "hdssl-demo/run-" + std::to_string(i);
   }
-  if (unset("--steps")) o.steps = 200;
+  if (unset("--steps")) o.steps = 300;
   if (unset("--batch-pairs")) o.batch_pairs = 2;
   if (unset("--patch")) o.patch = {32, 32, 16};
   if (unset("--voxels-per-pair")) o.voxels_per_pair = 256;
@@ -233,9 +233,14 @@ int run_pretraining(Options& o, const CLI::App& app) {
   // Resume: the run's own settings win, except the ones that may change between sessions.
   std::string ckpt;
   models::TrainingMeta meta;
+  const bool has_checkpoint = run.exists("checkpoint_latest.safetensors") || run.exists("checkpoint_previous.safetensors");
+  if (o.resume && !has_checkpoint) {
+    run.log("--resume: " + o.out + " holds no checkpoint yet; starting from step 0");
+    o.resume = false;
+  }
   if (o.resume) {
     ckpt = pick_checkpoint(run);
-    if (ckpt.empty()) throw Fatal{"--resume: no intact checkpoint in " + o.out};
+    if (ckpt.empty()) throw Fatal{"--resume: no intact checkpoint in " + o.out + " (see the refusals above)"};
     models::SafeTensors st = models::read_safetensors(ckpt);
     meta = models::read_training_meta(st, ckpt);
     Options keep = o;
@@ -243,7 +248,7 @@ int run_pretraining(Options& o, const CLI::App& app) {
     if (app.count("--data")) o.data = keep.data;  // the volumes moved
     if (!app.count("--steps")) o.steps = json::parse(meta.data_json).at("steps");  // --steps extends a run
     if (!app.count("--save-every")) o.save_every = json::parse(meta.data_json).at("save_every");
-  } else if (run.exists("checkpoint_latest.safetensors") || run.exists("checkpoint_previous.safetensors")) {
+  } else if (has_checkpoint) {
     throw Fatal{"the run folder " + o.out + " already holds a checkpoint: add --resume to continue it, or choose another -o"};
   }
   if (o.data.empty()) throw Fatal{"--data DIR is required (or --demo)", 2};
@@ -430,11 +435,19 @@ int run_pretraining(Options& o, const CLI::App& app) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // OpenMP threads that spin while they wait make a step up to 10x slower when the cores are shared (with
+  // the loader's threads, or other programs). libgomp reads OMP_WAIT_POLICY when it loads, before main(),
+  // so when it is unset, set PASSIVE and restart this program once (same pid, same arguments).
+  if (!std::getenv("OMP_WAIT_POLICY")) {
+    ::setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
+    ::execv("/proc/self/exe", argv);  // returns only on failure: then go on as we are
+  }
   Options o;
   CLI::App app{"hdssl pretrain: dense self-supervised pretraining of a 3D FPN on NIfTI volumes (Kats et al. 2024).\n"
                "Defaults are the paper's. Ablation rows as flags: see docs/ablation.md."};
   app.add_option("--data", o.data, "folder searched recursively for NIfTI volumes (labelsTr/ is skipped)");
   app.add_option("-o,--out", o.out, "run folder (default runs/pretrain-ARCH-TIME)");
+  app.add_option("--cache", o.cache, "folder for preprocessed volumes, reused by later runs (with --modality ct|mri)");
   app.add_option("--modality", o.modality, "ct | mri | auto (auto: CT when a volume has values below -200)")
       ->check(CLI::IsMember({"ct", "mri", "auto"}))->capture_default_str();
   app.add_option("--steps", o.steps, "optimizer steps in total")->capture_default_str()->check(CLI::PositiveNumber);
