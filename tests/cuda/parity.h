@@ -1,6 +1,8 @@
 // Helpers of the CPU-vs-CUDA parity tests: skip without a device, random inputs, run one primitive on
 // both backends, compare with a tolerance written next to each check.
 //
+// HDSSL_PARITY_SELFTEST=1 (ctest: cuda_tests_cpu_selftest) runs them CPU against CPU, to check the tests.
+//
 // Pattern of a test:
 //   HDSSL_REQUIRE_CUDA();
 //   for (DType t : kFloatTypes) {
@@ -16,6 +18,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <functional>
 #include <limits>
 #include <sstream>
@@ -29,8 +32,19 @@
 
 namespace hdssl::test {
 
+// HDSSL_PARITY_SELFTEST=1 runs every parity test with the CPU standing in for CUDA (CPU against CPU):
+// checks the tests themselves (shapes, calls, tolerances) on a machine without a GPU.
+inline bool selftest() {
+  static const bool on = [] {
+    const char* e = std::getenv("HDSSL_PARITY_SELFTEST");
+    return e && std::string(e) == "1";
+  }();
+  return on;
+}
+
 // True when the CUDA backend is registered (init() is called once; a set-up failure is reported).
 inline bool cuda_ready(std::string* why = nullptr) {
+  if (selftest()) return true;
   static std::string reason;
   static const bool ok = [] {
     try {
@@ -55,7 +69,14 @@ inline bool cuda_ready(std::string* why = nullptr) {
 
 inline const std::vector<DType> kFloatTypes = {DType::F32, DType::F64};
 
-inline Device gpu() { return Device::cuda(0); }
+inline Device gpu() { return selftest() ? Device::cpu() : Device::cuda(0); }
+
+// For tests of CUDA-only machinery (allocator, algorithm cache): skipped in the CPU self-test.
+#define HDSSL_REQUIRE_REAL_CUDA()                                                          \
+  do {                                                                                     \
+    HDSSL_REQUIRE_CUDA();                                                                  \
+    if (::hdssl::test::selftest()) GTEST_SKIP() << "CUDA-only machinery: not in the self-test"; \
+  } while (0)
 
 // Uniform random values in [lo, hi) on the CPU.
 inline Tensor random(const Shape& s, DType t, Rng& rng, double lo = -1.0, double hi = 1.0) {

@@ -43,12 +43,12 @@ TEST(CudaConv3d, ForwardBackwardDataBackwardFilter) {
           tol(t, 2e-7 * vox, 1e-5, 1e-13 * vox, 1e-11)},
          "conv3d k" + std::to_string(c.k) + " " + name(t, c.x) + " -> " + std::to_string(c.co));
     }
-  EXPECT_GT(cuda::conv3d_cached_algorithms(), 0u);
+  if (!selftest()) EXPECT_GT(cuda::conv3d_cached_algorithms(), 0u);
 }
 
 // The algorithm cache: repeating a convolution of a known shape adds no entry and gives the same bits.
 TEST(CudaConv3d, AlgorithmChosenOncePerShape) {
-  HDSSL_REQUIRE_CUDA();
+  HDSSL_REQUIRE_REAL_CUDA();
   Rng rng(21);
   Tensor x = random({2, 4, 7, 6, 5}, DType::F32, rng).to(gpu()), w = random({3, 4, 3, 3, 3}, DType::F32, rng).to(gpu());
   Tensor y1 = output({2, 3, 7, 6, 5}, DType::F32, gpu()), y2 = output({2, 3, 7, 6, 5}, DType::F32, gpu());
