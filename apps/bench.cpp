@@ -166,6 +166,10 @@ Result time_pretrain_step(Device device, const std::string& arch, int64_t pairs,
     adam.step(clip_coefficient(grad_norm(params), 1.0));
     adam.zero_grad();
   }, r);
+  // FLOPs of one step at the paper's sizes, as counted by ../shared/bench/torch_reference_bench.py
+  // (bench/torch-h200.json: flops_ours, flops_vox2vec); unknown for other sizes.
+  if (pairs == 10 && patch == Shape({128, 128, 32}) && voxels == 1024)
+    r.flops = arch == "vox2vec" ? 7367861207040.0 : 27082453155840.0;
   return r;
 }
 // ====================== end of time_pretrain_step ======================
