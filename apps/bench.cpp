@@ -282,9 +282,9 @@ int main(int argc, char** argv) {
       }
       std::printf("bench: %s done\n", rows.back().name.c_str());
       std::fflush(stdout);
+      if (!json_out.empty()) write_json(json_out, rows, device_line);  // after every row: survives a kill
     }
     print_table(rows, device_line);
-    if (!json_out.empty()) write_json(json_out, rows, device_line);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench: %s\n", e.what());
     return 1;
