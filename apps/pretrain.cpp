@@ -50,7 +50,7 @@ namespace {
 
 // Every setting of a run; written to config.json and into each checkpoint.
 struct Options {
-  std::string data, out, cache, modality = "auto", arch = "ours", aug = "local", device = "cpu";
+  std::string data, out, cache, modality = "auto", arch = "ours", aug = "local", device = "auto";
   int64_t steps = 50000, save_every = 1000;
   int batch_pairs = 10, voxels_per_pair = 1024, base = 0, scales = 0, blocks = 2, threads = 0, loader_threads = 2;
   std::vector<int64_t> patch{128, 128, 32};
@@ -259,15 +259,16 @@ int run_pretraining(Options& o, const CLI::App& app) {
   omp_set_num_threads(threads);
   openblas_set_num_threads(threads);
   Device device;
+#ifdef HDSSL_HAVE_CUDA
+  if (o.device != "cpu") cuda::init();
+#endif
+  if (o.device == "auto") o.device = cuda_available() ? "cuda:0" : "cpu";
   try {
     device = Device::parse(o.device);
   } catch (const Error& e) {
     throw Fatal{std::string("--device: ") + e.what(), 2};
   }
   if (device.is_cuda()) {
-#ifdef HDSSL_HAVE_CUDA
-    cuda::init();
-#endif
     if (!cuda_available())
       throw Fatal{"--device " + o.device + ": no CUDA device available (" +
 #ifdef HDSSL_HAVE_CUDA
@@ -353,7 +354,8 @@ int run_pretraining(Options& o, const CLI::App& app) {
     }
     std::vector<app::Series> s{l, lc};
     if (mc.restoration) s.push_back(lr);
-    app::plot_curves(run.path("progress.png"), "pretraining loss (" + o.out + ")", "step", s);
+    const int smooth = rows.size() >= 40 ? int(rows.size() / 20) : 0;
+    app::plot_curves(run.path("progress.png"), "pretraining loss", "step", s, false, smooth);
   };
   auto save = [&](int64_t step) {
     const std::string latest = run.path("checkpoint_latest.safetensors");
@@ -470,7 +472,8 @@ int main(int argc, char** argv) {
   app.add_option("--blocks", o.blocks, "ResBlocks per level")->capture_default_str();
   app.add_option("--spacing", o.spacing, "resample to X Y Z mm (default: CT 1 1 2, MRI 1.5 1.5 1.5)")->expected(3)
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
-  app.add_option("--device", o.device, "cpu | cuda | cuda:N")->capture_default_str();
+  app.add_option("--device", o.device, "cpu | cuda | cuda:N | auto (the first GPU when there is one, else cpu)")
+      ->capture_default_str();
   app.add_option("--threads", o.threads, "CPU threads for the math (default: all cores)");
   app.add_option("--loader-threads", o.loader_threads, "threads preparing batches ahead")->capture_default_str();
   app.add_option("--seed", o.seed, "seed of the initialization and of the data sampling")->capture_default_str();

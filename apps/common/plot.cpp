@@ -28,7 +28,7 @@ const double kColors[][3] = {{0.12, 0.47, 0.71}, {1.0, 0.50, 0.05}, {0.17, 0.63,
 }  // namespace
 
 void plot_curves(const std::string& png_path, const std::string& title, const std::string& xlabel,
-                 const std::vector<Series>& series, bool log_y, int width, int height) {
+                 const std::vector<Series>& series, bool log_y, int smooth, int width, int height) {
   auto ty = [&](double y) { return log_y ? std::log10(y) : y; };
   double x0 = INFINITY, x1 = -INFINITY, y0 = INFINITY, y1 = -INFINITY;
   for (const auto& s : series)
@@ -76,25 +76,47 @@ void plot_curves(const std::string& png_path, const std::string& title, const st
   { cairo_text_extents_t e; cairo_text_extents(cr, xlabel.c_str(), &e);
     cairo_move_to(cr, (L + R) / 2 - e.width / 2, B + 36); cairo_show_text(cr, xlabel.c_str()); }
   cairo_set_font_size(cr, 15);
-  cairo_move_to(cr, L, T - 14); cairo_show_text(cr, (title + (log_y ? " (log scale)" : "")).c_str());
+  std::string full = title + (log_y ? " (log scale)" : "");
+  if (smooth > 1) full += "  (bold: mean of " + std::to_string(smooth) + " points)";
+  cairo_move_to(cr, L, T - 14); cairo_show_text(cr, full.c_str());
   cairo_set_font_size(cr, 12);
   // curves and legend
   cairo_rectangle(cr, L, T, R - L, B - T);
   cairo_save(cr);
   cairo_clip(cr);
-  cairo_set_line_width(cr, 1.6);
-  for (size_t k = 0; k < series.size(); ++k) {
-    const auto& c = kColors[k % 8];
-    cairo_set_source_rgb(cr, c[0], c[1], c[2]);
+  auto draw = [&](const std::vector<double>& xs, const std::vector<double>& ys) {
     bool pen = false;
-    for (size_t i = 0; i < series[k].x.size() && i < series[k].y.size(); ++i) {
-      double y = series[k].y[i];
+    for (size_t i = 0; i < xs.size() && i < ys.size(); ++i) {
+      double y = ys[i];
       if (!std::isfinite(y) || (log_y && y <= 0)) { pen = false; continue; }
-      if (pen) cairo_line_to(cr, px(series[k].x[i]), py(ty(y)));
-      else cairo_move_to(cr, px(series[k].x[i]), py(ty(y)));
+      if (pen) cairo_line_to(cr, px(xs[i]), py(ty(y)));
+      else cairo_move_to(cr, px(xs[i]), py(ty(y)));
       pen = true;
     }
     cairo_stroke(cr);
+  };
+  for (size_t k = 0; k < series.size(); ++k) {
+    const auto& c = kColors[k % 8];
+    if (smooth <= 1) {
+      cairo_set_line_width(cr, 1.6);
+      cairo_set_source_rgb(cr, c[0], c[1], c[2]);
+      draw(series[k].x, series[k].y);
+      continue;
+    }
+    cairo_set_line_width(cr, 1.0);
+    cairo_set_source_rgba(cr, c[0], c[1], c[2], 0.25);
+    draw(series[k].x, series[k].y);
+    std::vector<double> mean(series[k].y.size());
+    double sum = 0;
+    size_t count = 0;
+    for (size_t i = 0; i < mean.size(); ++i) {  // trailing mean over the finite points of the window
+      if (std::isfinite(series[k].y[i])) { sum += series[k].y[i]; ++count; }
+      if (i >= size_t(smooth) && std::isfinite(series[k].y[i - size_t(smooth)])) { sum -= series[k].y[i - size_t(smooth)]; --count; }
+      mean[i] = count ? sum / double(count) : NAN;
+    }
+    cairo_set_line_width(cr, 2.2);
+    cairo_set_source_rgb(cr, c[0], c[1], c[2]);
+    draw(series[k].x, mean);
   }
   cairo_restore(cr);
   cairo_new_path(cr);

@@ -14,7 +14,9 @@ struct Series {
 };
 
 // Draws every series on shared axes with a legend; throws hdssl::Error if the file cannot be written.
+// With smooth > 1 each series is drawn faint as is, and bold as its trailing mean over `smooth` points.
 void plot_curves(const std::string& png_path, const std::string& title, const std::string& xlabel,
-                 const std::vector<Series>& series, bool log_y = false, int width = 900, int height = 500);
+                 const std::vector<Series>& series, bool log_y = false, int smooth = 0, int width = 900,
+                 int height = 500);
 
 }  // namespace hdssl::app

@@ -27,9 +27,10 @@ namespace {
 const std::string kPretrain = std::string(HDSSL_BINARY_DIR) + "/pretrain";
 
 // A tiny configuration: each step takes a fraction of a second on one core.
-const std::string kTiny =
+const std::string kTinyAnyDevice =
     " --patch 16 16 8 --batch-pairs 2 --voxels-per-pair 64 --base-channels 4 --scales 2 --spacing 6 6 12"
     " --modality ct --threads 1 --loader-threads 1 --lr 1e-3";
+const std::string kTiny = kTinyAnyDevice + " --device cpu";  // bitwise comparisons are a CPU promise
 
 std::string scratch() {
   static std::string dir = [] {
@@ -146,7 +147,7 @@ TEST(PretrainApp, KillNineThenResumeReproducesTheLossesBitForBit) {
   const size_t at_kill = rows_in(b);
   ASSERT_LT(at_kill, 30u);
 
-  Result rb = run("-o " + b + " --resume --threads 1 --loader-threads 1");
+  Result rb = run("-o " + b + " --resume --threads 1 --loader-threads 1 --device cpu");
   ASSERT_EQ(rb.code, 0) << rb.output;
   EXPECT_NE(rb.output.find("resumed at step"), std::string::npos) << rb.output;
   auto la = losses(a), lb = losses(b);
@@ -168,6 +169,23 @@ TEST(PretrainApp, SecondProcessOnTheSameRunFolderIsRefused) {
   EXPECT_NE(r.output.find("in use by another process"), std::string::npos) << r.output;
 }
 
+TEST(PretrainApp, SigtermSavesTheCurrentStepAndExits130) {
+  const std::string out = scratch() + "/term";
+  pid_t pid = spawn("--data " + phantoms() + " -o " + out + kTiny + " --steps 100000 --save-every 100000",
+                    scratch() + "/term.log");
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (rows_in(out) < 3 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  ASSERT_EQ(::kill(pid, SIGTERM), 0);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 130);
+  // The checkpoint holds the last finished step, which is the last row of metrics.csv.
+  models::SafeTensors st = models::read_safetensors(out + "/checkpoint_latest.safetensors");
+  EXPECT_EQ(st.metadata.at("step"), std::to_string(rows_in(out)));
+}
+
 TEST(PretrainApp, BrokenLatestCheckpointIsRefusedByNameAndThePreviousUsed) {
   for (const char* damage : {"corrupt", "truncate"}) {
     const std::string out = scratch() + "/broken_" + damage;
@@ -185,7 +203,7 @@ TEST(PretrainApp, BrokenLatestCheckpointIsRefusedByNameAndThePreviousUsed) {
       std::ofstream f(latest, std::ios::binary | std::ios::trunc);
       f.write(bytes.data(), std::streamsize(bytes.size()));
     }
-    Result rr = run("-o " + out + " --resume --steps 6 --threads 1 --loader-threads 1");
+    Result rr = run("-o " + out + " --resume --steps 6 --threads 1 --loader-threads 1 --device cpu");
     EXPECT_EQ(rr.code, 0) << rr.output;
     EXPECT_NE(rr.output.find("refusing checkpoint_latest.safetensors"), std::string::npos) << rr.output;
     EXPECT_NE(rr.output.find("resumed at step 2"), std::string::npos) << rr.output;
@@ -222,7 +240,7 @@ TEST(PretrainApp, FailuresAreClearAndExitNonZero) {
   models::SafeTensors last = models::read_safetensors(base + "/r4/checkpoint_latest.safetensors");
   EXPECT_EQ(last.metadata.at("step"), "2");  // nothing written after the poisoned step
 
-  Result cuda = run("--data " + phantoms() + " -o " + base + "/r5" + kTiny + " --steps 2 --device cuda");
+  Result cuda = run("--data " + phantoms() + " -o " + base + "/r5" + kTinyAnyDevice + " --steps 2 --device cuda");
   if (cuda.code == 0) GTEST_SKIP() << "a CUDA device is present";
   EXPECT_NE(cuda.output.find("no CUDA device"), std::string::npos) << cuda.output;
 
