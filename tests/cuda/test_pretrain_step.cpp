@@ -1,0 +1,108 @@
+// End-to-end parity: one pretraining step of a small models::Pretrainer (every primitive, through autograd
+// and the modules) on CUDA against the same step on the CPU - loss terms, every parameter gradient, the
+// BatchNorm running statistics, the gradient norm and the parameters after one clipped Adam step. Both
+// models are built from the same seed on the CPU; one is moved to CUDA. float64 makes the comparison
+// tight (every difference is summation order); float32 is checked against the largest gradient.
+#include <algorithm>
+#include <cmath>
+#include <memory>
+
+#include "autograd/optim.h"
+#include "models/pretrainer.h"
+#include "tests/cuda/parity.h"
+
+namespace hdssl::test {
+namespace {
+
+struct StepResult {
+  double loss = 0, lc = 0, lr = 0, grad_norm = 0;
+  std::vector<std::pair<std::string, std::vector<double>>> grads, params_after, buffers_after;
+};
+
+StepResult run_step(Device d, DType t) {
+  models::PretrainConfig cfg;
+  cfg.base = 4;
+  cfg.scales = 3;
+  cfg.proj_width = 4;
+  cfg.embed_dim = 8;
+  Rng rng(123);
+  models::Pretrainer model(cfg, rng, models::ModuleOptions{t, Device::cpu()});
+  model.to(d);
+  model.train();
+  Rng data(7);
+  const Shape vs{2, 1, 16, 12, 8};
+  auto vol = [&] { return on(d, random(vs, t, data, 0, 1)); };
+  auto coords = [&] {
+    std::vector<int32_t> c;
+    for (int i = 0; i < 2 * 24; ++i) {
+      c.push_back(int32_t(data.randint(0, 16)));
+      c.push_back(int32_t(data.randint(0, 12)));
+      c.push_back(int32_t(data.randint(0, 8)));
+    }
+    return on(d, Tensor::from_vector(c, {2, 24, 3}));
+  };
+  models::PretrainInputs in;
+  in.view_a = vol();
+  in.view_b = vol();
+  in.target_a = vol();
+  in.target_b = vol();
+  in.coords_a = coords();
+  in.coords_b = coords();
+
+  StepResult r;
+  models::PretrainLoss l = model.loss(in);
+  r.loss = l.total.value().item();
+  r.lc = l.contrastive.value().item();
+  r.lr = l.restoration.defined() ? l.restoration.value().item() : 0.0;
+  l.total.backward();
+  l = {};
+  for (auto& [name, v] : model.named_parameters())
+    r.grads.emplace_back(name, v.grad().defined() ? host_doubles(v.grad()) : std::vector<double>{});
+  for (auto& [name, b] : model.named_buffers())
+    if (b.tensor) r.buffers_after.emplace_back(name, host_doubles(*b.tensor));
+  std::vector<Variable> params = model.parameters();
+  r.grad_norm = grad_norm(params);
+  Adam adam(params);
+  adam.step(clip_coefficient(r.grad_norm, 1.0));
+  for (auto& [name, v] : model.named_parameters()) r.params_after.emplace_back(name, host_doubles(v.value()));
+  return r;
+}
+
+// max |a - b| / (scale + max |a|) over one named list, with the name of the worst entry.
+void expect_lists_close(const std::vector<std::pair<std::string, std::vector<double>>>& cpu,
+                        const std::vector<std::pair<std::string, std::vector<double>>>& gpu, double rel,
+                        double scale, const std::string& what) {
+  ASSERT_EQ(cpu.size(), gpu.size()) << what;
+  for (size_t k = 0; k < cpu.size(); ++k) {
+    ASSERT_EQ(cpu[k].first, gpu[k].first) << what;
+    ASSERT_EQ(cpu[k].second.size(), gpu[k].second.size()) << what << " " << cpu[k].first;
+    double diff = 0, mag = 0;
+    for (size_t i = 0; i < cpu[k].second.size(); ++i) {
+      diff = std::max(diff, std::fabs(cpu[k].second[i] - gpu[k].second[i]));
+      mag = std::max(mag, std::fabs(cpu[k].second[i]));
+    }
+    EXPECT_LE(diff, rel * (scale + mag)) << what << " " << cpu[k].first << ": max |cpu - cuda| " << diff
+                                         << ", max |cpu| " << mag;
+  }
+}
+
+TEST(CudaPretrainStep, LossGradientsBuffersAndAdamMatchTheCpu) {
+  HDSSL_REQUIRE_CUDA();
+  for (DType t : kFloatTypes) {
+    const StepResult c = run_step(Device::cpu(), t), g = run_step(gpu(), t);
+    const double rel = t == DType::F64 ? 1e-9 : 2e-4;  // float32: summation order over ~10^4 terms
+    EXPECT_NEAR(g.loss, c.loss, rel * std::fabs(c.loss)) << dtype_name(t);
+    EXPECT_NEAR(g.lc, c.lc, rel * std::fabs(c.lc)) << dtype_name(t);
+    EXPECT_NEAR(g.lr, c.lr, rel * std::fabs(c.lr) + 1e-12) << dtype_name(t);
+    EXPECT_NEAR(g.grad_norm, c.grad_norm, rel * c.grad_norm) << dtype_name(t);
+    double global = 0;  // the largest gradient element anywhere: the scale for small gradients
+    for (auto& [n, v] : c.grads)
+      for (double x : v) global = std::max(global, std::fabs(x));
+    expect_lists_close(c.grads, g.grads, rel, 1e-3 * global, std::string("gradient (") + dtype_name(t) + ")");
+    expect_lists_close(c.buffers_after, g.buffers_after, rel, 1e-6, std::string("buffer (") + dtype_name(t) + ")");
+    expect_lists_close(c.params_after, g.params_after, rel, 1e-6, std::string("after Adam (") + dtype_name(t) + ")");
+  }
+}
+
+}  // namespace
+}  // namespace hdssl::test
