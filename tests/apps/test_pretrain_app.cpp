@@ -128,6 +128,21 @@ TEST(PretrainApp, LossFallsAndTheRunFolderIsComplete) {
   models::FPN3d fpn({4, 2, 2}, rng);
   EXPECT_TRUE(models::load_module_state(fpn, bb, "", true).ok());
   EXPECT_NE(r.output.find("steps/s"), std::string::npos);
+
+  // And in PyTorch (Debian's python3-torch, when installed): both files load strictly, by name.
+  if (std::system("/usr/bin/python3 -c 'import torch' > /dev/null 2>&1") != 0) {
+    std::printf("python3-torch not installed: PyTorch load check skipped\n");
+    return;
+  }
+  std::string cmd = "/usr/bin/python3 " HDSSL_SOURCE_DIR "/tests/apps/load_checkpoint_in_torch.py " + out +
+                    "/backbone.safetensors " + out + "/checkpoint_final.safetensors 2>&1";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  std::string py;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof(buf), p)) > 0) py.append(buf, n);
+  EXPECT_EQ(::pclose(p), 0) << py;
+  EXPECT_NE(py.find("OK"), std::string::npos) << py;
 }
 
 TEST(PretrainApp, KillNineThenResumeReproducesTheLossesBitForBit) {
