@@ -95,8 +95,9 @@ Geom geometry(const Tensor& x_like, const Tensor& w, const Conv3dArgs& a, const 
   return Geom{x_like.size(0), w.size(1), w.size(0), x_like.size(2), x_like.size(3), x_like.size(4), k, a.pad};
 }
 
-// Runs body(item, thread) for items [0, n) over OpenMP threads (static split), with OpenBLAS held at one
-// thread meanwhile. body gets the thread number to pick its scratch buffer. A conv of under
+// Runs body(item, thread) for items [0, n) over OpenMP threads, with OpenBLAS held at one thread
+// meanwhile. Items are handed out dynamically, so a thread that the OS preempts (shared cores) does not
+// hold the others back. body gets the thread number to pick its scratch buffer. A conv of under
 // kMinParallelMacs multiply-adds runs on one thread: waking the others would cost more.
 constexpr double kMinParallelMacs = 1 << 22;
 template <class F>
@@ -105,7 +106,7 @@ void parallel_items(int64_t n, double macs, F&& body) {
       macs < kMinParallelMacs ? 1 : int(std::max<int64_t>(1, std::min<int64_t>(omp_get_max_threads(), n)));
   const int blas_threads = openblas_get_num_threads();
   if (blas_threads != 1) openblas_set_num_threads(1);
-#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (threads > 1)
   for (int64_t i = 0; i < n; ++i) body(i, omp_get_thread_num());
   if (blas_threads != 1) openblas_set_num_threads(blas_threads);
 }
@@ -264,8 +265,9 @@ void CpuBackend::conv3d_backward_data(const Tensor& dy, const Tensor& w, Tensor&
       });
       return;
     }
-    // Blocks of input channels: a block owns its rows of dcol and its channels of dx.
-    const int64_t blocks = std::min<int64_t>(g.Ci, omp_get_max_threads());
+    // Blocks of input channels: a block owns its rows of dcol and its channels of dx. A few blocks per
+    // thread balance the load; the split changes only the GEMMs' M, not any element's sum.
+    const int64_t blocks = std::min<int64_t>(g.Ci, 4 * omp_get_max_threads());
     Scratch<T> scratch;
     parallel_items(blocks, g.macs(), [&](int64_t blk, int thread) {
       const int64_t c0 = block_begin(g.Ci, blocks, blk), c1 = block_begin(g.Ci, blocks, blk + 1);
@@ -296,7 +298,7 @@ void CpuBackend::conv3d_backward_filter(const Tensor& x, const Tensor& dy, Tenso
     const int64_t S = g.S(), L = g.lines(), XY = g.X * g.Y, Z = g.Z, R = g.rows();
     std::vector<T> dwt(size_t(R * g.Co), T(0));  // dW^T [rows, Co]
     // Blocks of rows of dW^T: a block does vol2col and the GEMM for its rows, over all samples and tiles.
-    const int64_t blocks = std::min<int64_t>(R, omp_get_max_threads());
+    const int64_t blocks = std::min<int64_t>(R, 4 * omp_get_max_threads());
     Scratch<T> scratch;
     parallel_items(blocks, g.macs(), [&](int64_t blk, int thread) {
       const int64_t r0 = block_begin(R, blocks, blk), r1 = block_begin(R, blocks, blk + 1);
