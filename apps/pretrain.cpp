@@ -207,7 +207,10 @@ std::string pick_checkpoint(app::RunFolder& run) {
       models::read_training_meta(st, run.path(name));
       return run.path(name);
     } catch (const models::CheckpointError& e) {
-      run.log(std::string("refusing ") + name + ": " + e.what());
+      // Set it aside (kept for inspection), so that the next save does not demote it to "previous".
+      const std::string aside = run.path(std::string(name) + ".refused");
+      run.log(std::string("refusing ") + name + ": " + e.what() + "; moved to " + aside);
+      fs::rename(run.path(name), aside);
     }
   }
   return "";

@@ -223,6 +223,8 @@ TEST(PretrainApp, BrokenLatestCheckpointIsRefusedByNameAndThePreviousUsed) {
     EXPECT_NE(rr.output.find("refusing checkpoint_latest.safetensors"), std::string::npos) << rr.output;
     EXPECT_NE(rr.output.find("resumed at step 2"), std::string::npos) << rr.output;
     EXPECT_EQ(metrics(out).size(), 6u);
+    EXPECT_TRUE(fs::exists(latest + ".refused"));  // set aside, not demoted to checkpoint_previous
+    EXPECT_EQ(models::read_safetensors(out + "/checkpoint_previous.safetensors").metadata.at("step"), "4");
   }
 }
 
