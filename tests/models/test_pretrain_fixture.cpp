@@ -16,7 +16,7 @@ using namespace hdssl;
 using namespace hdssl::models;
 
 namespace {
-const char* kFixture = HDSSL_SOURCE_DIR "/tests/reference/fixtures/pretrain_step_tiny.safetensors";
+const std::string kFixtures = HDSSL_SOURCE_DIR "/tests/reference/fixtures/";
 
 // max |a - b| / max(floor, max |b|): the error relative to the tensor's scale. `floor` matters only for
 // gradients that are zero in exact arithmetic (the bias of a conv followed by a training-mode BatchNorm,
@@ -36,14 +36,16 @@ std::vector<double> values(const SafeTensors& fx, const std::string& name) {
 }
 
 struct Fixture {
-  SafeTensors fx = read_safetensors(kFixture);
+  SafeTensors fx;
   PretrainConfig cfg;
   std::unique_ptr<Pretrainer> model;
   PretrainInputs in;
-  Fixture() {
+  explicit Fixture(const std::string& file) : fx(read_safetensors(kFixtures + file)) {
     cfg.base = std::stoi(fx.metadata.at("base"));
     cfg.scales = std::stoi(fx.metadata.at("scales"));
     cfg.proj_width = std::stoi(fx.metadata.at("proj_width"));
+    cfg.balanced = fx.metadata.at("balanced") == "1";
+    cfg.restoration_single_conv = fx.metadata.at("restoration_1x1") == "1";
     cfg.tau = std::stod(fx.metadata.at("tau"));
     cfg.lambda = std::stod(fx.metadata.at("lambda"));
     Rng rng(123);
@@ -56,8 +58,15 @@ struct Fixture {
 };
 }  // namespace
 
-TEST(PretrainFixture, FirstStepLossGradientsAndAdamMatchPyTorch) {
-  Fixture f;
+class PretrainFixture : public ::testing::TestWithParam<std::string> {};
+
+// "ours" (balanced projections, two-layer restoration, tau 0.1, lambda 10) and vox2vec's raw concat with
+// the single 1x1x1 restoration conv (tau 0.2, lambda 3).
+INSTANTIATE_TEST_SUITE_P(Architectures, PretrainFixture,
+                         ::testing::Values("pretrain_step_tiny.safetensors", "pretrain_step_tiny_vox2vec.safetensors"));
+
+TEST_P(PretrainFixture, FirstStepLossGradientsAndAdamMatchPyTorch) {
+  Fixture f(GetParam());
   PretrainLoss l = f.model->loss(f.in);
   const double loss = l.total.value().item(), lc = l.contrastive.value().item(), lr = l.restoration.value().item();
   std::printf("loss %.15g (torch %.15g)  Lc %.15g (torch %.15g)  Lr %.15g (torch %.15g)\n", loss,

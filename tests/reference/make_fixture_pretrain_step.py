@@ -9,8 +9,10 @@ after the forward, and the parameters after one clipped Adam step. The C++ test 
 hdssl's checkpoint loader, which proves the names and shapes match the PyTorch state dict.
 
 Run with Debian's python3-torch (scripts/install-deps.sh --oracle):
-    /usr/bin/python3 tests/reference/make_fixture_pretrain_step.py [--count]
---count prints the parameter count at the paper's size (base 32, 5 scales) instead.
+    /usr/bin/python3 tests/reference/make_fixture_pretrain_step.py [--vox2vec] [--count]
+--vox2vec writes the second fixture: raw concat of the pyramid (no projections), the single 1x1x1
+restoration conv, other tau and lambda. --count prints the parameter count at the paper's size (base 32,
+5 scales) instead.
 """
 import json, os, struct, sys
 import torch
@@ -76,21 +78,27 @@ class FPN3d(nn.Module):
 
 
 class Pretrainer(nn.Module):
-    def __init__(self, base, scales, width=32, proj=128):
+    """balanced: per-scale 1x1x1 projections to `width` ("ours"); else the raw concat (vox2vec).
+    restoration_1x1: the published program's single 1x1x1 conv instead of the paper's two layers."""
+    def __init__(self, base, scales, width=32, proj=128, balanced=True, restoration_1x1=False):
         super().__init__()
         self.backbone = FPN3d(base, scales)
-        self.scale_projs = nn.ModuleList(nn.Conv3d(base * 2 ** i, width, 1) for i in range(scales))
-        d = width * scales
+        self.scale_projs = nn.ModuleList(nn.Conv3d(base * 2 ** i, width, 1) for i in range(scales)) if balanced else None
+        d = width * scales if balanced else sum(base * 2 ** i for i in range(scales))
         self.proj_head = nn.Sequential(nn.Linear(d, d), nn.BatchNorm1d(d), nn.ReLU(),
                                        nn.Linear(d, d), nn.BatchNorm1d(d), nn.ReLU(), nn.Linear(d, proj))
-        self.restoration = nn.Sequential(nn.Conv3d(base, base // 2, 3, padding=1), nn.BatchNorm3d(base // 2),
-                                         nn.ReLU(), nn.Conv3d(base // 2, 1, 1))
+        if restoration_1x1:
+            self.restoration = nn.Sequential(nn.Conv3d(base, 1, 1))
+        else:
+            self.restoration = nn.Sequential(nn.Conv3d(base, base // 2, 3, padding=1), nn.BatchNorm3d(base // 2),
+                                             nn.ReLU(), nn.Conv3d(base // 2, 1, 1))
 
     def embed(self, x, vox):
         pyr = self.backbone(x)
         feats = []
         for i, f in enumerate(pyr):
-            f = self.scale_projs[i](f)  # project the whole map, then pick voxels (as the reference does)
+            if self.scale_projs is not None:
+                f = self.scale_projs[i](f)  # project the whole map, then pick voxels (as the reference does)
             v = torch.div(vox, 2 ** i, rounding_mode='floor')
             b = torch.arange(f.shape[0])[:, None].expand(-1, v.shape[1])
             feats.append(f.permute(0, 2, 3, 4, 1)[b, v[..., 0], v[..., 1], v[..., 2]])
@@ -138,10 +146,14 @@ def main():
         print('pretrainer', sum(p.numel() for p in m.parameters()))
         print('backbone', sum(p.numel() for p in m.backbone.parameters()))
         return
-    torch.manual_seed(5)
+    vox2vec = '--vox2vec' in sys.argv
+    torch.manual_seed(6 if vox2vec else 5)
     torch.set_default_dtype(torch.float64)
-    base, scales, width, B, n, size, tau, lam = 2, 3, 8, 2, 6, (10, 9, 6), 0.1, 10.0
-    m = Pretrainer(base, scales, width)
+    if vox2vec:  # raw concat (d = 2 + 4 = 6), single 1x1x1 restoration conv, tau 0.2, lambda 3
+        base, scales, width, B, n, size, tau, lam = 2, 2, 0, 2, 5, (7, 8, 5), 0.2, 3.0
+    else:
+        base, scales, width, B, n, size, tau, lam = 2, 3, 8, 2, 6, (10, 9, 6), 0.1, 10.0
+    m = Pretrainer(base, scales, width, balanced=not vox2vec, restoration_1x1=vox2vec)
     m.train()
     state = {k: v.clone() for k, v in m.state_dict().items()}
     view_a, view_b = torch.rand(B, 1, *size), torch.rand(B, 1, *size)
@@ -179,8 +191,10 @@ def main():
     out['out.grad_norm'] = norm.reshape(1)
     for k, p in m.named_parameters():
         out['step1.' + k] = p
-    meta = dict(base=str(base), scales=str(scales), proj_width=str(width), tau=str(tau), **{'lambda': str(lam)}, torch=torch.__version__)
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'fixtures', 'pretrain_step_tiny.safetensors')
+    meta = dict(base=str(base), scales=str(scales), proj_width=str(width), balanced=str(int(not vox2vec)),
+                restoration_1x1=str(int(vox2vec)), tau=str(tau), **{'lambda': str(lam)}, torch=torch.__version__)
+    name = 'pretrain_step_tiny_vox2vec.safetensors' if vox2vec else 'pretrain_step_tiny.safetensors'
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'fixtures', name)
     write_safetensors(path, out, meta)
     print('wrote', path, os.path.getsize(path), 'bytes; loss', loss.item(), 'grad norm', norm.item())
 
