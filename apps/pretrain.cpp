@@ -495,7 +495,7 @@ int main(int argc, char** argv) {
     return 3;
   } catch (const std::exception& e) {
     std::string m = e.what();
-    const bool oom = m.find("out of memory") != std::string::npos;
+    const bool oom = m.find("out of memory") != std::string::npos || m.find("out of host memory") != std::string::npos;
     std::cerr << "pretrain: error: " << m << (oom ? " (try a smaller --batch-pairs, --patch or --voxels-per-pair)" : "") << std::endl;
     return oom ? 3 : 1;
   }

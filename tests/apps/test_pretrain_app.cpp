@@ -2,7 +2,7 @@
 // kill -9 then --resume reproducing the uninterrupted losses bit for bit (CPU), a second process on the
 // same folder refused, a corrupted or truncated latest checkpoint refused by name with the previous one
 // used, and each failure (empty folder, unreadable volumes, volumes smaller than the patch, non-finite
-// loss, CUDA without a GPU) a clear message and a non-zero exit.
+// loss, out of memory, CUDA without a GPU) a clear message and a non-zero exit.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -58,8 +58,8 @@ struct Result {
   int code;
   std::string output;
 };
-Result run(const std::string& args) {
-  std::string cmd = kPretrain + " " + args + " 2>&1";
+Result run(const std::string& args, const std::string& prefix = "") {
+  std::string cmd = prefix + kPretrain + " " + args + " 2>&1";
   FILE* p = ::popen(cmd.c_str(), "r");
   std::string out;
   char buf[4096];
@@ -256,6 +256,14 @@ TEST(PretrainApp, FailuresAreClearAndExitNonZero) {
       << nan.output;
   models::SafeTensors last = models::read_safetensors(base + "/r4/checkpoint_latest.safetensors");
   EXPECT_EQ(last.metadata.at("step"), "2");  // nothing written after the poisoned step
+
+  // Out of memory (host memory capped at 1.5 GB): the size asked for is in the message, exit code 3.
+  Result oom = run("--data " + phantoms() + " -o " + base + "/r6 --patch 64 64 16 --batch-pairs 32 --voxels-per-pair 64"
+                   " --base-channels 64 --scales 2 --spacing 4 4 8 --modality ct --threads 1 --loader-threads 1"
+                   " --steps 2 --device cpu", "ulimit -v 1500000; ");
+  EXPECT_EQ(oom.code, 3) << oom.output;
+  EXPECT_NE(oom.output.find("out of host memory: could not allocate"), std::string::npos) << oom.output;
+  EXPECT_NE(oom.output.find(" bytes"), std::string::npos) << oom.output;
 
   Result cuda = run("--data " + phantoms() + " -o " + base + "/r5" + kTinyAnyDevice + " --steps 2 --device cuda");
   if (cuda.code == 0) GTEST_SKIP() << "a CUDA device is present";
