@@ -27,6 +27,10 @@ Backend& backend(Device device) {
 #else
                 std::string("without CUDA support)"));
 #endif
+  // One CUDA backend serves one device: refuse cuda:N for N > 0 rather than silently run on device 0.
+  HDSSL_CHECK(device.index == 0) << "device " << device.str()
+                                 << " requested: hdssl drives one GPU per process; use cuda:0 (and "
+                                    "CUDA_VISIBLE_DEVICES=N to pick the physical GPU)";
   return *g_cuda;
 }
 

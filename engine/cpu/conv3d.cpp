@@ -27,49 +27,18 @@
 #include <string>
 #include <vector>
 
+#include "engine/cpu/blas.h"
 #include "engine/cpu/cpu_backend.h"
 
 namespace hdssl {
 namespace {
-// OpenBLAS 0.3.21 (Debian 12) does not recognise some recent CPUs (e.g. Sapphire Rapids in a VM) and falls
-// back to its Prescott (SSE3) kernels, ~10x slower than its AVX-512 ones: this machine runs sgemm at 11
-// instead of 107 GFLOP/s. Unless the user chose a core with OPENBLAS_CORETYPE, re-select the core before
-// any BLAS call when the CPU has AVX-512 (or AVX2) but OpenBLAS picked a pre-AVX core. The hooks are
-// weak, so an OpenBLAS without DYNAMIC_ARCH (and without these functions) links and is left alone.
-extern "C" void gotoblas_dynamic_init(void) __attribute__((weak));
-extern "C" void gotoblas_dynamic_quit(void) __attribute__((weak));
-const bool g_blas_core_checked = [] {
-  if (!gotoblas_dynamic_init || !gotoblas_dynamic_quit || std::getenv("OPENBLAS_CORETYPE")) return false;
-  const std::string core = openblas_get_corename();
-  const bool pre_avx = core == "Prescott" || core == "Core2" || core == "Penryn" || core == "Dunnington" ||
-                       core == "Nehalem" || core == "Atom";
-  __builtin_cpu_init();
-  const char* better = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq")
-                           ? "SKYLAKEX"
-                           : __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? "HASWELL" : nullptr;
-  if (!pre_avx || !better) return false;
-  setenv("OPENBLAS_CORETYPE", better, 0);
-  gotoblas_dynamic_quit();
-  gotoblas_dynamic_init();
-  unsetenv("OPENBLAS_CORETYPE");
-  return true;
-}();
+
 
 
 constexpr int64_t kTileElems = int64_t(1) << 18;  // column-buffer elements per tile (1 MiB float32)
 constexpr int64_t kMinTileCols = 256;             // but at least this many columns, for GEMM efficiency
 
-void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
-          const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
-  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, int(m), int(n), int(k),
-              alpha, a, int(lda), b, int(ldb), beta, c, int(ldc));
-}
-void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alpha, const double* a, int64_t lda,
-          const double* b, int64_t ldb, double beta, double* c, int64_t ldc) {
-  cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, int(m), int(n), int(k),
-              alpha, a, int(lda), b, int(ldb), beta, c, int(ldc));
-}
+using blas::gemm;
 
 // The geometry shared by the three passes.
 struct Geom {

@@ -9,6 +9,7 @@ namespace hdssl {
 
 class CpuBackend final : public Backend {
  public:
+  CpuBackend();  // selects OpenBLAS's kernels once (engine/cpu/blas.h)
   Device device() const override { return Device::cpu(); }
 
   // memory.cpp

@@ -12,13 +12,13 @@
 // G^T[r,j] = (exp(S[r,j] - lse_j) - E[r,j]) dloss/(2N): from the same recomputed row block and the saved
 // lse of every row. Hence per block: one GEMM for S, H = exp(S - lse_r) + exp(S - lse_j) - 2E in place,
 // one GEMM dZ[block] = dloss/(2N tau) H Z. Memory: the block (kTileRows x 2N) plus Z and dZ.
-#include <cblas.h>
 
 #include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
 
+#include "engine/cpu/blas.h"
 #include "engine/cpu/cpu_backend.h"
 
 namespace hdssl {
@@ -45,13 +45,9 @@ double chunked_sum(int64_t n, F term) {
 }
 
 // out (rows x n) = alpha * a (rows x k) @ b^T (b is n x k), or alpha * a @ b (b is k x n): row-major GEMMs.
-void gemm(bool tb, int64_t rows, int64_t n, int64_t k, double alpha, const float* a, const float* b, float* out) {
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, tb ? CblasTrans : CblasNoTrans, blasint(rows), blasint(n), blasint(k),
-              float(alpha), a, blasint(k), b, blasint(tb ? k : n), 0.0f, out, blasint(n));
-}
-void gemm(bool tb, int64_t rows, int64_t n, int64_t k, double alpha, const double* a, const double* b, double* out) {
-  cblas_dgemm(CblasRowMajor, CblasNoTrans, tb ? CblasTrans : CblasNoTrans, blasint(rows), blasint(n), blasint(k),
-              alpha, a, blasint(k), b, blasint(tb ? k : n), 0.0, out, blasint(n));
+template <class T>
+void gemm(bool tb, int64_t rows, int64_t n, int64_t k, double alpha, const T* a, const T* b, T* out) {
+  blas::gemm(false, tb, rows, n, k, alpha, a, k, b, tb ? k : n, 0.0, out, n);
 }
 
 void check_infonce(const Tensor& za, const Tensor& zb, double tau, const Tensor& lse_a, const Tensor& lse_b) {

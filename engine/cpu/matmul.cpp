@@ -3,26 +3,11 @@
 // Row-major GEMM maps directly onto cblas_?gemm(CblasRowMajor, ...): the leading dimension of a stored
 // matrix is its number of columns whatever the transpose flag says, because op() only changes how BLAS
 // walks the memory. beta = 0 follows BLAS: `out` is then not read, so it may hold garbage (or NaN).
-#include <cblas.h>
-
+#include "engine/cpu/blas.h"
 #include "engine/cpu/cpu_backend.h"
 
 namespace hdssl {
-namespace {
-
-void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, const float* a, int64_t lda,
-          const float* b, int64_t ldb, double beta, float* c, int64_t ldc) {
-  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, blasint(M),
-              blasint(N), blasint(K), float(alpha), a, blasint(lda), b, blasint(ldb), float(beta), c, blasint(ldc));
-}
-
-void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, const double* a, int64_t lda,
-          const double* b, int64_t ldb, double beta, double* c, int64_t ldc) {
-  cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, blasint(M),
-              blasint(N), blasint(K), alpha, a, blasint(lda), b, blasint(ldb), beta, c, blasint(ldc));
-}
-
-}  // namespace
+using blas::gemm;
 
 void CpuBackend::matmul(const Tensor& a, const Tensor& b, Tensor& out, bool trans_a, bool trans_b, double alpha,
                         double beta) {

@@ -3,9 +3,12 @@
 #include <cstring>
 #include <new>
 
+#include "engine/cpu/blas.h"
 #include "engine/cpu/cpu_backend.h"
 
 namespace hdssl {
+
+CpuBackend::CpuBackend() { blas::select_core(); }
 
 void* CpuBackend::allocate(size_t bytes) {
   size_t rounded = (bytes + 63) / 64 * 64;
