@@ -450,6 +450,7 @@ int main(int argc, char** argv) {
   Options o;
   CLI::App app{"hdssl pretrain: dense self-supervised pretraining of a 3D FPN on NIfTI volumes (Kats et al. 2024).\n"
                "Defaults are the paper's. Ablation rows as flags: see docs/ablation.md."};
+  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);  // a repeated flag: the last wins
   app.add_option("--data", o.data, "folder searched recursively for NIfTI volumes (labelsTr/ is skipped)");
   app.add_option("-o,--out", o.out, "run folder (default runs/pretrain-ARCH-TIME)");
   app.add_option("--cache", o.cache, "folder for preprocessed volumes, reused by later runs (with --modality ct|mri)");

@@ -147,7 +147,8 @@ TEST(PretrainApp, LossFallsAndTheRunFolderIsComplete) {
 
 TEST(PretrainApp, KillNineThenResumeReproducesTheLossesBitForBit) {
   const std::string a = scratch() + "/straight", b = scratch() + "/killed";
-  const std::string args = "--data " + phantoms() + kTiny + " --steps 30 --save-every 3";
+  // Two math threads: the promise covers parallel kernels too (resumed with the same thread count).
+  const std::string args = "--data " + phantoms() + kTiny + " --threads 2 --steps 30 --save-every 3";
   Result ra = run(args + " -o " + a);
   ASSERT_EQ(ra.code, 0) << ra.output;
 
@@ -162,7 +163,7 @@ TEST(PretrainApp, KillNineThenResumeReproducesTheLossesBitForBit) {
   const size_t at_kill = rows_in(b);
   ASSERT_LT(at_kill, 30u);
 
-  Result rb = run("-o " + b + " --resume --threads 1 --loader-threads 1 --device cpu");
+  Result rb = run("-o " + b + " --resume --threads 2 --loader-threads 1 --device cpu");
   ASSERT_EQ(rb.code, 0) << rb.output;
   EXPECT_NE(rb.output.find("resumed at step"), std::string::npos) << rb.output;
   auto la = losses(a), lb = losses(b);
