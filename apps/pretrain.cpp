@@ -248,8 +248,23 @@ int run_pretraining(Options& o, const CLI::App& app) {
     meta = models::read_training_meta(st, ckpt);
     Options keep = o;
     o.from_json(json::parse(meta.data_json));
+    // Flags that define the run cannot change on --resume; say so instead of ignoring them silently.
+    const json given = keep.to_json(), kept = o.to_json();
+    for (const auto& [flag, key] : std::vector<std::pair<std::string, std::string>>{
+             {"--arch", "arch"}, {"--aug", "aug"}, {"--modality", "modality"}, {"--batch-pairs", "batch_pairs"},
+             {"--voxels-per-pair", "voxels_per_pair"}, {"--base-channels", "base_channels"}, {"--scales", "scales"},
+             {"--blocks", "blocks"}, {"--patch", "patch"}, {"--spacing", "spacing"},
+             {"--lambda", "lambda"}, {"--tau", "tau"}, {"--no-restoration", "no_restoration"},
+             {"--restoration-1x1", "restoration_1x1"}, {"--freeze-projections", "freeze_projections"}, {"--seed", "seed"}})
+      if (app.count(flag) && given.at(key) != kept.at(key))
+        run.log("note: " + flag + " " + given.at(key).dump() + " ignored: a resumed run keeps its " + key + " = " +
+                kept.at(key).dump());
     if (app.count("--data")) o.data = keep.data;  // the volumes moved
     if (!app.count("--steps")) o.steps = json::parse(meta.data_json).at("steps");  // --steps extends a run
+    if (app.count("--lr") && keep.lr != o.lr) {  // e.g. lower after a divergence; Adam's moments are kept
+      run.log("note: learning rate changed on resume from " + fmt("%g", o.lr) + " to " + fmt("%g", keep.lr));
+      o.lr = keep.lr;
+    }
     if (!app.count("--save-every")) o.save_every = json::parse(meta.data_json).at("save_every");
   } else if (has_checkpoint) {
     throw Fatal{"the run folder " + o.out + " already holds a checkpoint: add --resume to continue it, or choose another -o"};
