@@ -398,7 +398,7 @@ int run_pretraining(Options& o, const CLI::App& app) {
     if (!std::isfinite(l))
       throw Fatal{"step " + std::to_string(step) + ": the loss is not finite (L = " + fmt("%g", l) + ", Lc = " + fmt("%g", lc) +
                   " [InfoNCE of the embeddings], Lr = " + fmt("%g", lr) + " [restoration MSE]); stopping without saving. " +
-                  "The last checkpoint in " + o.out + " is intact; try a smaller --lr.", 4};
+                  "The last checkpoint in " + o.out + " is intact: continue with --resume, perhaps with a smaller --lr.", 4};
     loss.total.backward();
     loss = {};
     const double gn = grad_norm(params);
@@ -411,7 +411,8 @@ int run_pretraining(Options& o, const CLI::App& app) {
         if (!std::isfinite(s.item())) { culprit = name; break; }
       }
       throw Fatal{"step " + std::to_string(step) + ": the gradient norm is not finite (first non-finite gradient: " + culprit +
-                  "); stopping without saving. The last checkpoint in " + o.out + " is intact.", 4};
+                  "); stopping without saving. The last checkpoint in " + o.out + " is intact: continue with --resume, perhaps with a "
+                  "smaller --lr.", 4};
     }
     adam.step(clip_coefficient(gn, o.clip));
     adam.zero_grad();
