@@ -501,7 +501,11 @@ int main(int argc, char** argv) {
   app.add_option("--save-every", o.save_every, "steps between checkpoints")->capture_default_str()->check(CLI::PositiveNumber);
   app.add_flag("--demo", o.demo, "synthesize CT phantoms if absent and pretrain a small model on the CPU (minutes)");
   app.add_option("--debug-nan-at", o.debug_nan_at, "testing: poison the input of this step with NaN")->group("");
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;  // -h prints the help and exits 0; a bad command line exits 2
+  }
   try {
     return run_pretraining(o, app);
   } catch (const Fatal& f) {
