@@ -8,6 +8,7 @@
 
 #include "autograd/functions.h"
 #include "models/checkpoint.h"
+#include "models/eval/sliding_window.h"
 #include "models/eval/trainer.h"
 #include "models/segmentation.h"
 
@@ -219,4 +220,20 @@ TEST(Segmentation, BackboneConfigFromStateDictNames) {
   add_module_state(bare, m.backbone());
   EXPECT_EQ(backbone_prefix_of(bare), "");
   EXPECT_EQ(fpn_config_of(bare, "").scales, 3);
+}
+
+TEST(Segmentation, SlidingWindowOfTheNetworkEqualsOneWholeVolumeForward) {
+  Rng rng(10);
+  Segmenter m(tiny(HeadKind::NonLinear), rng);
+  m.train(false);
+  data::Volume v({12, 10, 6});
+  Rng r(11);
+  for (float& x : v.data) x = r.uniformf();
+  SlidingWindowOptions o;
+  o.patch = {16, 16, 8};  // the volume fits in one patch
+  NoGradGuard g;
+  auto fwd = [&](const Tensor& x) { return ag::sigmoid(m.forward(x)).value(); };
+  std::vector<float> sw = sliding_window(v, fwd, o).to_vector<float>();
+  std::vector<float> direct = fwd(Tensor::from_vector(v.data, {1, 1, 12, 10, 6})).to_vector<float>();
+  EXPECT_EQ(sw, direct);
 }

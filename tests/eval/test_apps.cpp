@@ -1,0 +1,122 @@
+// ./evaluate and ./predict end to end on three tiny phantoms: the run folder's files, refusals, --resume
+// of a finished run, --table, and predictions in each input's grid.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "data/nifti.h"
+#include "models/eval/report.h"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+struct Result {
+  int rc;
+  std::string out;
+};
+
+Result sh(const std::string& cmd) {
+  const std::string full = "OMP_WAIT_POLICY=PASSIVE " + cmd + " 2>&1";
+  FILE* p = popen(full.c_str(), "r");
+  std::string out;
+  char buf[4096];
+  while (size_t n = fread(buf, 1, sizeof buf, p)) out.append(buf, n);
+  int st = pclose(p);
+  return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, out};
+}
+
+const std::string kBin = HDSSL_BINARY_DIR;
+
+class Apps : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = ::testing::TempDir() + "hdssl_eval_apps";
+    fs::remove_all(dir_);
+    Result r = sh(kBin + "/synth -o " + dir_ + "/data --cases 3 --seed 5 --spacing 8 8 16");
+    ASSERT_EQ(r.rc, 0) << r.out;
+  }
+  static std::string eval_cmd(const std::string& run, const std::string& extra) {
+    return kBin + "/evaluate --mode linear --data " + dir_ + "/data -o " + dir_ + "/" + run +
+           " --steps 2 --batch 1 --patch 16 16 8 --spacing 8 8 16 --base-channels 4 --scales 2 --blocks 1 --folds 3"
+           " --threads 1 --save-every 1 " + extra;
+  }
+  static std::string dir_;
+};
+std::string Apps::dir_;
+
+TEST_F(Apps, EvaluateWritesTheRunFolderAndPredictOverlaysInputs) {
+  Result r = sh(eval_cmd("run", ""));
+  ASSERT_EQ(r.rc, 0) << r.out;
+  const std::string run = dir_ + "/run";
+  for (const char* f : {"config.json", "log.txt", "splits_final.json", "cv_table.md", "cv_table.csv"})
+    EXPECT_TRUE(fs::exists(run + "/" + f)) << f;
+  for (int i = 0; i < 3; ++i) {
+    const std::string fd = run + "/fold_" + std::to_string(i);
+    for (const char* f : {"metrics.csv", "progress.png", "checkpoint_final.safetensors", "summary.json"})
+      EXPECT_TRUE(fs::exists(fd + "/" + f)) << fd << "/" << f;
+    EXPECT_FALSE(fs::exists(fd + "/checkpoint_latest.safetensors"));
+    hdssl::eval::FoldSummary s = hdssl::eval::read_summary(fd + "/summary.json");
+    EXPECT_EQ(s.fold, i);
+    EXPECT_EQ(s.labels.size(), 13u);
+    EXPECT_EQ(s.labels[0], "spleen");
+    ASSERT_EQ(s.cases.size(), 1u);
+    for (double d : s.cases[0].dice) EXPECT_TRUE(d >= 0 && d <= 1) << d;
+    std::ifstream m(fd + "/metrics.csv");
+    std::string line;
+    int lines = 0;
+    while (std::getline(m, line)) ++lines;
+    EXPECT_EQ(lines, 3);  // header + 2 steps
+  }
+
+  // A second run into the same folder is refused without --resume; with --resume the settings must match.
+  r = sh(eval_cmd("run", ""));
+  EXPECT_EQ(r.rc, 2);
+  EXPECT_NE(r.out.find("--resume"), std::string::npos) << r.out;
+  r = sh(eval_cmd("run", "--resume --lr 0.1"));
+  EXPECT_EQ(r.rc, 2);
+  EXPECT_NE(r.out.find("'lr'"), std::string::npos) << r.out;
+  r = sh(eval_cmd("run", "--resume"));
+  EXPECT_EQ(r.rc, 0) << r.out;
+  EXPECT_NE(r.out.find("already done"), std::string::npos) << r.out;
+
+  // --table over the run.
+  r = sh(kBin + "/evaluate --table " + run + " -o " + dir_ + "/table");
+  EXPECT_EQ(r.rc, 0) << r.out;
+  EXPECT_TRUE(fs::exists(dir_ + "/table.md"));
+  EXPECT_NE(r.out.find("| linear |"), std::string::npos) << r.out;
+
+  // ./predict with every fold: one label map per input, in that input's grid.
+  r = sh(kBin + "/predict -i " + dir_ + "/data/imagesTr -o " + dir_ + "/pred -m " + run + " --threads 1");
+  ASSERT_EQ(r.rc, 0) << r.out;
+  EXPECT_NE(r.out.find("3 checkpoint(s)"), std::string::npos) << r.out;
+  for (int i = 0; i < 3; ++i) {
+    char name[64];
+    std::snprintf(name, sizeof name, "phantom_%03d", i);
+    auto in = hdssl::data::read_nifti_header(dir_ + "/data/imagesTr/" + name + "_0000.nii.gz");
+    auto out = hdssl::data::read_nifti_header(dir_ + "/pred/" + name + ".nii.gz");
+    EXPECT_EQ(out.geom.dims, in.geom.dims);
+    for (int a = 0; a < 4; ++a)
+      for (int b = 0; b < 4; ++b) EXPECT_NEAR(out.geom.affine[a][b], in.geom.affine[a][b], 1e-5);
+    EXPECT_TRUE(fs::exists(dir_ + "/pred/" + name + ".png"));
+  }
+}
+
+TEST_F(Apps, Refusals) {
+  Result r = sh(kBin + "/evaluate --mode linaer --data " + dir_ + "/data -o " + dir_ + "/bad");
+  EXPECT_EQ(r.rc, 2);
+  EXPECT_NE(r.out.find("unknown mode"), std::string::npos) << r.out;
+  r = sh(kBin + "/evaluate --mode scratch --weights x.safetensors --data " + dir_ + "/data -o " + dir_ + "/bad2");
+  EXPECT_EQ(r.rc, 2);
+  EXPECT_NE(r.out.find("drop --weights"), std::string::npos) << r.out;
+  r = sh(eval_cmd("bad3", "--fold 5"));
+  EXPECT_EQ(r.rc, 2);
+  EXPECT_NE(r.out.find("there are 3 folds"), std::string::npos) << r.out;
+  r = sh(kBin + "/predict -i " + dir_ + "/data/imagesTr -o " + dir_ + "/p2 -m " + dir_ + "/nothing");
+  EXPECT_NE(r.rc, 0);
+}
+
+}  // namespace
