@@ -5,7 +5,7 @@
 #   2. fine-tuning the pretrained backbone vs training from scratch with TRAIN_CASES training cases,
 # and print both tables (Dice %, organ columns = mean over folds, Overall = mean +- std over folds).
 #
-#   bash scripts/phantom-experiment.sh                 # about 35 minutes on two shared cores
+#   bash scripts/phantom-experiment.sh                 # about 35 minutes on two shared cores (runs/phantom-experiment)
 #   OUT=/tmp/px PRETRAIN_STEPS=20 LINEAR_STEPS=10 FT_STEPS=10 FREEZE=4 WARMUP=2 bash scripts/phantom-experiment.sh   # smoke run
 #
 # Every stage resumes: rerunning the script skips finished runs and folds. All settings are below and are
@@ -13,13 +13,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 B=${BUILD_DIR:-build}
-OUT=${OUT:-phantom-experiment}
+OUT=${OUT:-runs/phantom-experiment}
 FOLDS=${FOLDS:-3}
 LABELED=${LABELED:-9}              # labeled phantoms: FOLDS folds of LABELED/FOLDS validation cases
 UNLABELED=${UNLABELED:-16}         # unlabeled phantoms for pretraining (another seed: no overlap)
 PRETRAIN_STEPS=${PRETRAIN_STEPS:-600}
 LINEAR_STEPS=${LINEAR_STEPS:-200}
 FT_STEPS=${FT_STEPS:-200}
+FT_BATCH=${FT_BATCH:-4}            # 2 left BatchNorm running statistics too noisy (docs/evaluation.md)
 FREEZE=${FREEZE:-60}               # fine-tuning: backbone frozen for these steps (paper 15k of 45k)
 WARMUP=${WARMUP:-20}               # then its lr rises x10 over these steps (paper 1.2k)
 TRAIN_CASES=${TRAIN_CASES:-4}
@@ -57,7 +58,7 @@ stage "linear probe, pretrained backbone ($FOLDS folds x $LINEAR_STEPS steps)"
 stage "linear probe, random backbone"
 "$B/evaluate" "${LIN[@]}" --data "$OUT/labeled" -o "$OUT/linear-random" "${ARCH[@]}" --name "linear, random init" "${EVAL[@]}" | grep -v '^step '
 
-FT=(--steps "$FT_STEPS" --batch 2 --lr 1e-3 --train-cases "$TRAIN_CASES")
+FT=(--steps "$FT_STEPS" --batch "$FT_BATCH" --lr 1e-3 --train-cases "$TRAIN_CASES")
 stage "fine-tune the pretrained backbone, $TRAIN_CASES training cases (frozen $FREEZE steps, warm-up $WARMUP)"
 "$B/evaluate" --mode finetune "${FT[@]}" --freeze-steps "$FREEZE" --warmup-steps "$WARMUP" --backbone-lr-start 1e-4 \
   --data "$OUT/labeled" -o "$OUT/finetune" --weights "$W" --name "fine-tune, pretrained, $TRAIN_CASES cases" "${EVAL[@]}" | grep -v '^step '
