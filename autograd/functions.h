@@ -18,6 +18,9 @@ Variable scale(const Variable& x, double alpha);                 // alpha * x
 Variable relu(const Variable& x);                                // max(x, 0)
 Variable sigmoid(const Variable& x);                             // 1 / (1 + exp(-x))
 
+// ---- views (functions/view.cpp) ----
+Variable reshape(const Variable& x, const Shape& shape);         // same elements, another shape (-1 once)
+
 // ---- reductions (functions/reduce.cpp) ----
 Variable sum(const Variable& x);                                 // [1] = sum of all elements
 Variable mean(const Variable& x);                                // [1] = mean of all elements

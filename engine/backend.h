@@ -49,7 +49,7 @@ class Backend {
   virtual void cast(const Tensor& x, Tensor& out) = 0;                             // out = x in out's dtype
   virtual void axpby(double a, const Tensor& x, double b, const Tensor& y, Tensor& out) = 0;  // out = a*x + b*y
   virtual void mul(const Tensor& x, const Tensor& y, Tensor& out) = 0;             // out = x * y
-  virtual void relu_forward(const Tensor& x, Tensor& y) = 0;                       // y = max(x, 0)
+  virtual void relu_forward(const Tensor& x, Tensor& y) = 0;                       // y = max(x, 0); NaN stays NaN
   virtual void relu_backward(const Tensor& y, const Tensor& dy, Tensor& dx) = 0;   // dx = dy * (y > 0)
   virtual void sigmoid_forward(const Tensor& x, Tensor& y) = 0;                    // y = 1 / (1 + exp(-x))
   virtual void sigmoid_backward(const Tensor& y, const Tensor& dy, Tensor& dx) = 0;  // dx = dy * y * (1 - y)

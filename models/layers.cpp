@@ -15,7 +15,7 @@ Conv3d::Conv3d(int64_t cin, int64_t cout, int k, bool has_bias, Rng& rng, const 
 
 Variable Conv3d::forward_rows(const Variable& rows) const {
   HDSSL_CHECK(k_ == 1) << "forward_rows needs a 1x1x1 conv";
-  return ag::linear(rows, reshape(weight, {weight.size(0), weight.size(1)}), bias);
+  return ag::linear(rows, ag::reshape(weight, {weight.size(0), weight.size(1)}), bias);
 }
 
 BatchNorm::BatchNorm(int64_t c, const ModuleOptions& o) {
@@ -37,14 +37,6 @@ Linear::Linear(int64_t in, int64_t out, Rng& rng, const ModuleOptions& o) {
   const double bound = 1.0 / std::sqrt(double(in));
   weight = register_parameter("weight", uniform_tensor({out, in}, bound, rng, o.dtype, o.device));
   bias = register_parameter("bias", uniform_tensor({out}, bound, rng, o.dtype, o.device));
-}
-
-Variable reshape(const Variable& x, const Shape& shape) {
-  Shape original = x.shape();
-  return make_result("reshape", x.value().reshape(shape), {x},
-                     [original](const Tensor& g, const std::vector<bool>&, std::vector<Tensor>& gin) {
-                       gin[0] = g.reshape(original);
-                     });
 }
 
 }  // namespace hdssl::models

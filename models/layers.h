@@ -38,8 +38,4 @@ class Linear : public Module {
   Variable weight, bias;
 };
 
-// A differentiable view with another shape (same number of elements). Not in the autograd catalogue
-// yet; proposed for autograd/functions.h as ag::reshape.
-Variable reshape(const Variable& x, const Shape& shape);
-
 }  // namespace hdssl::models

@@ -30,7 +30,7 @@ __global__ void mul_kernel(const T* x, const T* y, T* out, int64_t n) {
 
 template <class T>
 __global__ void relu_forward_kernel(const T* x, T* y, int64_t n) {
-  for (int64_t i = thread_index(); i < n; i += thread_stride()) y[i] = x[i] > T(0) ? x[i] : T(0);
+  for (int64_t i = thread_index(); i < n; i += thread_stride()) y[i] = (x[i] > T(0) || x[i] != x[i]) ? x[i] : T(0);  // NaN passes, as in PyTorch
 }
 
 template <class T>

@@ -65,7 +65,7 @@ void CpuBackend::relu_forward(const Tensor& x, Tensor& y) {
     const T* px = x.data<T>(); T* py = y.data<T>();
     const int64_t n = x.numel();
 #pragma omp parallel for schedule(static) if (n > 65536)
-    for (int64_t i = 0; i < n; ++i) py[i] = px[i] > T(0) ? px[i] : T(0);
+    for (int64_t i = 0; i < n; ++i) py[i] = (px[i] > T(0) || px[i] != px[i]) ? px[i] : T(0);  // NaN passes, as in PyTorch
   });
 }
 

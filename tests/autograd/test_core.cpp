@@ -2,6 +2,8 @@
 // leaf gradient accumulation across backward calls; and that the gradient checker catches a wrong gradient.
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include "autograd/functions.h"
 #include "autograd/gradcheck.h"
 
@@ -74,4 +76,23 @@ TEST(Autograd, GradcheckDetectsAWrongGradient) {
   };
   GradCheckResult r = gradcheck(bad, {leaf({1.0, 2.0, 3.0})});
   EXPECT_GT(r.max_rel_error, 0.4) << r.worst;
+}
+
+TEST(Autograd, ReshapeGradcheck) {
+  Variable x(Tensor::from_vector<double>({0.5, -1.0, 2.0, 0.25, -0.75, 1.5}, {2, 3}), true);
+  auto f = [](const std::vector<Variable>& v) {
+    return ag::mul(ag::reshape(ag::sigmoid(v[0]), {3, -1}), ag::reshape(v[0], {3, 2}));
+  };
+  GradCheckResult r = gradcheck(f, {x});
+  EXPECT_LT(r.max_rel_error, 1e-6) << r.worst;
+  EXPECT_EQ(ag::reshape(x, {6}).shape(), (Shape{6}));
+}
+
+TEST(Autograd, ReluKeepsNaNLikePyTorch) {
+  // A NaN must reach the loss (and be reported there), not be silenced into 0 by a ReLU.
+  Variable x(Tensor::from_vector<float>({-1.f, std::nanf(""), 2.f}, {3}));
+  std::vector<float> y = ag::relu(x).value().to_vector<float>();
+  EXPECT_EQ(y[0], 0.f);
+  EXPECT_TRUE(std::isnan(y[1]));
+  EXPECT_EQ(y[2], 2.f);
 }
