@@ -14,39 +14,16 @@
 #include <string>
 
 #include "autograd/functions.h"
+#include "tests/reference/fixture_file.h"
 #include "engine/random.h"
 
 using namespace hdssl;
 
 namespace {
-// The fixture file: named float64 arrays (see the Python script's docstring).
-class Fixtures {
- public:
-  Fixtures() {
-    const std::string dir = std::string(HDSSL_SOURCE_DIR) + "/tests/reference/fixtures/";
-    std::ifstream js(dir + "conv_pool_norm.json");
-    HDSSL_CHECK(js.good()) << "missing " << dir << "conv_pool_norm.json";
-    index_ = nlohmann::json::parse(js)["arrays"];
-    std::ifstream bin(dir + "conv_pool_norm.bin", std::ios::binary | std::ios::ate);
-    HDSSL_CHECK(bin.good()) << "missing " << dir << "conv_pool_norm.bin";
-    data_.resize(size_t(bin.tellg()) / sizeof(double));
-    bin.seekg(0);
-    bin.read(reinterpret_cast<char*>(data_.data()), std::streamsize(data_.size() * sizeof(double)));
-  }
-  Tensor get(const std::string& name) const {
-    HDSSL_CHECK(index_.contains(name)) << "fixture array " << name << " not found";
-    const Shape shape = index_[name]["shape"].get<Shape>();
-    const size_t off = index_[name]["offset"].get<size_t>(), n = size_t(numel(shape));
-    HDSSL_CHECK(off + n <= data_.size()) << "fixture array " << name << " runs past the data";
-    return Tensor::from_vector(std::vector<double>(data_.begin() + long(off), data_.begin() + long(off + n)), shape);
-  }
- private:
-  nlohmann::json index_;
-  std::vector<double> data_;
-};
+using Fixtures = hdssl::testing::FixtureFile;
 
 const Fixtures& fixtures() {
-  static const Fixtures f;
+  static const Fixtures f("conv_pool_norm");
   return f;
 }
 

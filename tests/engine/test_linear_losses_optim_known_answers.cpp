@@ -14,47 +14,23 @@
 
 #include "autograd/functions.h"
 #include "autograd/optim.h"
+#include "tests/reference/fixture_file.h"
 #include "engine/random.h"
 
 using namespace hdssl;
 
 namespace {
-// The fixture file: named float64 arrays and scalars (see the Python script's docstring).
-class Fixtures {
+// The fixture file (named float64 arrays and scalars, see the Python script's docstring), plus rows of
+// stacked arrays.
+class Fixtures : public hdssl::testing::FixtureFile {
  public:
-  Fixtures() {
-    const std::string dir = std::string(HDSSL_SOURCE_DIR) + "/tests/reference/fixtures/";
-    std::ifstream js(dir + "linear_losses.json");
-    HDSSL_CHECK(js.good()) << "missing " << dir << "linear_losses.json";
-    const nlohmann::json all = nlohmann::json::parse(js);
-    index_ = all["arrays"];
-    scalars_ = all["scalars"];
-    std::ifstream bin(dir + "linear_losses.bin", std::ios::binary | std::ios::ate);
-    HDSSL_CHECK(bin.good()) << "missing " << dir << "linear_losses.bin";
-    data_.resize(size_t(bin.tellg()) / sizeof(double));
-    bin.seekg(0);
-    bin.read(reinterpret_cast<char*>(data_.data()), std::streamsize(data_.size() * sizeof(double)));
-  }
-  Tensor get(const std::string& name) const {
-    HDSSL_CHECK(index_.contains(name)) << "fixture array " << name << " not found";
-    const Shape shape = index_[name]["shape"].get<Shape>();
-    const size_t off = index_[name]["offset"].get<size_t>(), n = size_t(numel(shape));
-    HDSSL_CHECK(off + n <= data_.size()) << "fixture array " << name << " runs past the data";
-    return Tensor::from_vector(std::vector<double>(data_.begin() + long(off), data_.begin() + long(off + n)), shape);
-  }
-  double scalar(const std::string& name) const {
-    HDSSL_CHECK(scalars_.contains(name)) << "fixture scalar " << name << " not found";
-    return scalars_[name].get<double>();
-  }
+  Fixtures() : FixtureFile("linear_losses") {}
   // Row k of a stacked [steps, ...] array, with the given shape.
   Tensor row(const std::string& name, int64_t k, const Shape& shape) const {
     const std::vector<double> all = get(name).to_vector<double>();
     const size_t n = size_t(numel(shape));
     return Tensor::from_vector(std::vector<double>(all.begin() + long(k * int64_t(n)), all.begin() + long((k + 1) * int64_t(n))), shape);
   }
- private:
-  nlohmann::json index_, scalars_;
-  std::vector<double> data_;
 };
 
 const Fixtures& fx() {
