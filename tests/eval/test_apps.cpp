@@ -2,6 +2,7 @@
 // of a finished run, --table, and predictions in each input's grid.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -117,6 +118,34 @@ TEST_F(Apps, Refusals) {
   EXPECT_NE(r.out.find("there are 3 folds"), std::string::npos) << r.out;
   r = sh(kBin + "/predict -i " + dir_ + "/data/imagesTr -o " + dir_ + "/p2 -m " + dir_ + "/nothing");
   EXPECT_NE(r.rc, 0);
+}
+
+TEST_F(Apps, FineTuneAliasWithSplitsFileOneFoldAndFewCases) {
+  const std::string splits = dir_ + "/my_splits.json";
+  std::ofstream(splits) << R"([{"train": ["phantom_000", "phantom_001"], "val": ["phantom_002"]},
+                              {"train": ["phantom_001", "phantom_002"], "val": ["phantom_000"]}])";
+  Result r = sh(kBin + "/evaluate --mode fine_tuning --data " + dir_ + "/data -o " + dir_ + "/ft --splits " + splits +
+                " --fold 1 --train-cases 1 --steps 3 --freeze-steps 1 --warmup-steps 2 --batch 1 --patch 16 16 8"
+                " --spacing 8 8 16 --base-channels 4 --scales 2 --blocks 1 --threads 1");
+  ASSERT_EQ(r.rc, 0) << r.out;
+  EXPECT_FALSE(fs::exists(dir_ + "/ft/fold_0"));
+  ASSERT_TRUE(fs::exists(dir_ + "/ft/fold_1/summary.json"));
+  EXPECT_EQ(hdssl::eval::read_summary(dir_ + "/ft/fold_1/summary.json").cases.at(0).id, "phantom_000");
+  EXPECT_NE(r.out.find("fold 1: 1 training cases"), std::string::npos) << r.out;
+  // backbone_lr: 0 while frozen (step 1), then 3e-5 * 10^(u/2) for u = 0, 1
+  std::ifstream m(dir_ + "/ft/fold_1/metrics.csv");
+  std::string line;
+  std::vector<double> lr;
+  std::getline(m, line);
+  while (std::getline(m, line)) lr.push_back(std::stod(line.substr(line.rfind(',') + 1)));
+  ASSERT_EQ(lr.size(), 3u);
+  EXPECT_EQ(lr[0], 0.0);
+  EXPECT_NEAR(lr[1], 3e-5, 1e-12);
+  EXPECT_NEAR(lr[2], 3e-5 * std::sqrt(10.0), 1e-10);
+  std::ifstream sp(dir_ + "/ft/splits_final.json");
+  std::stringstream ss;
+  ss << sp.rdbuf();
+  EXPECT_NE(ss.str().find("phantom_002"), std::string::npos);
 }
 
 }  // namespace
