@@ -25,6 +25,7 @@ FREEZE=${FREEZE:-60}               # fine-tuning: backbone frozen for these step
 WARMUP=${WARMUP:-20}               # then its lr rises x10 over these steps (paper 1.2k)
 TRAIN_CASES=${TRAIN_CASES:-4}
 THREADS=${THREADS:-2}
+DEVICE=${DEVICE:-cpu}              # cuda on a GPU build
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}   # spinning OpenMP threads are very slow on a busy machine
 
 for p in synth pretrain evaluate; do
@@ -37,7 +38,7 @@ stage() { echo; echo "== [$(( $(date +%s) - T0 )) s] $*"; }
 # Network and data: base 8 channels, 3 scales, patches 32x32x16 at 4x4x8 mm (128 mm cubes of anatomy).
 ARCH=(--base-channels 8 --scales 3)
 GRID=(--spacing 4 4 8 --patch 32 32 16)
-EVAL=("${GRID[@]}" --folds "$FOLDS" --seed 0 --threads "$THREADS" --cache "$OUT/cache" --resume)
+EVAL=("${GRID[@]}" --folds "$FOLDS" --seed 0 --device "$DEVICE" --threads "$THREADS" --cache "$OUT/cache" --resume)
 
 stage "synthesize $LABELED labeled + $UNLABELED unlabeled CT phantoms"
 [ -f "$OUT/labeled/dataset.json" ] || "$B/synth" -o "$OUT/labeled" --cases "$LABELED" --seed 2024 --spacing 2 2 4 > /dev/null
@@ -47,7 +48,7 @@ stage "pretrain ($PRETRAIN_STEPS steps)"
 if [ ! -f "$OUT/pretrain/backbone.safetensors" ]; then
   resume=(); [ -f "$OUT/pretrain/config.json" ] && resume=(--resume)
   "$B/pretrain" --data "$OUT/unlabeled" -o "$OUT/pretrain" --modality ct "${ARCH[@]}" "${GRID[@]}" --steps "$PRETRAIN_STEPS" \
-    --batch-pairs 2 --voxels-per-pair 256 --lr 1e-3 --save-every 100 --threads "$THREADS" --seed 0 "${resume[@]}" | grep -v '^step ' || true
+    --batch-pairs 2 --voxels-per-pair 256 --lr 1e-3 --save-every 100 --device "$DEVICE" --threads "$THREADS" --seed 0 "${resume[@]}" | grep -v '^step ' || true
 fi
 W="$OUT/pretrain/backbone.safetensors"
 [ -f "$W" ] || { echo "pretraining did not produce $W"; exit 1; }
