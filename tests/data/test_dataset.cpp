@@ -7,6 +7,9 @@
 #include <fstream>
 #include <thread>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <nlohmann/json.hpp>
 
 #include "data/cache.h"
@@ -201,4 +204,49 @@ TEST(Cache, ConcurrentWritersAndDamagedEntriesAreSafe) {
   EXPECT_FALSE(hit);
   EXPECT_EQ(again.image.data, ref.image.data);
   EXPECT_TRUE(cache_load(dir + "/cache", file, pc).has_value());
+}
+
+TEST(Cache, TwoProcessesSharingTheCacheNeverSeeAHalfWrittenEntry) {
+  // Separate processes (not threads) each write the entry repeatedly while reading it back. Entries are
+  // written to a temporary file and renamed into place, so once one exists every read must hit and give
+  // the exact volume: a miss would mean a reader met a half-written entry. No temporary file may remain.
+  std::string dir = test::temp_dir("cache_processes");
+  std::string file = write_phantom_dataset(dir + "/in", 1, 11, test::small_phantom_config(), true)[0];
+  PreprocessConfig pc = PreprocessConfig::ct();
+  pc.spacing = {3.0, 3.0, 5.0};
+  pc.min_size = {32, 32, 16};
+  PreprocessedVolume ref = load_preprocessed(file, pc);
+  std::vector<pid_t> children;
+  for (int p = 0; p < 3; ++p) {
+    pid_t pid = fork();
+    ASSERT_GE(pid, 0) << "fork failed";
+    if (pid == 0) {  // child: no gtest assertions here, only an exit status
+      int bad = 0;
+      try {
+        for (int k = 0; k < 6; ++k) {
+          cache_store(dir + "/cache", file, pc, ref);
+          for (int r = 0; r < 3; ++r) {
+            auto got = cache_load(dir + "/cache", file, pc);
+            if (!got || got->image.data != ref.image.data) ++bad;
+          }
+        }
+      } catch (...) {
+        bad = 100;
+      }
+      _exit(bad);
+    }
+    children.push_back(pid);
+  }
+  for (pid_t pid : children) {
+    int status = 0;
+    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    ASSERT_TRUE(WIFEXITED(status));
+    EXPECT_EQ(WEXITSTATUS(status), 0) << "a process met a half-written or wrong cache entry (or threw)";
+  }
+  auto got = cache_load(dir + "/cache", file, pc);
+  ASSERT_TRUE(got.has_value());
+  EXPECT_EQ(got->image.data, ref.image.data);
+  size_t entries = 0;
+  for (auto& e : fs::directory_iterator(dir + "/cache")) { (void)e; ++entries; }
+  EXPECT_EQ(entries, 1u) << "no temporary files left behind";
 }
