@@ -24,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "apps/common/device_setup.h"
 #include "autograd/optim.h"
 #include "engine/backend.h"
 #include "engine/random.h"
@@ -235,22 +236,17 @@ int main(int argc, char** argv) {
 
   try {
     if (runs < 1 || warmup < 0 || (kernel != 1 && kernel != 3)) throw Error("--runs >= 1, --warmup >= 0, --kernel 1 or 3");
-    Device device = Device::parse(device_arg);
+    Device device;
+    try {
+      device = app::open_device(device_arg);
+    } catch (const app::BadDeviceName&) {
+      throw;
+    } catch (const Error& e) {  // a GPU was asked for and none is usable
+      std::fprintf(stderr, "bench: %s\n", e.what());
+      return 2;
+    }
     std::string device_line = "cpu";
     if (device.is_cuda()) {
-#ifdef HDSSL_HAVE_CUDA
-      cuda::init();
-#endif
-      if (!cuda_available()) {
-        std::fprintf(stderr, "bench: --device %s: no CUDA device available (%s); use --device cpu\n", device_arg.c_str(),
-#ifdef HDSSL_HAVE_CUDA
-                     "this build has CUDA support but found no usable GPU"
-#else
-                     "this build has no CUDA support"
-#endif
-        );
-        return 2;
-      }
 #ifdef HDSSL_HAVE_CUDA
       cuda::set_allow_tf32(tf32);
       cuda::set_conv_exhaustive_search(!conv_heuristic);

@@ -11,8 +11,6 @@
 // checkpoint_latest.safetensors, checkpoint_final.safetensors and summary.json (Dice per class per
 // validation case, on the preprocessed grid); when every fold is done, cv_table.md / cv_table.csv.
 // The machinery lives in models/eval/ and models/segmentation.h; this file is flags and the loop.
-#include <omp.h>
-#include <cblas.h>
 
 #include <algorithm>
 #include <atomic>
@@ -21,11 +19,11 @@
 #include <filesystem>
 #include <iostream>
 #include <new>
-#include <thread>
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include "apps/common/device_setup.h"
 #include "apps/common/plot.h"
 #include "apps/common/progress.h"
 #include "apps/common/run_folder.h"
@@ -38,9 +36,6 @@
 #include "models/eval/report.h"
 #include "models/eval/sliding_window.h"
 #include "models/eval/trainer.h"
-#ifdef HDSSL_HAVE_CUDA
-#include "cuda/backend.h"
-#endif
 
 using namespace hdssl;
 using json = nlohmann::json;
@@ -85,25 +80,11 @@ std::string fmt(const char* f, double v) {
 }
 
 Device pick_device(const Options& o) {
-  Device d;
   try {
-    d = Device::parse(o.device);
-  } catch (const Error& e) {
-    throw Fatal{std::string("--device: ") + e.what(), 2};
+    return app::open_device(o.device);
+  } catch (const Error& e) {  // an unknown name or an unusable GPU: both are the command line's fault here
+    throw Fatal{e.what(), 2};
   }
-  if (d.is_cuda()) {
-#ifdef HDSSL_HAVE_CUDA
-    cuda::init();
-#endif
-    if (!cuda_available()) throw Fatal{"--device " + o.device + ": no CUDA device available in this build/machine; use --device cpu", 2};
-  }
-  return d;
-}
-
-void set_threads(int threads) {
-  const int t = threads > 0 ? threads : int(std::max(1u, std::thread::hardware_concurrency()));
-  omp_set_num_threads(t);
-  openblas_set_num_threads(t);
 }
 
 // The fold summaries of a run folder, by fold number.
@@ -296,7 +277,7 @@ int run_evaluation(Options o) {
   }
   o.mode = eval::mode_name(mode);
   if (mode == eval::Mode::Scratch && !o.weights.empty()) throw Fatal{"--mode scratch trains from a random initialization; drop --weights", 2};
-  set_threads(o.threads);
+  app::set_math_threads(o.threads);
   const Device device = pick_device(o);
 
   app::RunFolder run(o.out);

@@ -8,22 +8,17 @@
 // sliding window (50 % overlap, sigmoid, threshold 0.5, highest probability wins), mapped back to the
 // input's own grid and orientation, and written as OUT/<case>.nii.gz (uint8, the input's qform/sform)
 // plus OUT/<case>.png, the axial slice with the most foreground. nnU-Net's "_0000" suffix is dropped.
-#include <omp.h>
-#include <cblas.h>
 
 #include <algorithm>
 #include <filesystem>
 #include <iostream>
-#include <thread>
 
 #include <CLI/CLI.hpp>
 
+#include "apps/common/device_setup.h"
 #include "data/dataset.h"
 #include "engine/backend.h"
 #include "models/eval/inference.h"
-#ifdef HDSSL_HAVE_CUDA
-#include "cuda/backend.h"
-#endif
 
 using namespace hdssl;
 namespace fs = std::filesystem;
@@ -43,16 +38,8 @@ int main(int argc, char** argv) {
   app.add_flag("--no-png", no_png, "skip the PNG overlays");
   CLI11_PARSE(app, argc, argv);
   try {
-    const int t = threads > 0 ? threads : int(std::max(1u, std::thread::hardware_concurrency()));
-    omp_set_num_threads(t);
-    openblas_set_num_threads(t);
-    Device device = Device::parse(device_name);
-    if (device.is_cuda()) {
-#ifdef HDSSL_HAVE_CUDA
-      cuda::init();
-#endif
-      if (!cuda_available()) throw Error("--device " + device_name + ": no CUDA device available; use --device cpu");
-    }
+    app::set_math_threads(threads);
+    const Device device = app::open_device(device_name);
     std::vector<std::string> ckpts;
     if (fs::is_directory(model_path)) {
       for (const auto& e : fs::directory_iterator(model_path)) {

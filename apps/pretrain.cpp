@@ -8,9 +8,7 @@
 // checkpoint_latest.safetensors (+ checkpoint_previous.safetensors, the one before) and at the end
 // checkpoint_final.safetensors and backbone.safetensors (reference FPN3d names, loads in PyTorch).
 // The training step itself lives in models/pretrainer.cpp (see docs/pretraining-step.md).
-#include <omp.h>
 #include <unistd.h>
-#include <cblas.h>
 
 #include <atomic>
 #include <chrono>
@@ -23,10 +21,10 @@
 #include <new>
 #include <nlohmann/json.hpp>
 #include <sstream>
-#include <thread>
 
 #include <CLI/CLI.hpp>
 
+#include "apps/common/device_setup.h"
 #include "apps/common/plot.h"
 #include "apps/common/progress.h"
 #include "apps/common/run_folder.h"
@@ -38,9 +36,6 @@
 #include "data/preprocess.h"
 #include "engine/backend.h"
 #include "models/train_state.h"
-#ifdef HDSSL_HAVE_CUDA
-#include "cuda/backend.h"
-#endif
 
 using namespace hdssl;
 using json = nlohmann::json;
@@ -273,29 +268,16 @@ int run_pretraining(Options& o, const CLI::App& app) {
   if (o.patch.size() != 3 || o.patch[0] < 1 || o.patch[1] < 1 || o.patch[2] < 1) throw Fatal{"--patch needs three positive sizes", 2};
 
   // Threads and device.
-  const int threads = o.threads > 0 ? o.threads : int(std::max(1u, std::thread::hardware_concurrency()));
-  omp_set_num_threads(threads);
-  openblas_set_num_threads(threads);
+  const int threads = app::set_math_threads(o.threads);
   Device device;
-#ifdef HDSSL_HAVE_CUDA
-  if (o.device != "cpu") cuda::init();
-#endif
-  if (o.device == "auto") o.device = cuda_available() ? "cuda:0" : "cpu";
   try {
-    device = Device::parse(o.device);
+    device = app::open_device(o.device);
+  } catch (const app::BadDeviceName& e) {
+    throw Fatal{e.what(), 2};
   } catch (const Error& e) {
-    throw Fatal{std::string("--device: ") + e.what(), 2};
+    throw Fatal{e.what()};
   }
-  if (device.is_cuda()) {
-    if (!cuda_available())
-      throw Fatal{"--device " + o.device + ": no CUDA device available (" +
-#ifdef HDSSL_HAVE_CUDA
-                  std::string("this build has CUDA support but found no usable GPU") +
-#else
-                  std::string("this build has no CUDA support; rebuild on a machine with the CUDA toolkit and cuDNN") +
-#endif
-                  "); use --device cpu"};
-  }
+  o.device = device.str();  // "auto" resolved, as recorded in config.json
 
   run.log("hdssl pretrain: " + o.out + (o.resume ? " (resuming from " + ckpt + ")" : ""));
   std::string modality_used;
