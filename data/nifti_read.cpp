@@ -122,6 +122,20 @@ struct RawHeader {
   int xyzt_units = 0;
 };
 
+// The fields NIfTI-1 and NIfTI-2 share by name (with wider types in NIfTI-2), into our RawHeader.
+template <class NiftiHeader>
+void copy_shared_fields(const NiftiHeader& n, RawHeader& h) {
+  h.datatype = n.datatype;
+  for (int i = 0; i < 8; ++i) { h.dim[i] = n.dim[i]; h.pixdim[i] = n.pixdim[i]; }
+  h.vox_offset_f = double(n.vox_offset);
+  h.scl_slope = n.scl_slope; h.scl_inter = n.scl_inter;
+  h.qform_code = n.qform_code; h.sform_code = n.sform_code;
+  h.quatern[0] = n.quatern_b; h.quatern[1] = n.quatern_c; h.quatern[2] = n.quatern_d;
+  h.qoffset[0] = n.qoffset_x; h.qoffset[1] = n.qoffset_y; h.qoffset[2] = n.qoffset_z;
+  for (int j = 0; j < 4; ++j) { h.srow[0][j] = n.srow_x[j]; h.srow[1][j] = n.srow_y[j]; h.srow[2][j] = n.srow_z[j]; }
+  h.xyzt_units = n.xyzt_units;
+}
+
 int32_t bswap32(int32_t v) { nifti_swap_4bytes(1, &v); return v; }
 
 RawHeader parse_header(const std::string& path, Stream& in, int64_t file_size) {
@@ -146,15 +160,7 @@ RawHeader parse_header(const std::string& path, Stream& in, int64_t file_size) {
     std::memcpy(&n, buf, sizeof n);
     if (h.swapped) nifti_swap_as_nifti1(&n);
     std::memcpy(h.magic, n.magic, 4);
-    h.datatype = n.datatype;
-    for (int i = 0; i < 8; ++i) { h.dim[i] = n.dim[i]; h.pixdim[i] = n.pixdim[i]; }
-    h.vox_offset_f = n.vox_offset;
-    h.scl_slope = n.scl_slope; h.scl_inter = n.scl_inter;
-    h.qform_code = n.qform_code; h.sform_code = n.sform_code;
-    h.quatern[0] = n.quatern_b; h.quatern[1] = n.quatern_c; h.quatern[2] = n.quatern_d;
-    h.qoffset[0] = n.qoffset_x; h.qoffset[1] = n.qoffset_y; h.qoffset[2] = n.qoffset_z;
-    for (int j = 0; j < 4; ++j) { h.srow[0][j] = n.srow_x[j]; h.srow[1][j] = n.srow_y[j]; h.srow[2][j] = n.srow_z[j]; }
-    h.xyzt_units = n.xyzt_units;
+    copy_shared_fields(n, h);
     if (std::memcmp(h.magic, "n+1", 4) != 0 && std::memcmp(h.magic, "ni1", 4) != 0)
       fail(path, "magic is not \"n+1\" or \"ni1\": not a NIfTI-1 file (Analyze 7.5 is not supported)");
   } else {
@@ -162,16 +168,8 @@ RawHeader parse_header(const std::string& path, Stream& in, int64_t file_size) {
     std::memcpy(&n, buf, sizeof n);
     if (h.swapped) nifti_swap_as_nifti2(&n);
     std::memcpy(h.magic, n.magic, 8);
-    h.datatype = n.datatype;
-    for (int i = 0; i < 8; ++i) { h.dim[i] = n.dim[i]; h.pixdim[i] = n.pixdim[i]; }
-    h.vox_offset = n.vox_offset;
-    h.vox_offset_f = double(n.vox_offset);
-    h.scl_slope = n.scl_slope; h.scl_inter = n.scl_inter;
-    h.qform_code = n.qform_code; h.sform_code = n.sform_code;
-    h.quatern[0] = n.quatern_b; h.quatern[1] = n.quatern_c; h.quatern[2] = n.quatern_d;
-    h.qoffset[0] = n.qoffset_x; h.qoffset[1] = n.qoffset_y; h.qoffset[2] = n.qoffset_z;
-    for (int j = 0; j < 4; ++j) { h.srow[0][j] = n.srow_x[j]; h.srow[1][j] = n.srow_y[j]; h.srow[2][j] = n.srow_z[j]; }
-    h.xyzt_units = n.xyzt_units;
+    copy_shared_fields(n, h);
+    h.vox_offset = n.vox_offset;  // NIfTI-2 stores it as an integer
     if ((std::memcmp(h.magic, "n+2", 4) != 0 && std::memcmp(h.magic, "ni2", 4) != 0) ||
         std::memcmp(h.magic + 4, "\r\n\032\n", 4) != 0)
       fail(path, "magic is not \"n+2\" or \"ni2\" with its \\r\\n\\032\\n signature: not a NIfTI-2 file");
