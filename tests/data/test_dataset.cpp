@@ -21,6 +21,14 @@
 using namespace hdssl::data;
 namespace fs = std::filesystem;
 
+// The CT preset at a coarse spacing that the small test phantoms survive.
+PreprocessConfig small_ct_preset() {
+  PreprocessConfig pc = PreprocessConfig::ct();
+  pc.spacing = {3.0, 3.0, 5.0};
+  pc.min_size = {32, 32, 16};
+  return pc;
+}
+
 TEST(Phantom, DeterministicPerSeedAndCase) {
   auto cfg = test::small_phantom_config();
   Phantom a = make_phantom(cfg, 3, 1), b = make_phantom(cfg, 3, 1), c = make_phantom(cfg, 3, 2), d = make_phantom(cfg, 4, 1);
@@ -81,9 +89,7 @@ TEST(Dataset, SynthFolderReadsAsNnunetV2WithDeclaredLabels) {
   EXPECT_EQ(ds.cases[0].id, "phantom_000");
   EXPECT_EQ(ds.label_names.size(), 14u);
   EXPECT_EQ(ds.label_names[11], "pancreas");
-  PreprocessConfig pc = PreprocessConfig::ct();
-  pc.spacing = {3.0, 3.0, 5.0};
-  pc.min_size = {32, 32, 16};
+  PreprocessConfig pc = small_ct_preset();
   PreprocessedCase c = load_labeled_case(ds, 1, pc);
   EXPECT_EQ(c.labels.dims, c.image.image.dims);
   // The image on disk is int16 HU and identical to a fresh phantom.
@@ -121,9 +127,7 @@ TEST(Dataset, DecathlonLayoutAndItsChecks) {
   EXPECT_EQ(ds.layout, "msd");
   ASSERT_EQ(ds.cases.size(), 1u);
   EXPECT_EQ(ds.cases[0].id, "case_1");
-  PreprocessConfig pc = PreprocessConfig::ct();
-  pc.spacing = {3.0, 3.0, 5.0};
-  pc.min_size = {32, 32, 16};
+  PreprocessConfig pc = small_ct_preset();
   EXPECT_NO_THROW(load_labeled_case(ds, 0, pc));
   // An undeclared label value is refused.
   j["labels"].erase("13");
@@ -154,9 +158,7 @@ TEST(Dataset, DecathlonLayoutAndItsChecks) {
 TEST(Cache, SecondLoadSkipsPreprocessingAndGivesTheSameVolume) {
   std::string dir = test::temp_dir("cache");
   write_phantom_dataset(dir + "/in", 2, 8, test::small_phantom_config(), true);
-  PreprocessConfig pc = PreprocessConfig::ct();
-  pc.spacing = {3.0, 3.0, 5.0};
-  pc.min_size = {32, 32, 16};
+  PreprocessConfig pc = small_ct_preset();
   LoadReport r1, r2;
   auto a = load_folder(dir + "/in", pc, dir + "/cache", &r1, 2, false);
   auto b = load_folder(dir + "/in", pc, dir + "/cache", &r2, 2, false);
@@ -180,9 +182,7 @@ TEST(Cache, SecondLoadSkipsPreprocessingAndGivesTheSameVolume) {
 TEST(Cache, ConcurrentWritersAndDamagedEntriesAreSafe) {
   std::string dir = test::temp_dir("cache_concurrent");
   std::string file = write_phantom_dataset(dir + "/in", 1, 9, test::small_phantom_config(), true)[0];
-  PreprocessConfig pc = PreprocessConfig::ct();
-  pc.spacing = {3.0, 3.0, 5.0};
-  pc.min_size = {32, 32, 16};
+  PreprocessConfig pc = small_ct_preset();
   PreprocessedVolume ref = load_preprocessed(file, pc);
   std::vector<std::thread> ts;
   for (int t = 0; t < 4; ++t) ts.emplace_back([&] {
@@ -212,9 +212,7 @@ TEST(Cache, TwoProcessesSharingTheCacheNeverSeeAHalfWrittenEntry) {
   // the exact volume: a miss would mean a reader met a half-written entry. No temporary file may remain.
   std::string dir = test::temp_dir("cache_processes");
   std::string file = write_phantom_dataset(dir + "/in", 1, 11, test::small_phantom_config(), true)[0];
-  PreprocessConfig pc = PreprocessConfig::ct();
-  pc.spacing = {3.0, 3.0, 5.0};
-  pc.min_size = {32, 32, 16};
+  PreprocessConfig pc = small_ct_preset();
   PreprocessedVolume ref = load_preprocessed(file, pc);
   std::vector<pid_t> children;
   for (int p = 0; p < 3; ++p) {
