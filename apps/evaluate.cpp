@@ -10,7 +10,7 @@
 // log.txt, splits_final.json, and per fold fold_I/ with metrics.csv, progress.png,
 // checkpoint_latest.safetensors, checkpoint_final.safetensors and summary.json (Dice per class per
 // validation case, on the preprocessed grid); when every fold is done, cv_table.md / cv_table.csv.
-// The machinery lives in models/eval/ and models/segmentation.h; this file is flags and the loop.
+// The machinery lives in eval/ and models/segmentation.h; this file is flags and the loop.
 
 #include <algorithm>
 #include <atomic>
@@ -30,12 +30,12 @@
 #include "data/dataset.h"
 #include "engine/backend.h"
 #include "models/checkpoint.h"
-#include "models/eval/dice.h"
-#include "models/eval/folds.h"
-#include "models/eval/inference.h"
-#include "models/eval/report.h"
-#include "models/eval/sliding_window.h"
-#include "models/eval/trainer.h"
+#include "eval/dice.h"
+#include "eval/folds.h"
+#include "eval/inference.h"
+#include "eval/report.h"
+#include "eval/sliding_window.h"
+#include "eval/trainer.h"
 
 using namespace hdssl;
 using json = nlohmann::json;

@@ -18,7 +18,7 @@
 #include "apps/common/device_setup.h"
 #include "data/dataset.h"
 #include "engine/backend.h"
-#include "models/eval/inference.h"
+#include "eval/inference.h"
 
 using namespace hdssl;
 namespace fs = std::filesystem;

@@ -1,7 +1,7 @@
 // Dice per class against hand-computed cases, including the rule for absent classes.
 #include <gtest/gtest.h>
 
-#include "models/eval/dice.h"
+#include "eval/dice.h"
 
 using hdssl::data::Volume;
 using hdssl::eval::class_overlaps;

@@ -8,7 +8,7 @@
 #include <set>
 
 #include "data/volume.h"
-#include "models/eval/folds.h"
+#include "eval/folds.h"
 
 using namespace hdssl::eval;
 

@@ -5,7 +5,7 @@
 #include <cmath>
 
 #include "engine/random.h"
-#include "models/eval/patches.h"
+#include "eval/patches.h"
 
 using namespace hdssl;
 using namespace hdssl::eval;

@@ -8,8 +8,8 @@
 #include "data/nifti.h"
 #include "data/phantom.h"
 #include "models/checkpoint.h"
-#include "models/eval/inference.h"
-#include "models/eval/trainer.h"
+#include "eval/inference.h"
+#include "eval/trainer.h"
 
 using namespace hdssl;
 namespace fs = std::filesystem;

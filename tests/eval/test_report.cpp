@@ -3,7 +3,7 @@
 
 #include <cmath>
 
-#include "models/eval/report.h"
+#include "eval/report.h"
 
 using namespace hdssl::eval;
 

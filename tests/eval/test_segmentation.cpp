@@ -8,8 +8,8 @@
 
 #include "autograd/functions.h"
 #include "models/checkpoint.h"
-#include "models/eval/sliding_window.h"
-#include "models/eval/trainer.h"
+#include "eval/sliding_window.h"
+#include "eval/trainer.h"
 #include "models/segmentation.h"
 
 using namespace hdssl;

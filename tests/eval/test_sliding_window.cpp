@@ -4,7 +4,7 @@
 
 #include <cmath>
 
-#include "models/eval/sliding_window.h"
+#include "eval/sliding_window.h"
 
 using namespace hdssl;
 using namespace hdssl::eval;

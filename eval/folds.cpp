@@ -1,5 +1,5 @@
 // Folds: a seeded Fisher-Yates shuffle of the sorted ids, dealt round-robin into k parts.
-#include "models/eval/folds.h"
+#include "eval/folds.h"
 
 #include <algorithm>
 #include <fstream>

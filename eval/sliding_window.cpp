@@ -1,5 +1,5 @@
 // Sliding window: enumerate windows, batch them through the forward, average the overlaps.
-#include "models/eval/sliding_window.h"
+#include "eval/sliding_window.h"
 
 #include <algorithm>
 #include <cmath>

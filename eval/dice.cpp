@@ -1,5 +1,5 @@
 // Dice per class: one pass over the voxels counting |P_k|, |R_k| and |P_k & R_k|.
-#include "models/eval/dice.h"
+#include "eval/dice.h"
 
 #include <cmath>
 #include <string>

@@ -1,5 +1,5 @@
 // The labeled patch sampler: foreground lists once, then seeded draws per batch.
-#include "models/eval/patches.h"
+#include "eval/patches.h"
 
 #include <algorithm>
 #include <cmath>

@@ -1,5 +1,5 @@
 // The downstream training step and its checkpoints.
-#include "models/eval/trainer.h"
+#include "eval/trainer.h"
 
 #include <algorithm>
 #include <cmath>

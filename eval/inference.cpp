@@ -1,5 +1,5 @@
 // Checkpoint -> model, volume -> probabilities, file -> label-map NIfTI and PNG.
-#include "models/eval/inference.h"
+#include "eval/inference.h"
 
 #include <filesystem>
 
@@ -7,7 +7,7 @@
 #include "data/nifti.h"
 #include "data/png.h"
 #include "models/checkpoint.h"
-#include "models/eval/sliding_window.h"
+#include "eval/sliding_window.h"
 
 namespace hdssl::eval {
 

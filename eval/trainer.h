@@ -17,7 +17,7 @@
 #include <string>
 
 #include "autograd/optim.h"
-#include "models/eval/patches.h"
+#include "eval/patches.h"
 #include "models/segmentation.h"
 
 namespace hdssl::eval {

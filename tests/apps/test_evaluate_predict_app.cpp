@@ -9,7 +9,7 @@
 #include <sstream>
 
 #include "data/nifti.h"
-#include "models/eval/report.h"
+#include "eval/report.h"
 
 namespace fs = std::filesystem;
 

@@ -1,5 +1,5 @@
 // summary.json in and out, the paper's column mapping, and the Markdown / CSV tables.
-#include "models/eval/report.h"
+#include "eval/report.h"
 
 #include <cctype>
 #include <cmath>
