@@ -6,6 +6,7 @@
 // so dx = dy * s, dgamma = sum(dy * xhat) with xhat = (x - running_mean) / sqrt(running_var + eps), and
 // dbeta = sum(dy). Both dx and xhat are themselves eval-mode batch norms (with beta = 0 and, for dx, mean
 // 0), so the eval gradient reuses batchnorm_forward_eval and runs on any backend.
+#include "autograd/batchnorm_sync.h"
 #include "autograd/functions.h"
 
 namespace hdssl::ag {
@@ -16,6 +17,8 @@ Variable batchnorm(const Variable& x, const Variable& gamma, const Variable& bet
   HDSSL_CHECK(xv.dim() >= 2) << "batchnorm: expected [N,C,...], got " << xv.describe();
   Backend& be = backend(xv.device());
   Tensor y = Tensor::empty_like(xv);
+  if (training && batchnorm_stats_reducer())  // --sync-bn: global batch statistics (autograd/batchnorm_sync.h)
+    return batchnorm_synced(x, gamma, beta, running_mean, running_var, args, *batchnorm_stats_reducer());
   if (training) {
     Tensor mean = Tensor::empty(gv.shape(), xv.dtype(), xv.device());
     Tensor invstd = Tensor::empty(gv.shape(), xv.dtype(), xv.device());
