@@ -33,6 +33,12 @@ bool launched_by_mpi() {
   return false;
 }
 
+int local_rank() {
+  for (const char* v : {"OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "MPI_LOCALRANKID", "PMI_LOCAL_RANK"})
+    if (const char* s = std::getenv(v)) return std::atoi(s);
+  return 0;
+}
+
 std::unique_ptr<Communicator> make_communicator() {
   if (!launched_by_mpi()) return std::make_unique<SingleProcessCommunicator>();
 #ifdef HDSSL_HAVE_MPI

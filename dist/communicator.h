@@ -56,6 +56,10 @@ bool mpi_built();
 // True when the environment says a launcher started this process as one rank of several (Open MPI's
 // OMPI_COMM_WORLD_SIZE, PMIx's PMIX_RANK, MPICH/Hydra's PMI_SIZE, SLURM srun's PMI/PMIx variables).
 bool launched_by_mpi();
+// This process's index among the ranks on its node, from the launcher's environment (Open MPI's
+// OMPI_COMM_WORLD_LOCAL_RANK, SLURM's SLURM_LOCALID, MPICH's MPI_LOCALRANKID); 0 when none is set. With
+// CUDA, rank-local GPU = local_rank() % device count.
+int local_rank();
 // MPI when built and launched_by_mpi(), else the single process. Throws hdssl::Error when the process was
 // launched by mpirun but this build has no MPI (running N copies of a single-process run would silently
 // write the same run folder N times). The MPI communicator finalizes MPI when destroyed.

@@ -14,7 +14,9 @@ template <class T>
 void divide(void* data, size_t count, int size) {
   T* p = static_cast<T*>(data);
   const T n = T(size);
-  for (size_t i = 0; i < count; ++i) p[i] = p[i] / n;  // (a + b) / 2 exactly as a reference mean computes it
+  const int64_t c = int64_t(count);
+#pragma omp parallel for schedule(static) if (c > 65536)
+  for (int64_t i = 0; i < c; ++i) p[i] = p[i] / n;  // (a + b) / 2 exactly as a reference mean computes it
 }
 
 }  // namespace

@@ -163,3 +163,29 @@ TEST(MpiGradientAllreduce, HashCheckSeesRanksThatDiverged) {
 }
 
 }  // namespace hdssl::test
+
+namespace hdssl::test {
+
+// The communicator itself: distinct ranks 0..N-1, every rank's value gathered in rank order, a sum, a
+// broadcast, and (all ranks on this one machine) local ranks equal to ranks.
+TEST(MpiCommunicator, RanksCollectivesAndLocalRanks) {
+  dist::Communicator& comm = world();
+  const int N = comm.size();
+  EXPECT_EQ(comm.backend_name(), "mpi");
+  std::vector<double> mine{double(comm.rank()), 10.0 * comm.rank()}, all(size_t(2 * N));
+  comm.allgather(mine.data(), all.data(), std::vector<size_t>(size_t(N), 2), DType::F64);
+  for (int r = 0; r < N; ++r) {
+    EXPECT_EQ(all[size_t(2 * r)], double(r));
+    EXPECT_EQ(all[size_t(2 * r + 1)], 10.0 * r);
+  }
+  std::vector<float> v{1.0f + float(comm.rank()), 0.5f};
+  comm.allreduce_sum(v.data(), v.size(), DType::F32);
+  EXPECT_EQ(v[0], float(N + N * (N - 1) / 2));
+  EXPECT_EQ(v[1], 0.5f * float(N));
+  int64_t token = comm.rank() == 0 ? 4242 : -1;
+  comm.broadcast(&token, sizeof token, 0);
+  EXPECT_EQ(token, 4242);
+  EXPECT_EQ(dist::local_rank(), comm.rank());
+}
+
+}  // namespace hdssl::test
