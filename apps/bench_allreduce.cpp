@@ -75,6 +75,10 @@ int main(int argc, char** argv) {
         bare.push_back(b);
       }
     }
+    if (comm->size() == 1) {
+      std::printf("bench_allreduce: 1 rank (%s): nothing to reduce; run it under mpirun -np N\n", comm->backend_name().c_str());
+      return 0;
+    }
     if (comm->is_root()) {
       const double mb = double(params) * double(dtype_size(t)) / 1e6;
       std::printf("bench_allreduce: %d rank(s) (%s), %lld %s values = %.1f MB in %d tensors, bucket %.3g MB (%lld MPI calls)\n",

@@ -15,10 +15,10 @@ Variable batchnorm(const Variable& x, const Variable& gamma, const Variable& bet
                    Tensor& running_var, bool training, const BatchNormArgs& args) {
   const Tensor xv = x.value(), gv = gamma.value();
   HDSSL_CHECK(xv.dim() >= 2) << "batchnorm: expected [N,C,...], got " << xv.describe();
-  Backend& be = backend(xv.device());
-  Tensor y = Tensor::empty_like(xv);
   if (training && batchnorm_stats_reducer())  // --sync-bn: global batch statistics (autograd/batchnorm_sync.h)
     return batchnorm_synced(x, gamma, beta, running_mean, running_var, args, *batchnorm_stats_reducer());
+  Backend& be = backend(xv.device());
+  Tensor y = Tensor::empty_like(xv);
   if (training) {
     Tensor mean = Tensor::empty(gv.shape(), xv.dtype(), xv.device());
     Tensor invstd = Tensor::empty(gv.shape(), xv.dtype(), xv.device());
