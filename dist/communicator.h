@@ -34,6 +34,10 @@ class Communicator {
   virtual void allgather(const void* send, void* recv, const std::vector<size_t>& counts, DType dtype) = 0;
   // Copies root's `bytes` bytes into every rank's data.
   virtual void broadcast(void* data, size_t bytes, int root) = 0;
+  // True when allreduce_sum may be given CUDA device memory: only a CUDA-aware MPI build
+  // (HDSSL_HAVE_CUDA_AWARE_MPI), whose runtime confirms it, with HDSSL_MPI_CUDA_AWARE=1 set. UNVERIFIED:
+  // no machine with several GPUs has run it yet.
+  virtual bool accepts_device_buffers() const { return false; }
 
   bool is_root() const { return rank() == 0; }
 };

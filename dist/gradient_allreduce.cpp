@@ -52,6 +52,7 @@ void GradientAllreduce::all_reduce_mean(const std::vector<Variable>& params) {
     }
     if (group.empty()) continue;
     const size_t esize = dtype_size(dtype);
+    if (reduce_on_device(group, count, dtype)) continue;
     char* flat = static_cast<char*>(staging_.reserve(count * esize));
     size_t off = 0;
     for (const Variable& p : group) {
@@ -77,6 +78,38 @@ void GradientAllreduce::all_reduce_mean(const std::vector<Variable>& params) {
     for (const Variable& p : group) backend(p.device()).synchronize();
     last_bytes_ += count * esize;
   }
+}
+
+// CUDA-aware MPI (opt-in, UNVERIFIED): the flat buffer stays on the GPU and MPI reads it there.
+bool GradientAllreduce::reduce_on_device(const std::vector<Variable>& group, size_t count, DType dtype) {
+  const Device dev = group.front().device();
+  if (!comm_.accepts_device_buffers() || !dev.is_cuda()) return false;
+  for (const Variable& p : group)
+    if (p.device() != dev) return false;
+  Backend& be = backend(dev);
+  Tensor flat = Tensor::empty({int64_t(count)}, dtype, dev);
+  char* base = static_cast<char*>(flat.raw());
+  size_t off = 0;
+  for (const Variable& p : group) {
+    be.copy_device(base + off, p.grad().raw(), p.grad().nbytes());
+    off += p.grad().nbytes();
+  }
+  be.synchronize();  // MPI reads the buffer outside the backend's stream
+  const size_t esize = dtype_size(dtype), per_bucket = std::max<size_t>(1, bucket_bytes_ / esize);
+  for (size_t done = 0; done < count; done += per_bucket) {
+    comm_.allreduce_sum(base + done * esize, std::min(per_bucket, count - done), dtype);
+    ++last_buckets_;
+  }
+  be.axpby(1.0 / double(comm_.size()), flat, 0.0, flat, flat);
+  off = 0;
+  for (const Variable& p : group) {
+    Variable q = p;
+    be.copy_device(q.grad().raw(), base + off, q.grad().nbytes());
+    off += q.grad().nbytes();
+  }
+  be.synchronize();
+  last_bytes_ += count * esize;
+  return true;
 }
 
 uint64_t parameters_hash(const std::vector<Variable>& params) {

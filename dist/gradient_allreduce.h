@@ -10,6 +10,12 @@
 // did not depend on it there); one with no gradient on any rank keeps none (Adam skips it). With a single
 // rank the call returns at once and changes nothing.
 //
+// GPU gradients go device -> pinned host buffer -> MPI -> device, which works with any MPI. With a
+// CUDA-aware MPI build and HDSSL_MPI_CUDA_AWARE=1 (Communicator::accepts_device_buffers) the flat buffer
+// stays on the GPU instead and the mean is taken there (x 1/N, the same bits on every rank): compiled only
+// against such an MPI and UNVERIFIED - it must pass tests/dist's gradient test with the model on CUDA on a
+// machine with several GPUs before anyone relies on it.
+//
 // Not yet: overlapping the buckets with the backward (it needs a per-parameter hook in autograd); the
 // buckets are the unit such an overlap would send.
 #pragma once
@@ -36,6 +42,7 @@ class GradientAllreduce {
   bool staging_pinned() const { return staging_.pinned(); }
 
  private:
+  bool reduce_on_device(const std::vector<Variable>& group, size_t count, DType dtype);
   Communicator& comm_;
   size_t bucket_bytes_;
   HostStaging staging_;

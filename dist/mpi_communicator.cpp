@@ -8,9 +8,14 @@
 #define OMPI_SKIP_MPICXX 1
 #define MPICH_SKIP_MPICXX 1
 #include <mpi.h>
+#ifdef HDSSL_HAVE_CUDA_AWARE_MPI
+#include <mpi-ext.h>  // MPIX_Query_cuda_support
+#endif
 
 #include <algorithm>
 #include <climits>
+#include <cstdlib>
+#include <cstring>
 #include <iostream>
 
 #include "dist/communicator.h"
@@ -36,6 +41,10 @@ class MpiCommunicator : public Communicator {
     }
     MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
     MPI_Comm_size(MPI_COMM_WORLD, &size_);
+#ifdef HDSSL_HAVE_CUDA_AWARE_MPI
+    const char* opt_in = std::getenv("HDSSL_MPI_CUDA_AWARE");
+    device_buffers_ = opt_in && std::strcmp(opt_in, "1") == 0 && MPIX_Query_cuda_support() == 1;
+#endif
   }
   ~MpiCommunicator() override {
     int finalized = 0;
@@ -46,6 +55,7 @@ class MpiCommunicator : public Communicator {
   int size() const override { return size_; }
   std::string backend_name() const override { return "mpi"; }
   void barrier() override { MPI_Barrier(MPI_COMM_WORLD); }
+  bool accepts_device_buffers() const override { return device_buffers_; }
 
   [[noreturn]] void abort(const std::string& message, int code) override {
     std::cerr << "hdssl rank " << rank_ << ": " << message << std::endl;
@@ -92,6 +102,7 @@ class MpiCommunicator : public Communicator {
  private:
   int rank_ = 0, size_ = 1;
   bool owns_ = false;
+  bool device_buffers_ = false;
 };
 
 }  // namespace
