@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian machine lacks to build and test hdssl (idempotent, quiet when done).
-#   scripts/install-deps.sh          build + test dependencies
+#   scripts/install-deps.sh          build + test dependencies (python3-numpy for the weight importer)
 #   scripts/install-deps.sh --oracle also Debian's python3-torch / python3-nibabel (only to regenerate fixtures)
 set -euo pipefail
 pkgs=(cmake g++ make libgtest-dev libgmock-dev libnifti2-dev libniftiio-dev libznz-dev zlib1g-dev
