@@ -12,8 +12,12 @@
 #include <filesystem>
 #include <fstream>
 
+#include "autograd/variable.h"
 #include "data/nifti.h"
+#include "data/preprocess_compat.h"
 #include "models/checkpoint.h"
+#include "models/fpn3d.h"
+#include "models/segmentation.h"
 
 namespace fs = std::filesystem;
 
@@ -143,4 +147,49 @@ TEST_F(FeaturesApp, Refusals) {
   EXPECT_EQ(r.rc, 1);
   EXPECT_NE(r.out.find("missing.safetensors"), std::string::npos) << r.out;
   EXPECT_FALSE(fs::exists(dir_ + "/bad/phantom_000_features.nii.gz"));
+}
+
+// A preprocessed volume within one window: the written features are the network's own pyramid, level i
+// repeated over 2^i x 2^i x 2^i voxels (--grid preprocessed), and --per-level gives the level outputs exactly.
+TEST_F(FeaturesApp, OneWindowEqualsTheNetworksPyramid) {
+  using namespace hdssl;
+  Result r = sh(features("one", "-w " + kWeights + " --patch 128 128 64 --grid preprocessed --format safetensors --no-png"));
+  ASSERT_EQ(r.rc, 0) << r.out;
+  r = sh(features("one_lv", "-w " + kWeights + " --patch 128 128 64 --per-level --format safetensors --no-png"));
+  ASSERT_EQ(r.rc, 0) << r.out;
+  models::SafeTensors w = models::read_safetensors(kWeights);
+  data::PreprocessConfig pc = *data::expected_preprocessing(w.metadata, kWeights);
+  pc.min_size = {128, 128, 64};
+  data::PreprocessedVolume pv = data::preprocess(data::read_nifti(dir_ + "/ph/phantom_000.nii.gz"), pc);
+  ASSERT_EQ(pv.image.dims, (data::Dims3{128, 128, 64}));  // grown to the window: one forward
+  Rng rng(0);
+  models::FPN3d fpn(models::fpn_config_of(w, ""), rng);
+  models::load_module_state(fpn, w, "", true);
+  fpn.train(false);
+  NoGradGuard no_grad;
+  std::vector<Variable> pyr = fpn.forward(Variable(Tensor::from_vector(pv.image.data, {1, 1, 128, 128, 64})));
+  models::SafeTensors one = models::read_safetensors(dir_ + "/one/phantom_000_features.safetensors");
+  models::SafeTensors lv = models::read_safetensors(dir_ + "/one_lv/phantom_000_features.safetensors");
+  const std::vector<float> all = models::to_tensor(*one.find("features"), DType::F32, Device::cpu()).to_vector<float>();
+  const int64_t X = 128, Y = 128, Z = 64, n = X * Y * Z;
+  int64_t k0 = 0;
+  for (int i = 0; i < 3; ++i) {
+    const std::vector<float> level = pyr[size_t(i)].value().to_vector<float>();
+    const int64_t C = pyr[size_t(i)].size(1), x1 = pyr[size_t(i)].size(2), y1 = pyr[size_t(i)].size(3), z1 = pyr[size_t(i)].size(4);
+    const models::StoredTensor* per = lv.find("level_" + std::to_string(i));
+    ASSERT_NE(per, nullptr);
+    EXPECT_EQ(per->shape, (Shape{C, x1, y1, z1}));
+    EXPECT_EQ(models::to_tensor(*per, DType::F32, Device::cpu()).to_vector<float>(), level) << "level " << i;
+    double worst = 0;
+    const int s = 1 << i;
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t x = 0; x < X; ++x)
+        for (int64_t y = 0; y < Y; ++y)
+          for (int64_t z = 0; z < Z; ++z)
+            worst = std::max(worst, double(std::abs(all[size_t((k0 + c) * n + (x * Y + y) * Z + z)] -
+                                                    level[size_t(((c * x1 + x / s) * y1 + y / s) * z1 + z / s)])));
+    EXPECT_EQ(worst, 0.0) << "level " << i;
+    k0 += C;
+  }
+  EXPECT_EQ(k0, one.find("features")->shape[0]);
 }
