@@ -12,6 +12,8 @@
 #include <filesystem>
 #include <fstream>
 
+#include <unistd.h>
+
 #include "autograd/variable.h"
 #include "data/nifti.h"
 #include "data/preprocess_compat.h"
@@ -67,11 +69,13 @@ bool is_png(const std::string& path) {
 class FeaturesApp : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    dir_ = ::testing::TempDir() + "hdssl_features_app";
+    // One folder per process: ctest -j runs the cases of this suite as parallel processes.
+    dir_ = ::testing::TempDir() + "hdssl_features_app_" + std::to_string(::getpid());
     fs::remove_all(dir_);
     Result r = sh(kBin + "/synth -o " + dir_ + "/ph --cases 1 --seed 3 --unlabeled --spacing 2 2 4 --fov 96 80 64");
     ASSERT_EQ(r.rc, 0) << r.out;
   }
+  static void TearDownTestSuite() { fs::remove_all(dir_); }
   static std::string features(const std::string& out, const std::string& extra) {
     const std::string patch = extra.find("--patch") == std::string::npos ? " --patch 32 32 16" : "";
     return kBin + "/features -i " + dir_ + "/ph -o " + dir_ + "/" + out + patch + " --threads 1 " + extra;

@@ -10,6 +10,8 @@
 #include <filesystem>
 #include <fstream>
 
+#include <unistd.h>
+
 #include "models/checkpoint.h"
 
 namespace fs = std::filesystem;
@@ -40,10 +42,11 @@ bool have_numpy() {
 class ImportApp : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = ::testing::TempDir() + "hdssl_import_weights";
+    dir_ = ::testing::TempDir() + "hdssl_import_weights_" + std::to_string(::getpid());  // ctest -j: one per process
     fs::remove_all(dir_);
     fs::create_directories(dir_);
   }
+  void TearDown() override { fs::remove_all(dir_); }
   std::string dir_;
 };
 
