@@ -24,9 +24,7 @@
 using namespace hdssl;
 
 namespace {
-double now_s() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
+double now_s() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v[v.size() / 2];
@@ -39,12 +37,20 @@ int main(int argc, char** argv) {
   double bucket_mb = 25;
   std::string dtype_s = "float32";
   CLI::App app{"bench_allreduce: time the data-parallel gradient all-reduce (run under mpirun)"};
-  app.add_option("--params", params, "gradient values per rank")->capture_default_str()->check(CLI::Range(int64_t(1), int64_t(1) << 34));
-  app.add_option("--tensors", tensors, "parameter tensors they are split into")->capture_default_str()->check(CLI::Range(1, 100000));
-  app.add_option("--bucket-mb", bucket_mb, "all-reduce bucket size in MB (2^20 bytes)")->capture_default_str()->check(CLI::Range(0.001, 1e6));
+  app.add_option("--params", params, "gradient values per rank")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t(1), int64_t(1) << 34));
+  app.add_option("--tensors", tensors, "parameter tensors they are split into")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100000));
+  app.add_option("--bucket-mb", bucket_mb, "all-reduce bucket size in MB (2^20 bytes)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.001, 1e6));
   app.add_option("--runs", runs, "timed calls")->capture_default_str()->check(CLI::Range(1, 1000));
   app.add_option("--warmup", warmup, "untimed calls first")->capture_default_str()->check(CLI::Range(0, 1000));
-  app.add_option("--dtype", dtype_s, "float32 or float64")->capture_default_str()->check(CLI::IsMember({"float32", "float64"}));
+  app.add_option("--dtype", dtype_s, "float32 or float64")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"float32", "float64"}));
   CLI11_PARSE(app, argc, argv);
   try {
     auto comm = dist::make_communicator();
@@ -76,14 +82,16 @@ int main(int argc, char** argv) {
       }
     }
     if (comm->size() == 1) {
-      std::printf("bench_allreduce: 1 rank (%s): nothing to reduce; run it under mpirun -np N\n", comm->backend_name().c_str());
+      std::printf("bench_allreduce: 1 rank (%s): nothing to reduce; run it under mpirun -np N\n",
+                  comm->backend_name().c_str());
       return 0;
     }
     if (comm->is_root()) {
       const double mb = double(params) * double(dtype_size(t)) / 1e6;
-      std::printf("bench_allreduce: %d rank(s) (%s), %lld %s values = %.1f MB in %d tensors, bucket %.3g MB (%lld MPI calls)\n",
-                  comm->size(), comm->backend_name().c_str(), (long long)params, dtype_s.c_str(), mb, tensors, bucket_mb,
-                  (long long)ar.last_buckets());
+      std::printf(
+          "bench_allreduce: %d rank(s) (%s), %lld %s values = %.1f MB in %d tensors, bucket %.3g MB (%lld MPI calls)\n",
+          comm->size(), comm->backend_name().c_str(), (long long)params, dtype_s.c_str(), mb, tensors, bucket_mb,
+          (long long)ar.last_buckets());
       std::printf("  all_reduce_mean (pack + all-reduce + divide + unpack): median %.3f s, min %.3f s, %.2f GB/s\n",
                   median(whole), *std::min_element(whole.begin(), whole.end()), mb / 1e3 / median(whole));
       std::printf("  bare MPI all-reduce of one flat buffer:                 median %.3f s, min %.3f s, %.2f GB/s\n",

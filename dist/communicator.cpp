@@ -44,8 +44,9 @@ std::unique_ptr<Communicator> make_communicator() {
 #ifdef HDSSL_HAVE_MPI
   return make_mpi_communicator();
 #else
-  throw Error("this process was started by an MPI launcher (mpirun / srun) but hdssl was built without MPI "
-                  "(-DHDSSL_MPI=OFF or MPI not found): rebuild with -DHDSSL_MPI=ON, or run without mpirun");
+  throw Error(
+      "this process was started by an MPI launcher (mpirun / srun) but hdssl was built without MPI "
+      "(-DHDSSL_MPI=OFF or MPI not found): rebuild with -DHDSSL_MPI=ON, or run without mpirun");
 #endif
 }
 

@@ -20,9 +20,8 @@ Variable all_gather_rows(const Variable& x, Communicator& comm) {
   std::vector<size_t> counts(static_cast<size_t>(size));
   int64_t total = 0, offset = 0;
   for (int r = 0; r < size; ++r) {
-    HDSSL_CHECK(int64_t(shapes[2 * r + 1]) == D)
-        << "all_gather_rows: rank " << r << " has rows of width " << shapes[2 * r + 1] << ", rank " << rank
-        << " of width " << D;
+    HDSSL_CHECK(int64_t(shapes[2 * r + 1]) == D) << "all_gather_rows: rank " << r << " has rows of width "
+                                                 << shapes[2 * r + 1] << ", rank " << rank << " of width " << D;
     const int64_t n = int64_t(shapes[2 * r]);
     if (r == rank) offset = total;
     counts[size_t(r)] = size_t(n * D);
@@ -36,19 +35,19 @@ Variable all_gather_rows(const Variable& x, Communicator& comm) {
 
   const int64_t rows = xv.size(0);
   Communicator* cp = &comm;
-  return make_result("all_gather_rows", gathered, {x},
-                     [cp, offset, rows, D, total](const Tensor& g, const std::vector<bool>& needs,
-                                                  std::vector<Tensor>& gin) {
-                       // All-reduce even when this rank needs nothing: it is a collective.
-                       Tensor h = g.to(Device::cpu()).clone();
-                       cp->allreduce_sum(h.raw(), size_t(total * D), h.dtype());
-                       if (!needs[0]) return;
-                       Tensor mine = Tensor::empty({rows, D}, h.dtype(), Device::cpu());
-                       if (rows > 0)
-                         std::memcpy(mine.raw(), static_cast<const char*>(h.raw()) + size_t(offset * D) * dtype_size(h.dtype()),
-                                     mine.nbytes());
-                       gin[0] = mine.to(g.device());
-                     });
+  return make_result(
+      "all_gather_rows", gathered, {x},
+      [cp, offset, rows, D, total](const Tensor& g, const std::vector<bool>& needs, std::vector<Tensor>& gin) {
+        // All-reduce even when this rank needs nothing: it is a collective.
+        Tensor h = g.to(Device::cpu()).clone();
+        cp->allreduce_sum(h.raw(), size_t(total * D), h.dtype());
+        if (!needs[0]) return;
+        Tensor mine = Tensor::empty({rows, D}, h.dtype(), Device::cpu());
+        if (rows > 0)
+          std::memcpy(mine.raw(), static_cast<const char*>(h.raw()) + size_t(offset * D) * dtype_size(h.dtype()),
+                      mine.nbytes());
+        gin[0] = mine.to(g.device());
+      });
 }
 
 }  // namespace hdssl::dist

@@ -37,7 +37,7 @@ class GradientAllreduce {
   void all_reduce_mean(const std::vector<Variable>& params);
 
   size_t bucket_bytes() const { return bucket_bytes_; }
-  size_t last_bytes() const { return last_bytes_; }      // bytes all-reduced by the last call
+  size_t last_bytes() const { return last_bytes_; }       // bytes all-reduced by the last call
   int64_t last_buckets() const { return last_buckets_; }  // MPI calls made by the last call
   bool staging_pinned() const { return staging_.pinned(); }
 

@@ -37,8 +37,8 @@ void* HostStaging::reserve(size_t bytes) {
 #ifdef HDSSL_HAVE_CUDA
   if (cuda_available()) {
     const cudaError_t e = cudaHostAlloc(&data_, bytes, cudaHostAllocDefault);
-    HDSSL_CHECK(e == cudaSuccess) << "cudaHostAlloc of " << bytes << " bytes for the gradient staging buffer failed: "
-                                  << cudaGetErrorString(e);
+    HDSSL_CHECK(e == cudaSuccess) << "cudaHostAlloc of " << bytes
+                                  << " bytes for the gradient staging buffer failed: " << cudaGetErrorString(e);
     pinned_ = true;
     bytes_ = bytes;
     return data_;

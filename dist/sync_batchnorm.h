@@ -16,6 +16,7 @@ class CommBatchNormReducer : public BatchNormStatsReducer {
  public:
   explicit CommBatchNormReducer(Communicator& comm) : comm_(comm) {}
   void all_reduce_sum(Tensor& t) override;
+
  private:
   Communicator& comm_;
 };
@@ -26,6 +27,7 @@ class SyncBatchNormScope {
   ~SyncBatchNormScope();  // restores the reducer that was installed before
   SyncBatchNormScope(const SyncBatchNormScope&) = delete;
   SyncBatchNormScope& operator=(const SyncBatchNormScope&) = delete;
+
  private:
   CommBatchNormReducer reducer_;
   BatchNormStatsReducer* previous_;

@@ -73,8 +73,8 @@ Variable batchnorm_synced(const Variable& x, const Variable& gamma, const Variab
   buf.push_back(double(xv.numel() / C));
   buf = reduce(r, buf);
   const double M = buf[Cs];
-  HDSSL_CHECK(M > 1) << "batchnorm (synchronized): expected more than 1 value per channel over all processes, got "
-                     << M << " (x " << xv.describe() << ")";
+  HDSSL_CHECK(M > 1) << "batchnorm (synchronized): expected more than 1 value per channel over all processes, got " << M
+                     << " (x " << xv.describe() << ")";
   std::vector<double> mean(Cs), neg_mean(Cs), ones(Cs, 1.0);
   for (size_t c = 0; c < Cs; ++c) {
     mean[c] = buf[c] / M;
@@ -101,39 +101,41 @@ Variable batchnorm_synced(const Variable& x, const Variable& gamma, const Variab
     rm[c] = (1.0 - args.momentum) * rm[c] + args.momentum * mean[c];
     rv[c] = (1.0 - args.momentum) * rv[c] + args.momentum * var[c] * M / (M - 1);
   }
-  const Tensor rm_new = vec_like(rm, running_mean).to(Device::cpu()), rv_new = vec_like(rv, running_var).to(Device::cpu());
+  const Tensor rm_new = vec_like(rm, running_mean).to(Device::cpu()),
+               rv_new = vec_like(rv, running_var).to(Device::cpu());
   backend(running_mean.device()).copy_from_host(running_mean.raw(), rm_new.raw(), rm_new.nbytes());
   backend(running_var.device()).copy_from_host(running_var.raw(), rv_new.raw(), rv_new.nbytes());
 
   BatchNormStatsReducer* rp = &r;
-  return make_result(
-      "batchnorm_synced", y, {x, gamma, beta},
-      [xv, gv, invstd, xhat_shift, g, M, rp](const Tensor& dy, const std::vector<bool>& needs, std::vector<Tensor>& gin) {
-        Backend& be = backend(dy.device());
-        const size_t Cs = invstd.size();
-        const Tensor xhat = channel_affine(be, xv, invstd, xhat_shift, gv);
-        Tensor dy_xhat = Tensor::empty_like(xhat);
-        be.mul(dy, xhat, dy_xhat);
-        const Tensor sum_dy = channel_sums(be, dy, gv), sum_dy_xhat = channel_sums(be, dy_xhat, gv);
-        // Always reduced, needed or not: every process must make the same collective calls.
-        std::vector<double> buf = host_doubles(sum_dy);
-        const std::vector<double> second = host_doubles(sum_dy_xhat);
-        buf.insert(buf.end(), second.begin(), second.end());
-        buf = reduce(*rp, buf);
-        if (needs[0]) {
-          std::vector<double> k(Cs), shift(Cs), a2(Cs), zeros(Cs, 0.0);
-          for (size_t c = 0; c < Cs; ++c) {
-            k[c] = g[c] * invstd[c];
-            shift[c] = -k[c] * buf[c] / M;
-            a2[c] = k[c] * buf[Cs + c] / M;
-          }
-          const Tensor t1 = channel_affine(be, dy, k, shift, gv), t2 = channel_affine(be, xhat, a2, zeros, gv);
-          gin[0] = Tensor::empty_like(dy);
-          be.axpby(1.0, t1, -1.0, t2, gin[0]);
-        }
-        if (needs[1]) gin[1] = sum_dy_xhat;
-        if (needs[2]) gin[2] = sum_dy;
-      });
+  return make_result("batchnorm_synced", y, {x, gamma, beta},
+                     [xv, gv, invstd, xhat_shift, g, M, rp](const Tensor& dy, const std::vector<bool>& needs,
+                                                            std::vector<Tensor>& gin) {
+                       Backend& be = backend(dy.device());
+                       const size_t Cs = invstd.size();
+                       const Tensor xhat = channel_affine(be, xv, invstd, xhat_shift, gv);
+                       Tensor dy_xhat = Tensor::empty_like(xhat);
+                       be.mul(dy, xhat, dy_xhat);
+                       const Tensor sum_dy = channel_sums(be, dy, gv), sum_dy_xhat = channel_sums(be, dy_xhat, gv);
+                       // Always reduced, needed or not: every process must make the same collective calls.
+                       std::vector<double> buf = host_doubles(sum_dy);
+                       const std::vector<double> second = host_doubles(sum_dy_xhat);
+                       buf.insert(buf.end(), second.begin(), second.end());
+                       buf = reduce(*rp, buf);
+                       if (needs[0]) {
+                         std::vector<double> k(Cs), shift(Cs), a2(Cs), zeros(Cs, 0.0);
+                         for (size_t c = 0; c < Cs; ++c) {
+                           k[c] = g[c] * invstd[c];
+                           shift[c] = -k[c] * buf[c] / M;
+                           a2[c] = k[c] * buf[Cs + c] / M;
+                         }
+                         const Tensor t1 = channel_affine(be, dy, k, shift, gv),
+                                      t2 = channel_affine(be, xhat, a2, zeros, gv);
+                         gin[0] = Tensor::empty_like(dy);
+                         be.axpby(1.0, t1, -1.0, t2, gin[0]);
+                       }
+                       if (needs[1]) gin[1] = sum_dy_xhat;
+                       if (needs[2]) gin[2] = sum_dy;
+                     });
 }
 
 }  // namespace ag

@@ -21,6 +21,7 @@ class FailurePrinter : public ::testing::EmptyTestEventListener {
       std::fprintf(stderr, "[rank %d] %s:%d: failure\n%s\n", rank_, r.file_name() ? r.file_name() : "?",
                    r.line_number(), r.summary());
   }
+
  private:
   int rank_;
 };

@@ -53,14 +53,16 @@ void check_synced_batchnorm(const Shape& xshape, uint64_t seed) {
   dist::SingleProcessCommunicator comm;
   auto make = [&](bool sync) {
     Variable x(random_tensor(xshape, Rng(seed), DType::F64, -2.0, 3.0), true);
-    Variable gamma(random_tensor({C}, Rng(seed + 1), DType::F64, 0.5, 1.5), true), beta(random_tensor({C}, Rng(seed + 2)), true);
+    Variable gamma(random_tensor({C}, Rng(seed + 1), DType::F64, 0.5, 1.5), true),
+        beta(random_tensor({C}, Rng(seed + 2)), true);
     Tensor rm = random_tensor({C}, Rng(seed + 3)), rv = random_tensor({C}, Rng(seed + 4), DType::F64, 0.5, 2.0);
     std::unique_ptr<dist::SyncBatchNormScope> scope;
     if (sync) scope = std::make_unique<dist::SyncBatchNormScope>(comm);
     Variable y = ag::batchnorm(x, gamma, beta, rm, rv, true);
     ag::sum(ag::mul(y, Variable(random_tensor(xshape, Rng(seed + 5))))).backward();
-    return std::vector<std::vector<double>>{host_doubles(y.value()), host_doubles(x.grad()), host_doubles(gamma.grad()),
-                                            host_doubles(beta.grad()), host_doubles(rm), host_doubles(rv)};
+    return std::vector<std::vector<double>>{host_doubles(y.value()),    host_doubles(x.grad()),
+                                            host_doubles(gamma.grad()), host_doubles(beta.grad()),
+                                            host_doubles(rm),           host_doubles(rv)};
   };
   const auto plain = make(false), synced = make(true);
   const char* what[] = {"y", "dx", "dgamma", "dbeta", "running mean", "running var"};
@@ -69,17 +71,20 @@ void check_synced_batchnorm(const Shape& xshape, uint64_t seed) {
 
   dist::SyncBatchNormScope scope(comm);
   Tensor rm = Tensor::zeros({C}, DType::F64), rv = Tensor::full({C}, 1.0, DType::F64);
-  const GradCheckResult r = gradcheck(
-      [&](const std::vector<Variable>& v) { return ag::batchnorm(v[0], v[1], v[2], rm, rv, true); },
-      {Variable(random_tensor(xshape, Rng(seed + 6), DType::F64, -2.0, 3.0), true),
-       Variable(random_tensor({C}, Rng(seed + 7), DType::F64, 0.5, 1.5), true), Variable(random_tensor({C}, Rng(seed + 8)), true)});
+  const GradCheckResult r =
+      gradcheck([&](const std::vector<Variable>& v) { return ag::batchnorm(v[0], v[1], v[2], rm, rv, true); },
+                {Variable(random_tensor(xshape, Rng(seed + 6), DType::F64, -2.0, 3.0), true),
+                 Variable(random_tensor({C}, Rng(seed + 7), DType::F64, 0.5, 1.5), true),
+                 Variable(random_tensor({C}, Rng(seed + 8)), true)});
   std::printf("[gradcheck] synced batchnorm %s: max relative error %.3g\n", xshape.size() == 5 ? "5D" : "2D",
               r.max_rel_error);
   EXPECT_LT(r.max_rel_error, 1e-6) << r.worst;
 }
 }  // namespace
 
-TEST(DistSingleProcess, SyncedBatchNorm5dEqualsBatchNormAndPassesGradcheck) { check_synced_batchnorm({2, 3, 3, 4, 2}, 70); }
+TEST(DistSingleProcess, SyncedBatchNorm5dEqualsBatchNormAndPassesGradcheck) {
+  check_synced_batchnorm({2, 3, 3, 4, 2}, 70);
+}
 TEST(DistSingleProcess, SyncedBatchNorm2dEqualsBatchNormAndPassesGradcheck) { check_synced_batchnorm({6, 5}, 80); }
 
 TEST(DistSingleProcess, GatherRowsOnOneRankIsTheIdentityAndPassesGradcheck) {
@@ -87,8 +92,9 @@ TEST(DistSingleProcess, GatherRowsOnOneRankIsTheIdentityAndPassesGradcheck) {
   Variable x(random_tensor({4, 3}, Rng(90)), true);
   EXPECT_EQ(host_doubles(dist::all_gather_rows(x, comm).value()), host_doubles(x.value()));
   const GradCheckResult r = gradcheck(
-      [&](const std::vector<Variable>& v) { return ag::infonce(ag::l2_normalize(dist::all_gather_rows(v[0], comm)),
-                                                               ag::l2_normalize(v[1]), 0.5); },
+      [&](const std::vector<Variable>& v) {
+        return ag::infonce(ag::l2_normalize(dist::all_gather_rows(v[0], comm)), ag::l2_normalize(v[1]), 0.5);
+      },
       {x, Variable(random_tensor({4, 3}, Rng(91)), true)});
   EXPECT_LT(r.max_rel_error, 1e-6) << r.worst;
 }

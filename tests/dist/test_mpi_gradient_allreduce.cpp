@@ -84,9 +84,12 @@ TEST(MpiGradientAllreduce, MeanOverRanksEqualsMeanOfSingleProcessGradients) {
     forward_backward(*ref, make_batch(batch_index(0, r), DType::F64));
     auto g = gradients(ref->parameters());
     if (mean.empty()) mean = g;
-    else for (size_t k = 0; k < g.size(); ++k) for (size_t i = 0; i < g[k].size(); ++i) mean[k][i] += g[k][i];
+    else
+      for (size_t k = 0; k < g.size(); ++k)
+        for (size_t i = 0; i < g[k].size(); ++i) mean[k][i] += g[k][i];
   }
-  for (auto& g : mean) for (double& v : g) v /= double(N);
+  for (auto& g : mean)
+    for (double& v : g) v /= double(N);
 
   for (size_t bucket : {dist::GradientAllreduce::kDefaultBucketBytes, size_t(4096)}) {
     auto model = make_model(DType::F64);
@@ -137,7 +140,9 @@ TEST(MpiGradientAllreduce, ParametersStayBitwiseIdenticalOverAdamSteps) {
         auto g = gradients(rp);
         zero_grad(rp);
         if (mean.empty()) mean = g;
-        else for (size_t k = 0; k < g.size(); ++k) for (size_t i = 0; i < g[k].size(); ++i) mean[k][i] += g[k][i];
+        else
+          for (size_t k = 0; k < g.size(); ++k)
+            for (size_t i = 0; i < g[k].size(); ++i) mean[k][i] += g[k][i];
       }
       for (size_t k = 0; k < rp.size(); ++k) {
         for (double& v : mean[k]) v /= double(N);

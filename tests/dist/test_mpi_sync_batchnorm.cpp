@@ -105,7 +105,8 @@ void check(bool volumes) {
   expect_close(sync.running_mean, uni.running_mean, 1e-12, "running mean");
   expect_close(sync.running_var, uni.running_var, 1e-12, "running var");
   const char* names[] = {"w", "b", "gamma", "beta"};
-  for (size_t k = 0; k < 4; ++k) expect_close(sync.grads[k], uni.grads[k], 1e-12, std::string("gradient of ") + names[k]);
+  for (size_t k = 0; k < 4; ++k)
+    expect_close(sync.grads[k], uni.grads[k], 1e-12, std::string("gradient of ") + names[k]);
   std::vector<double> want_x = rows(uni.x_grad, per_item_in, begin, end);
   for (double& v : want_x) v *= N;
   expect_close(sync.x_grad, want_x, 1e-12, "input gradient (N times the union's)");
