@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <string>
 
 #include "engine/backend.h"
 #include "engine/check.h"
@@ -30,6 +31,17 @@ void GradientAllreduce::all_reduce_mean(const std::vector<Variable>& params) {
   last_bytes_ = 0;
   last_buckets_ = 0;
   if (comm_.size() == 1) return;
+
+  // Every rank must pass the same parameters: otherwise MPI would sum unrelated buffers (or wait forever).
+  // Rank 0's counts go to all; a rank that differs ends the job with both counts.
+  int64_t mine[2] = {int64_t(params.size()), 0};
+  for (const Variable& p : params) mine[1] += p.value().numel();
+  int64_t root[2] = {mine[0], mine[1]};
+  comm_.broadcast(root, sizeof root, 0);
+  if (root[0] != mine[0] || root[1] != mine[1])
+    comm_.abort("gradient all-reduce: this rank has " + std::to_string(mine[0]) + " parameters with " +
+                std::to_string(mine[1]) + " values, rank 0 has " + std::to_string(root[0]) + " with " +
+                std::to_string(root[1]) + ": every rank must build the same model");
 
   // Which parameters have a gradient on some rank.
   std::vector<double> present(params.size());
