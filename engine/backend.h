@@ -113,13 +113,15 @@ class Backend final {
   // feat [B,C,X,Y,Z], coords int32 [B,n,3] in full-resolution patch coordinates, level L in [0, 31):
   // out [B*n, C] with out[b*n+k, c] = feat[b, c, floor(v/2^L)] for v = coords[b,k]
   void gather_voxels(const Tensor& feat, const Tensor& coords, int level, Tensor& out);
-  void gather_voxels_backward(const Tensor& dout, const Tensor& coords, int level, Tensor& dfeat);  // dfeat = 0; scatter-add
+  // dfeat = 0; scatter-add
+  void gather_voxels_backward(const Tensor& dout, const Tensor& coords, int level, Tensor& dfeat);
 
   // ---- row-wise ops on [N,D] ----
   void l2norm_forward(const Tensor& x, Tensor& y, Tensor& norms, double eps);  // y = x / max(|x|, eps); norms [N]
   void l2norm_backward(const Tensor& dy, const Tensor& y, const Tensor& norms, Tensor& dx);
   void logsumexp_rows(const Tensor& x, Tensor& out);  // out [N] = log sum_j exp(x[i,j]), stable
-  void logsumexp_rows_backward(const Tensor& x, const Tensor& out, const Tensor& dout, Tensor& dx);  // dx = dout * softmax
+  // dx = dout * softmax(x) row by row
+  void logsumexp_rows_backward(const Tensor& x, const Tensor& out, const Tensor& dout, Tensor& dx);
 
   // ---- losses (each returns a mean as out [1]) ----
   // symmetric InfoNCE with in-view negatives (METHOD.md step 7) of za, zb [N,D]; lse_a, lse_b [N] saved.

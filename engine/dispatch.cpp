@@ -127,7 +127,8 @@ void check_rows(const Contract& c, const Tensor& x, const Tensor& per_row, const
 }
 
 // Batch-norm statistics and affine parameters: [C] of x's dtype.
-void check_channel_vectors(const Contract& c, const Tensor& x, std::initializer_list<std::pair<const Tensor*, const char*>> vs) {
+using NamedTensors = std::initializer_list<std::pair<const Tensor*, const char*>>;
+void check_channel_vectors(const Contract& c, const Tensor& x, NamedTensors vs) {
   for (const auto& [v, name] : vs) c.vec(*v, x.size(1), x, name);
 }
 
