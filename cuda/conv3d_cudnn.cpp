@@ -11,15 +11,24 @@
 // kernels (exact float32, what the parity tests compare against the CPU); with it on (and for float64)
 // CUDNN_DEFAULT_MATH, and the math type that Find reports for the winner is used.
 //
+// Fallback: the cache keeps every usable result of the search, fastest first. If the first fails when
+// it runs (cuDNN returns an error status, e.g. NOT_SUPPORTED or EXECUTION_FAILED for this shape), the
+// next is tried, the failed ones are dropped from the cache, and a line on stderr says so; only when all
+// fail is it an error, listing each algorithm's status.
+//
 // The three directions differ only in which cuDNN functions they call and in which of x, w, y is the
 // output; a small traits struct per direction (Fwd, BwdData, BwdFilter) names those calls, and the choice
-// (cache lookup, workspace sizing, search, pick, exact workspace of the winner) is written once, in
-// choose(). Shapes and dtypes arrive checked by the engine's dispatch (engine/dispatch.cpp).
+// (cache lookup, workspace sizing, search, ranking, exact workspaces) and the run with its fallback are
+// written once, in choose() and convolve(). Shapes and dtypes arrive checked by the engine's dispatch
+// (engine/dispatch.cpp).
 #include "cuda/conv3d_cudnn.h"
 
 #include <algorithm>
+#include <cstddef>
+#include <cstdio>
 #include <map>
 #include <mutex>
+#include <sstream>
 #include <tuple>
 #include <vector>
 
@@ -37,8 +46,9 @@ struct Choice {
   size_t workspace = 0;
   cudnnMathType_t math = CUDNN_FMA_MATH;
 };
+using Ranked = std::vector<Choice>;  // usable algorithms, fastest first; the first runs while it works
 std::mutex g_mu;
-std::map<Key, Choice> g_cache;
+std::map<Key, Ranked> g_cache;
 
 // The shapes of one convolution: x [N,Ci,X,Y,Z], w [Co,Ci,k,k,k], y [N,Co,X,Y,Z].
 struct ConvShape {
@@ -146,11 +156,12 @@ size_t workspace_cap() {
   return std::min(size_t(1) << 30, free_b / 4);
 }
 
-// Picks the fastest successful result of a Find call (results come sorted by time). With FMA requested
-// (float32, TF32 off) only FMA results qualify; the winner's math type is set on the descriptor for the
-// real call, since cuDNN identifies a kernel by algorithm and math type together.
+// The successful results of a Find call (sorted by time) within the workspace cap, fastest first. With
+// FMA requested (float32, TF32 off) only FMA results qualify; each result's math type is set on the
+// descriptor for its real call, since cuDNN identifies a kernel by algorithm and math type together.
 template <class Perf>
-Choice pick(const Perf* perf, int count, size_t cap, cudnnMathType_t requested, const char* what) {
+Ranked rank(const Perf* perf, int count, size_t cap, cudnnMathType_t requested, const char* what) {
+  Ranked r;
   for (int i = 0; i < count; ++i) {
     if (perf[i].status != CUDNN_STATUS_SUCCESS || perf[i].memory > cap) continue;
     if (requested == CUDNN_FMA_MATH && perf[i].mathType != CUDNN_FMA_MATH) continue;
@@ -158,11 +169,11 @@ Choice pick(const Perf* perf, int count, size_t cap, cudnnMathType_t requested, 
     c.algo = int(perf[i].algo);
     c.workspace = perf[i].memory;
     c.math = perf[i].mathType;
-    return c;
+    r.push_back(c);
   }
-  HDSSL_CHECK(false) << what << ": cuDNN found no usable algorithm among " << count << " results"
-                     << (requested == CUDNN_FMA_MATH ? " with FMA math (TF32 off)" : "");
-  return {};
+  HDSSL_CHECK(!r.empty()) << what << ": cuDNN found no usable algorithm among " << count << " results"
+                          << (requested == CUDNN_FMA_MATH ? " with FMA math (TF32 off)" : "");
+  return r;
 }
 
 struct Scalars {  // alpha/beta in the type cuDNN expects for the data type
@@ -174,28 +185,28 @@ struct Scalars {  // alpha/beta in the type cuDNN expects for the data type
 const Scalars kS{{1.f, 0.f}, {1.0, 0.0}};
 
 Key make_key(Dir dir, DType t, const ConvShape& s, int pad) {
-  return Key(int(dir), int(t), s.n, s.ci, s.co, s.x, s.y, s.z, s.k, pad, ctx().allow_tf32, ctx().conv_exhaustive_search);
+  return Key(int(dir), int(t), s.n, s.ci, s.co, s.x, s.y, s.z, s.k, pad, ctx().allow_tf32,
+             ctx().conv_exhaustive_search);
 }
 
-bool lookup(const Key& key, Choice& c) {
+bool lookup(const Key& key, Ranked& r) {
   std::lock_guard<std::mutex> lock(g_mu);
   auto it = g_cache.find(key);
   if (it == g_cache.end()) return false;
-  c = it->second;
+  r = it->second;
   return true;
 }
-void store(const Key& key, const Choice& c) {
+void store(const Key& key, const Ranked& r) {
   std::lock_guard<std::mutex> lock(g_mu);
-  g_cache[key] = c;
+  g_cache[key] = r;
 }
 
-// The algorithm for this call: from the cache, or searched now (timed on the call's own buffers, or
-// cuDNN's heuristic ranking), picked, and cached with the exact workspace the winner needs.
+// The algorithms for this call: from the cache, or searched now (timed on the call's own buffers, or
+// cuDNN's heuristic ranking), ranked, and cached with the exact workspace each needs.
 template <class Op>
-Choice choose(Conv& cv, cudnnMathType_t math) {
-  const Key key = make_key(Op::kDir, cv.t, cv.s, cv.pad);
-  Choice ch;
-  if (lookup(key, ch)) return ch;
+Ranked choose(Conv& cv, const Key& key, cudnnMathType_t math) {
+  Ranked ranked;
+  if (lookup(key, ranked)) return ranked;
   Context& c = ctx();
   const size_t cap = workspace_cap();
   size_t ws = 0;  // the largest workspace any algorithm needs, within the cap
@@ -211,24 +222,45 @@ Choice choose(Conv& cv, cudnnMathType_t math) {
   } else {
     cudnnCheck(Op::heuristic(c.cudnn, cv, perf, &count));
   }
-  ch = pick(perf, count, cap, math, Op::kName);
-  cv.cd.set_math(ch.math);
-  size_t need = 0;  // the heuristic's estimate may be low: ask for this algorithm's exact need
-  cudnnCheck(Op::workspace(c.cudnn, cv, ch.algo, &need));
-  ch.workspace = std::max(ch.workspace, need);
-  store(key, ch);
-  return ch;
+  cudnnStatus_t last = CUDNN_STATUS_SUCCESS;
+  for (Choice ch : rank(perf, count, cap, math, Op::kName)) {
+    cv.cd.set_math(ch.math);
+    size_t need = 0;  // the heuristic's estimate may be low: ask for this algorithm's exact need
+    last = Op::workspace(c.cudnn, cv, ch.algo, &need);
+    if (last != CUDNN_STATUS_SUCCESS) continue;  // cannot be sized, so cannot be run
+    ch.workspace = std::max(ch.workspace, need);
+    ranked.push_back(ch);
+  }
+  HDSSL_CHECK(!ranked.empty()) << Op::kName << ": cuDNN could not size the workspace of any usable algorithm ("
+                               << cudnnGetErrorString(last) << ")";
+  store(key, ranked);
+  return ranked;
 }
 
-// One convolution in direction Op: choose the algorithm, then run it with its workspace.
+// One convolution in direction Op: the cached (or newly chosen) algorithms in order until one runs.
 template <class Op>
 void convolve(const Tensor& x, const Tensor& w, const Tensor& y, int pad) {
   const cudnnMathType_t math = requested_math(x.dtype());
   Conv cv(x, w, y, pad, math);
-  const Choice ch = choose<Op>(cv, math);
-  cv.cd.set_math(ch.math);
-  DeviceBuffer ws(ch.workspace);
-  cudnnCheck(Op::run(ctx().cudnn, cv, ch.algo, ws.get(), ch.workspace, kS.one(cv.t), kS.zero(cv.t)));
+  const Key key = make_key(Op::kDir, cv.t, cv.s, cv.pad);
+  const Ranked ranked = choose<Op>(cv, key, math);
+  std::ostringstream failed;
+  for (size_t i = 0; i < ranked.size(); ++i) {
+    const Choice& ch = ranked[i];
+    cv.cd.set_math(ch.math);
+    DeviceBuffer ws(ch.workspace);
+    const cudnnStatus_t st = Op::run(ctx().cudnn, cv, ch.algo, ws.get(), ch.workspace, kS.one(cv.t), kS.zero(cv.t));
+    if (st == CUDNN_STATUS_SUCCESS) {
+      if (i > 0) {  // the faster ones failed for this shape: never try them again
+        store(key, Ranked(ranked.begin() + std::ptrdiff_t(i), ranked.end()));
+        std::fprintf(stderr, "hdssl: %s: cuDNN algorithm(s) %s failed at run time; algorithm %d used instead\n",
+                     Op::kName, failed.str().c_str(), ch.algo);
+      }
+      return;
+    }
+    failed << (i ? ", " : "") << ch.algo << " (" << cudnnGetErrorString(st) << ")";
+  }
+  HDSSL_CHECK(false) << Op::kName << ": every usable cuDNN algorithm failed at run time: " << failed.str();
 }
 
 }  // namespace

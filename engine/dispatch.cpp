@@ -6,85 +6,19 @@
 
 #include "engine/backend.h"
 #include "engine/backend_impl.h"
+#include "engine/contract.h"
 
 namespace hdssl {
 namespace {
-
-// The checks of one call: `op` names the primitive in every message.
-class Contract {
- public:
-  Contract(const char* op, Device device) : op_(op), device_(device) {}
-
-  // Defined, on the backend's device, contiguous.
-  const Contract& tensor(const Tensor& t, const char* name) const {
-    HDSSL_CHECK(t.defined()) << op_ << ": " << name << " is undefined";
-    HDSSL_CHECK(t.device() == device_) << op_ << ": " << name << " must be on " << device_.str() << ", got "
-                                       << t.describe();
-    HDSSL_CHECK(t.is_contiguous()) << op_ << ": " << name << " must be contiguous, got " << t.describe();
-    return *this;
-  }
-  // A tensor of float32 or float64.
-  const Contract& floating(const Tensor& t, const char* name) const {
-    tensor(t, name);
-    HDSSL_CHECK(is_floating(t.dtype())) << op_ << ": " << name << " must be float32 or float64, got "
-                                        << t.describe();
-    return *this;
-  }
-  // b has a's shape and dtype.
-  const Contract& same(const Tensor& a, const Tensor& b, const char* name) const {
-    tensor(b, name);
-    HDSSL_CHECK(a.shape() == b.shape() && a.dtype() == b.dtype())
-        << op_ << ": " << name << " " << b.describe() << " must match " << a.describe();
-    return *this;
-  }
-  // t has the given shape and like's dtype.
-  const Contract& shaped(const Tensor& t, const Shape& shape, const Tensor& like, const char* name) const {
-    tensor(t, name);
-    HDSSL_CHECK(t.shape() == shape && t.dtype() == like.dtype())
-        << op_ << ": " << name << " must be " << dtype_name(like.dtype()) << shape_str(shape) << ", got "
-        << t.describe();
-    return *this;
-  }
-  const Contract& vec(const Tensor& t, int64_t n, const Tensor& like, const char* name) const {
-    return shaped(t, Shape{n}, like, name);
-  }
-  const Contract& scalar(const Tensor& t, const Tensor& like, const char* name) const {
-    return shaped(t, Shape{1}, like, name);
-  }
-  // A float32/float64 tensor with the given number of dims (or at least that many with at_least).
-  const Contract& dims(const Tensor& t, int64_t d, const char* name, bool at_least = false) const {
-    floating(t, name);
-    HDSSL_CHECK(at_least ? t.dim() >= d : t.dim() == d)
-        << op_ << ": " << name << " must have " << (at_least ? "at least " : "") << d << " dims, got "
-        << t.describe();
-    return *this;
-  }
-  const Contract& volume(const Tensor& t, const char* name) const { return dims(t, 5, name); }
-  const Contract& int32(const Tensor& t, const Shape& shape, const char* name) const {
-    tensor(t, name);
-    HDSSL_CHECK(t.dtype() == DType::I32 && t.shape() == shape)
-        << op_ << ": " << name << " must be int32" << shape_str(shape) << ", got " << t.describe();
-    return *this;
-  }
-  const char* op() const { return op_; }
-
- private:
-  const char* op_;
-  Device device_;
-};
-
-// A condition beyond the tensor checks: REQUIRE(c, cond) << "what was expected"; the message is only
-// built when the check fails.
-#define REQUIRE(c, cond) HDSSL_CHECK(cond) << (c).op() << ": "
 
 // x [N,Ci,X,Y,Z], w [Co,Ci,k,k,k] with k = 2*pad+1, y [N,Co,X,Y,Z], one float dtype.
 void check_conv(const Contract& c, const Tensor& x, const Tensor& w, const Tensor& y, int pad, const char* xn,
                 const char* wn, const char* yn) {
   c.volume(x, xn).volume(w, wn).volume(y, yn);
   const int64_t k = w.size(2);
-  REQUIRE(c, pad >= 0 && k == 2 * pad + 1 && w.size(3) == k && w.size(4) == k)
+  HDSSL_REQUIRE(c, pad >= 0 && k == 2 * pad + 1 && w.size(3) == k && w.size(4) == k)
       << wn << " " << w.describe() << " needs a cubic kernel of size 2*pad+1 with pad " << pad;
-  REQUIRE(c, x.size(1) == w.size(1) && x.dtype() == w.dtype())
+  HDSSL_REQUIRE(c, x.size(1) == w.size(1) && x.dtype() == w.dtype())
       << xn << " " << x.describe() << " does not match " << wn << " " << w.describe();
   c.shaped(y, Shape{x.size(0), w.size(0), x.size(2), x.size(3), x.size(4)}, x, yn);
 }
@@ -101,10 +35,10 @@ Shape doubled(const Tensor& small) {
 void check_crop(const Contract& c, const Tensor& big, const Tensor& small, const int64_t o[3], const char* bn,
                 const char* sn) {
   c.volume(big, bn).volume(small, sn);
-  REQUIRE(c, small.size(0) == big.size(0) && small.size(1) == big.size(1) && small.dtype() == big.dtype())
+  HDSSL_REQUIRE(c, small.size(0) == big.size(0) && small.size(1) == big.size(1) && small.dtype() == big.dtype())
       << bn << " " << big.describe() << " vs box " << sn << " " << small.describe();
   for (int d = 0; d < 3; ++d)
-    REQUIRE(c, o[d] >= 0 && o[d] + small.size(2 + d) <= big.size(2 + d))
+    HDSSL_REQUIRE(c, o[d] >= 0 && o[d] + small.size(2 + d) <= big.size(2 + d))
         << "box of size " << shape_str(small.shape()) << " at offset (" << o[0] << ", " << o[1] << ", " << o[2]
         << ") does not fit in " << big.describe();
 }
@@ -114,10 +48,10 @@ void check_crop(const Contract& c, const Tensor& big, const Tensor& small, const
 void check_gather(const Contract& c, const Tensor& feat, const Tensor& coords, int level, const Tensor& rows,
                   const char* fn, const char* rn) {
   c.volume(feat, fn).tensor(coords, "coords");
-  REQUIRE(c, coords.dim() == 3 && coords.size(0) == feat.size(0) && coords.size(2) == 3 &&
+  HDSSL_REQUIRE(c, coords.dim() == 3 && coords.size(0) == feat.size(0) && coords.size(2) == 3 &&
                  coords.dtype() == DType::I32)
       << "coords must be int32 [B,n,3] with B = " << feat.size(0) << ", got " << coords.describe();
-  REQUIRE(c, level >= 0 && level < 31) << "level must be in [0, 31), got " << level;
+  HDSSL_REQUIRE(c, level >= 0 && level < 31) << "level must be in [0, 31), got " << level;
   c.shaped(rows, Shape{feat.size(0) * coords.size(1), feat.size(1)}, feat, rn);
 }
 
@@ -135,7 +69,7 @@ void check_channel_vectors(const Contract& c, const Tensor& x, NamedTensors vs) 
 void check_infonce(const Contract& c, const Tensor& za, const Tensor& zb, double tau, const Tensor& lse_a,
                    const Tensor& lse_b) {
   c.dims(za, 2, "za").same(za, zb, "zb");
-  REQUIRE(c, za.size(0) > 0 && tau > 0) << "za, zb [N,D] with N > 0, tau > 0; got " << za.describe() << ", tau "
+  HDSSL_REQUIRE(c, za.size(0) > 0 && tau > 0) << "za, zb [N,D] with N > 0, tau > 0; got " << za.describe() << ", tau "
                                         << tau;
   c.vec(lse_a, za.size(0), za, "lse_a").vec(lse_b, za.size(0), za, "lse_b");
 }
@@ -143,7 +77,7 @@ void check_infonce(const Contract& c, const Tensor& za, const Tensor& zb, double
 // p [N,K,...] with N*K > 0; sums [N*K, 3].
 void check_dice(const Contract& c, const Tensor& p, const Tensor& g, const Tensor& sums) {
   c.dims(p, 2, "p", /*at_least=*/true).same(p, g, "target");
-  REQUIRE(c, p.size(0) * p.size(1) > 0) << "p [N,K,...] with N*K > 0 expected, got " << p.describe();
+  HDSSL_REQUIRE(c, p.size(0) * p.size(1) > 0) << "p [N,K,...] with N*K > 0 expected, got " << p.describe();
   c.shaped(sums, Shape{p.size(0) * p.size(1), 3}, p, "sums");
 }
 
@@ -167,7 +101,7 @@ void Backend::fill(Tensor& out, double value) {
 void Backend::cast(const Tensor& x, Tensor& out) {
   const Contract c("cast", device());
   c.tensor(x, "x").tensor(out, "out");
-  REQUIRE(c, x.shape() == out.shape()) << x.describe() << " -> " << out.describe();
+  HDSSL_REQUIRE(c, x.shape() == out.shape()) << x.describe() << " -> " << out.describe();
   impl_->cast(x, out);
 }
 void Backend::axpby(double a, const Tensor& x, double b, const Tensor& y, Tensor& out) {
@@ -258,8 +192,8 @@ void Backend::copy_channels(const Tensor& src, Tensor& dst, int64_t c0, bool rev
   c.tensor(src, "src").tensor(dst, "dst");
   bool match = src.dim() >= 2 && src.dim() == dst.dim() && src.dtype() == dst.dtype();
   for (int64_t d = 0; match && d < src.dim(); ++d) match = d == 1 || src.size(d) == dst.size(d);
-  REQUIRE(c, match) << "src " << src.describe() << " and dst " << dst.describe() << " differ outside dim 1";
-  REQUIRE(c, c0 >= 0 && c0 + src.size(1) <= dst.size(1))
+  HDSSL_REQUIRE(c, match) << "src " << src.describe() << " and dst " << dst.describe() << " differ outside dim 1";
+  HDSSL_REQUIRE(c, c0 >= 0 && c0 + src.size(1) <= dst.size(1))
       << "channels [" << c0 << ", " << c0 + src.size(1) << ") of " << dst.describe();
   impl_->copy_channels(src, dst, c0, reverse);
 }
@@ -273,7 +207,7 @@ void Backend::batchnorm_forward_train(const Tensor& x, const Tensor& gamma, cons
   check_channel_vectors(c, x, {{&gamma, "gamma"}, {&beta, "beta"}, {&save_mean, "save_mean"},
                                {&save_invstd, "save_invstd"}, {&running_mean, "running_mean"},
                                {&running_var, "running_var"}});
-  REQUIRE(c, channel_view(x).count() > 1) << "expected more than 1 value per channel when training, got "
+  HDSSL_REQUIRE(c, channel_view(x).count() > 1) << "expected more than 1 value per channel when training, got "
                                           << x.describe();
   impl_->batchnorm_forward_train(x, gamma, beta, y, save_mean, save_invstd, running_mean, running_var, a);
 }
@@ -300,11 +234,11 @@ void Backend::matmul(const Tensor& a, const Tensor& b, Tensor& out, bool trans_a
                      double beta) {
   const Contract c("matmul", device());
   c.dims(a, 2, "a").dims(b, 2, "b").dims(out, 2, "out");
-  REQUIRE(c, a.dtype() == b.dtype() && a.dtype() == out.dtype())
+  HDSSL_REQUIRE(c, a.dtype() == b.dtype() && a.dtype() == out.dtype())
       << "dtypes differ: " << a.describe() << ", " << b.describe() << " -> " << out.describe();
   const int64_t M = trans_a ? a.size(1) : a.size(0), K = trans_a ? a.size(0) : a.size(1);
   const int64_t Kb = trans_b ? b.size(1) : b.size(0), N = trans_b ? b.size(0) : b.size(1);
-  REQUIRE(c, K == Kb && out.size(0) == M && out.size(1) == N)
+  HDSSL_REQUIRE(c, K == Kb && out.size(0) == M && out.size(1) == N)
       << "op(a) " << M << "x" << K << " @ op(b) " << Kb << "x" << N << " -> " << out.describe();
   impl_->matmul(a, b, out, trans_a, trans_b, alpha, beta);
 }
@@ -400,7 +334,7 @@ void Backend::adam_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
                         double grad_scale) {
   const Contract c("adam_step", device());
   c.floating(param, "param").same(param, grad, "grad").same(param, m, "m").same(param, v, "v");
-  REQUIRE(c, a.step >= 1) << "step is 1-based, got " << a.step;
+  HDSSL_REQUIRE(c, a.step >= 1) << "step is 1-based, got " << a.step;
   impl_->adam_step(param, grad, m, v, a, grad_scale);
 }
 
