@@ -2,8 +2,8 @@
 //
 // Each method receives arguments already checked against the contract (engine/dispatch.cpp: device, dtype,
 // shape) and hands raw pointers to a launcher in cuda/kernels/ or to cuDNN (conv3d_cudnn.cpp) / cuBLAS
-// (matmul_cublas.cpp). Everything is queued on the
-// context's single stream; only copy_to_host and synchronize wait. Memory comes from the caching allocator.
+// (matmul_cublas.cpp). Everything is queued on the context's single stream; only copy_to_host and
+// synchronize wait. Memory comes from the caching allocator.
 //
 // The backend object and its context are created by init() and deliberately never destroyed: tensors that
 // live in static objects may release their storage during program exit, after any destructor of ours
