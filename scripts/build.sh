@@ -14,7 +14,7 @@ has_nvcc() { command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ];
 gpu_visible() { nvidia-smi -L 2>/dev/null | grep -q "^GPU [0-9]"; }
 arch_known() {
   [[ " $* " == *CMAKE_CUDA_ARCHITECTURES* || " $* " == *HDSSL_CUDA=OFF* ]] && return 0
-  grep -qs "^CMAKE_CUDA_ARCHITECTURES:" "$build/CMakeCache.txt"
+  grep -qsE "^CMAKE_CUDA_ARCHITECTURES:|^HDSSL_CUDA:[A-Z]+=(OFF|FALSE|NO|0)$" "$build/CMakeCache.txt"
 }
 if has_nvcc && ! gpu_visible && ! arch_known "$@"; then
   echo "build.sh: nvcc found but no GPU visible to detect the architecture: compiling the CUDA backend for" \
