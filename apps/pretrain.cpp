@@ -453,8 +453,7 @@ int main(int argc, char** argv) {
   Options o;
   CLI::App app{"hdssl pretrain: dense self-supervised pretraining of a 3D FPN on NIfTI volumes (Kats et al. 2024).\n"
                "Defaults are the paper's. Ablation rows as flags: see docs/ablation.md."};
-  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);  // a repeated flag: the last wins
-  app::SettingsTable table(app);
+  app::SettingsTable table(app);  // also: a repeated flag, the last wins
   declare_settings(table, o);
   app::ResumeFlag resume(app, "continue the run RUN (or the one in -o) from its last intact checkpoint");
   app.add_flag("--demo", o.demo, "synthesize CT phantoms if absent and pretrain a small model on the CPU (minutes)");

@@ -42,6 +42,12 @@ Setting& Setting::at_least(double lo) {
   return *this;
 }
 
+Setting& Setting::at_most(double hi) {
+  rules_.push_back({"<= " + num(hi), [hi](double x) { return x <= hi; }});
+  update_help();
+  return *this;
+}
+
 Setting& Setting::finite() {
   rules_.push_back({"finite", [](double x) { return std::isfinite(x); }});
   update_help();
@@ -50,6 +56,11 @@ Setting& Setting::finite() {
 
 Setting& Setting::one_of(const std::vector<std::string>& allowed) {
   opt_->check(CLI::IsMember(allowed));
+  return *this;
+}
+
+Setting& Setting::required() {
+  opt_->required();
   return *this;
 }
 
@@ -72,6 +83,10 @@ std::string Setting::range_problem() const {
   return "";
 }
 
+SettingsTable::SettingsTable(CLI::App& app) : app_(app) {
+  app_.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+}
+
 template <class T>
 Setting& SettingsTable::add(const std::string& flag, const std::string& key, T& field, const std::string& help, Kind kind,
                             int count) {
@@ -85,6 +100,8 @@ Setting& SettingsTable::add(const std::string& flag, const std::string& key, T& 
   } else {
     s->opt_ = app_.add_option(flag, field, help)->capture_default_str();
     if (count > 0) s->opt_->expected(count)->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+    if constexpr (std::is_same_v<T, std::vector<std::string>>)
+      if (count == 0) s->opt_->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);  // a list: every value
   }
   s->get_ = [&field] { return json(field); };
   s->set_ = [&field](const json& v) { field = v.get<T>(); };

@@ -39,8 +39,10 @@ class Setting {
   // Ranges, checked for every value of a flag given on the command line (each element of a list).
   Setting& above(double lo);     // > lo
   Setting& at_least(double lo);  // >= lo
+  Setting& at_most(double hi);   // <= hi
   Setting& finite();             // not NaN or Inf
   Setting& one_of(const std::vector<std::string>& allowed);  // for text settings, checked by CLI11
+  Setting& required();  // CLI11 refuses a command line without it
 
   const std::string& flag() const { return flag_; }
   const std::string& key() const { return key_; }
@@ -71,7 +73,8 @@ class Setting {
 
 class SettingsTable {
  public:
-  explicit SettingsTable(CLI::App& app) : app_(app) {}
+  // Sets the program's rule for a repeated flag: the last one wins (as in most Unix tools).
+  explicit SettingsTable(CLI::App& app);
 
   // One declaration. T: bool (a flag), int, int64_t, uint64_t, double, std::string, or a vector of
   // int64_t / double / std::string (then `count` values are expected; 0: any number).
