@@ -270,7 +270,11 @@ bool run_fold(const Options& o, int fi, const eval::Fold& fold, Dataset& d, cons
     const std::string line = progress.update(t + 1, {{"loss", r.loss}, {"bce", r.bce}, {"dice", r.dice}});
     const bool last = t + 1 == o.steps;
     if ((t + 1) % o.save_every == 0 || last || g_signal) {
-      trainer.save(last ? final_ckpt : latest, t + 1, ckmeta);
+      try {
+        trainer.save(last ? final_ckpt : latest, t + 1, ckmeta);
+      } catch (const Error& e) {
+        throw Fatal{"fold " + std::to_string(fi) + ", step " + std::to_string(t + 1) + ": " + e.what(), 4};
+      }
       run.log_file_only("fold " + std::to_string(fi) + " " + line);
       plot_progress(dir);
     }
