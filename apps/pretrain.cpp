@@ -285,7 +285,7 @@ int run_pretraining(Options& o, app::SettingsTable& table, const CLI::App& app) 
     meta = models::read_training_meta(st, ckpt);
     for (const std::string& note : table.resume(json::parse(meta.data_json))) run.log(note);
   } else if (has_checkpoint) {
-    throw Fatal{"the run folder " + o.out + " already holds a checkpoint: add --resume to continue it, or choose another -o"};
+    throw Fatal{"the run folder " + o.out + " already holds a checkpoint: add --resume to continue it, or choose another -o", 2};
   }
   if (o.data.empty()) throw Fatal{"--data DIR is required (or --demo)", 2};
 

@@ -238,22 +238,22 @@ TEST(PretrainApp, FailuresAreClearAndExitNonZero) {
   const std::string base = scratch() + "/fail";
   fs::create_directories(base + "/empty");
   Result empty = run("--data " + base + "/empty -o " + base + "/r1" + kTiny + " --steps 2");
-  EXPECT_NE(empty.code, 0);
+  EXPECT_EQ(empty.code, 3);  // input data refused (apps/README.md, exit codes)
   EXPECT_NE(empty.output.find("no NIfTI files"), std::string::npos) << empty.output;
 
   fs::create_directories(base + "/garbage");
   std::ofstream(base + "/garbage/broken.nii.gz") << "this is not a NIfTI file";
   Result garbage = run("--data " + base + "/garbage -o " + base + "/r2" + kTiny + " --steps 2");
-  EXPECT_NE(garbage.code, 0);
+  EXPECT_EQ(garbage.code, 3);
   EXPECT_NE(garbage.output.find("no usable volume"), std::string::npos) << garbage.output;
   EXPECT_NE(garbage.output.find("broken.nii.gz"), std::string::npos) << garbage.output;
 
   Result small = run("--data " + phantoms() + " -o " + base + "/r3" + kTiny + " --patch 400 16 8 --steps 2");
-  EXPECT_NE(small.code, 0);
+  EXPECT_EQ(small.code, 3);
   EXPECT_NE(small.output.find("smaller than the patch"), std::string::npos) << small.output;
 
   Result nan = run("--data " + phantoms() + " -o " + base + "/r4" + kTiny + " --steps 5 --save-every 1 --debug-nan-at 3");
-  EXPECT_NE(nan.code, 0);
+  EXPECT_EQ(nan.code, 4);  // diverged
   // Caught at the loss, or (when a ReLU maps NaN to 0 in the forward pass) at the gradient norm, which
   // names the first parameter with a non-finite gradient. Either way: the step and the tensor are named.
   EXPECT_NE(nan.output.find("step 3: the"), std::string::npos) << nan.output;
@@ -276,7 +276,7 @@ TEST(PretrainApp, FailuresAreClearAndExitNonZero) {
   EXPECT_NE(cuda.output.find("no CUDA device"), std::string::npos) << cuda.output;
 
   Result again = run("--data " + phantoms() + " -o " + base + "/r4" + kTiny + " --steps 5");
-  EXPECT_NE(again.code, 0);
+  EXPECT_EQ(again.code, 2);  // a run folder that needs --resume: the command line's fault, as in ./evaluate
   EXPECT_NE(again.output.find("--resume"), std::string::npos) << again.output;
 }
 
