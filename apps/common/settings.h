@@ -1,10 +1,10 @@
-// One home per setting: each program declares every setting once, here-style, and the command line
+// One home per setting: each program declares every setting once, in one table, and the command line
 // (CLI11 options with help and ranges), config.json, the checkpoint metadata and the resume rule all
 // come from that one declaration (see README.md, "Adding a setting").
 //
 //   app::SettingsTable t(cli);
 //   t.add("--tau", "tau", o.tau, "InfoNCE temperature", app::Kind::Defines).above(0);
-//   ... cli.parse(argc, argv) ...
+//   if (int rc = app::parse_command_line(cli, argc, argv); rc >= 0) return rc;
 //   t.check_ranges();          // a given flag out of range: UsageError naming the flag and the range
 //   json j = t.to_json();      // every saved setting under its JSON key
 //   auto notes = t.resume(saved_json);  // the resume rule, see Kind
