@@ -7,8 +7,11 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <string>
 #include <utility>
 #include <vector>
+
+#include <unistd.h>
 
 #include "data/nifti.h"
 #include "eval/report.h"
@@ -37,11 +40,13 @@ const std::string kBin = HDSSL_BINARY_DIR;
 class Apps : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    dir_ = ::testing::TempDir() + "hdssl_eval_apps";
+    // One folder per process: ctest -j runs these tests in parallel processes (and other checkouts may too).
+    dir_ = ::testing::TempDir() + "hdssl_eval_apps_" + std::to_string(::getpid());
     fs::remove_all(dir_);
     Result r = sh(kBin + "/synth -o " + dir_ + "/data --cases 3 --seed 5 --spacing 8 8 16");
     ASSERT_EQ(r.rc, 0) << r.out;
   }
+  static void TearDownTestSuite() { fs::remove_all(dir_); }
   static std::string eval_cmd(const std::string& run, const std::string& extra) {
     return kBin + "/evaluate --mode linear --data " + dir_ + "/data -o " + dir_ + "/" + run +
            " --steps 2 --batch 1 --patch 16 16 8 --spacing 8 8 16 --base-channels 4 --scales 2 --blocks 1 --folds 3"
