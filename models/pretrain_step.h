@@ -53,7 +53,8 @@ struct StepResult {
 };
 
 // The step met NaN or Inf: the message names the step and the term, or the first parameter whose
-// gradient is not finite. Nothing has been changed by the step when this is thrown.
+// gradient is not finite. Thrown before Adam: the parameters and Adam's state are unchanged (the forward
+// pass has updated the BatchNorm running statistics, and the gradients are left for inspection).
 struct StepDiverged : Error {
   StepDiverged(int64_t s, const std::string& m) : Error(m), step(s) {}
   int64_t step;
