@@ -35,6 +35,7 @@
 #include <nlohmann/json.hpp>
 
 #include "apps/common/device_setup.h"
+#include "apps/common/settings.h"
 #include "autograd/variable.h"
 #include "data/dataset.h"
 #include "data/nifti.h"
@@ -258,7 +259,7 @@ void write_safetensors_features(const std::string& path, const std::vector<std::
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string input, out, weights, levels_arg = "all", grid = "input", format = "nifti", modality, device_name = "cpu";
+  std::string input, out, weights, levels_arg = "all", grid = "input", format = "nifti", modality, device_name = app::kDefaultDevice;
   std::vector<int64_t> patch{128, 128, 32};
   int window_batch = 1, threads = 0;
   bool per_level = false, raw = false, no_png = false;
@@ -275,13 +276,23 @@ int main(int argc, char** argv) {
   app.add_option("--window-batch", window_batch, "sliding windows per forward")->capture_default_str();
   app.add_option("--modality", modality, "ct | mri, when the weights record no preprocessing")->check(CLI::IsMember({"ct", "mri"}));
   app.add_flag("--no-png", no_png, "skip the principal-component PNG");
-  app.add_option("--device", device_name, "cpu | cuda | cuda:N")->capture_default_str();
+  app.add_option("--device", device_name, "cpu | cuda | cuda:N | auto (the first GPU when there is one, else cpu)")->capture_default_str();
   app.add_option("--threads", threads, "CPU threads for the math (default: all cores)");
-  CLI11_PARSE(app, argc, argv);
+  app.get_option("--window-batch")->check(CLI::Range(1, 1 << 20));
+  app.get_option("--threads")->check(CLI::Range(0, 1 << 16));
+  app.get_option("--patch")->check(CLI::Range(int64_t(1), int64_t(1) << 20));
+  if (int rc = app::parse_command_line(app, argc, argv); rc >= 0) return rc;  // exit codes: apps/README.md
+  Device device;
+  try {
+    device = app::open_device(device_name);
+  } catch (const Error& e) {  // an unknown name, or a GPU asked for where none is usable
+    std::cerr << "features: error: " << e.what() << std::endl;
+    return 2;
+  }
+  std::cout << app::device_line(device_name, device) << "\n";
   try {
     if (per_level && grid == "input") grid = "preprocessed";  // levels keep their own (preprocessed) grids
     app::set_math_threads(threads);
-    const Device device = app::open_device(device_name);
     for (int64_t p : patch)
       if (p < 1) throw Error("--patch: sizes must be positive");
     Backbone b = load_backbone(weights, raw, modality, device);
