@@ -46,6 +46,8 @@ namespace {
 // Every setting of a run; written to config.json and into each checkpoint.
 struct Options {
   std::string data, out, cache, modality = "auto", arch = "ours", aug = "local", device = "auto";
+  std::string batch_volumes = "one", ct_window = "paper", vox2vec_order = "program";  // issue 11 (a), (d), (f)
+  std::vector<int64_t> shuffle_block_min{2, 2, 1};                                    // issue 11 (e)
   int64_t steps = 50000, save_every = 1000;
   int batch_pairs = 10, voxels_per_pair = 1024, base = 0, scales = 0, blocks = 2, threads = 0, loader_threads = 2;
   std::vector<int64_t> patch{128, 128, 32};
@@ -60,7 +62,9 @@ struct Options {
             {"steps", steps}, {"save_every", save_every}, {"batch_pairs", batch_pairs}, {"voxels_per_pair", voxels_per_pair},
             {"base_channels", base}, {"scales", scales}, {"blocks", blocks}, {"patch", patch}, {"spacing", spacing},
             {"lr", lr}, {"lambda", lambda}, {"tau", tau}, {"clip", clip}, {"no_restoration", no_restoration},
-            {"restoration_1x1", restoration_1x1}, {"freeze_projections", freeze_projections}, {"seed", seed}};
+            {"restoration_1x1", restoration_1x1}, {"freeze_projections", freeze_projections}, {"seed", seed},
+            {"batch_volumes", batch_volumes}, {"ct_window", ct_window}, {"vox2vec_order", vox2vec_order},
+            {"shuffle_block_min", shuffle_block_min}};
   }
   void from_json(const json& j) {  // the settings a resumed run keeps
     data = j.at("data"); modality = j.at("modality"); arch = j.at("arch"); aug = j.at("aug");
@@ -69,6 +73,9 @@ struct Options {
     spacing = j.at("spacing").get<std::vector<double>>(); lr = j.at("lr"); lambda = j.at("lambda"); tau = j.at("tau");
     clip = j.at("clip"); no_restoration = j.at("no_restoration"); restoration_1x1 = j.at("restoration_1x1");
     freeze_projections = j.at("freeze_projections"); seed = j.at("seed");
+    batch_volumes = j.value("batch_volumes", "per-pair"); ct_window = j.value("ct_window", "paper");  // before issue 11: these
+    vox2vec_order = j.value("vox2vec_order", "legacy");                                             // were the only behaviour
+    shuffle_block_min = j.value("shuffle_block_min", std::vector<int64_t>{1, 1, 1});
   }
 };
 
@@ -110,6 +117,7 @@ data::PreprocessConfig preprocess_config(const Options& o, data::Modality m) {
   data::PreprocessConfig p = m == data::Modality::CT ? data::PreprocessConfig::ct() : data::PreprocessConfig::mri();
   if (o.spacing.size() == 3) p.spacing = {o.spacing[0], o.spacing[1], o.spacing[2]};
   p.min_size = {o.patch[0], o.patch[1], o.patch[2]};
+  if (m == data::Modality::CT) p.set_ct_window(o.ct_window);
   return p;
 }
 
@@ -308,6 +316,14 @@ int run_pretraining(Options& o, const CLI::App& app) {
   dc.aug = o.aug == "local" ? data::PretrainConfig::Aug::Local : o.aug == "vox2vec" ? data::PretrainConfig::Aug::Vox2vec
                                                                                     : data::PretrainConfig::Aug::None;
   dc.vox2vec.ct = modality_used == "ct";
+  dc.volumes = o.batch_volumes == "one" ? data::PretrainConfig::Volumes::OneVolume : data::PretrainConfig::Volumes::PerPair;
+  dc.vox2vec.program_order = o.vox2vec_order == "program";
+  dc.local.shuffle_block_min = {o.shuffle_block_min[0], o.shuffle_block_min[1], o.shuffle_block_min[2]};
+  if (dc.vox2vec.ct) {
+    const data::PreprocessConfig ppc = preprocess_config(o, data::Modality::CT);
+    dc.vox2vec.data_window_lo = ppc.ct_clip_lo;
+    dc.vox2vec.data_window_hi = ppc.ct_clip_hi;
+  }
   dc.seed = o.seed;
   data::PretrainLoader loader(std::move(vols), dc, o.loader_threads, 2);
   loader.seek(o.resume ? meta.sampler_position : 0);
@@ -466,6 +482,13 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"ours", "vox2vec"}))->capture_default_str();
   app.add_option("--aug", o.aug, "local (shuffle, Bezier, in-painting) | vox2vec (blur/sharpen, noise, window) | none")
       ->check(CLI::IsMember({"local", "vox2vec", "none"}))->capture_default_str();
+  app.add_option("--batch-volumes", o.batch_volumes, "one (all pairs of a step from one volume, the published program) | per-pair")
+      ->capture_default_str()->check(CLI::IsMember({"one", "per-pair"}));
+  app.add_option("--ct-window", o.ct_window, "CT intensity window: paper [-1350,1000] | program [-175,250] | LO,HI (HU)")->capture_default_str();
+  app.add_option("--vox2vec-order", o.vox2vec_order, "vox2vec augmentations: program (blur/sharpen, noise in HU, window+clip last) | legacy (window first)")
+      ->capture_default_str()->check(CLI::IsMember({"program", "legacy"}));
+  app.add_option("--shuffle-block-min", o.shuffle_block_min, "local pixel shuffling: smallest block side X Y Z (block = max(this, patch/20))")
+      ->expected(3)->capture_default_str()->check(CLI::PositiveNumber);
   app.add_flag("--no-restoration", o.no_restoration, "train with InfoNCE only (no Lr)");
   app.add_flag("--restoration-1x1", o.restoration_1x1, "restoration head = one 1x1x1 conv (the published program)");
   app.add_flag("--freeze-projections", o.freeze_projections, "keep the per-scale projections at their random init");
@@ -487,6 +510,12 @@ int main(int argc, char** argv) {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? 0 : 2;  // -h prints the help and exits 0; a bad command line exits 2
+  }
+  try {
+    data::PreprocessConfig().set_ct_window(o.ct_window);
+  } catch (const std::exception& e) {
+    std::cerr << "pretrain: error: --ct-window: " << e.what() << std::endl;
+    return 2;
   }
   try {
     return run_pretraining(o, app);
