@@ -8,8 +8,9 @@
 //
 // DATASET is an nnU-Net v2 raw folder or a Medical Segmentation Decathlon task. RUN gets config.json,
 // log.txt, splits_final.json, and per fold fold_I/ with metrics.csv, progress.png,
-// checkpoint_latest.safetensors, checkpoint_final.safetensors and summary.json (Dice per class per
-// validation case, on the preprocessed grid); when every fold is done, cv_table.md / cv_table.csv.
+// checkpoint_latest.safetensors, checkpoint_final.safetensors, checkpoint_best.safetensors (model
+// selection: the best validation Dice, the model that is tested) and summary.json (Dice per class per
+// test case, on the preprocessed grid); when every fold is done, cv_table.md / cv_table.csv.
 // The machinery lives in eval/ and models/segmentation.h; this file is flags and the loop.
 
 #include <algorithm>
