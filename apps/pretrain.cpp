@@ -258,7 +258,9 @@ int run_pretraining(Options& o, const CLI::App& app) {
              {"--voxels-per-pair", "voxels_per_pair"}, {"--base-channels", "base_channels"}, {"--scales", "scales"},
              {"--blocks", "blocks"}, {"--patch", "patch"}, {"--spacing", "spacing"},
              {"--lambda", "lambda"}, {"--tau", "tau"}, {"--no-restoration", "no_restoration"},
-             {"--restoration-1x1", "restoration_1x1"}, {"--freeze-projections", "freeze_projections"}, {"--seed", "seed"}})
+             {"--restoration-1x1", "restoration_1x1"}, {"--freeze-projections", "freeze_projections"}, {"--seed", "seed"},
+             {"--batch-volumes", "batch_volumes"}, {"--ct-window", "ct_window"}, {"--vox2vec-order", "vox2vec_order"},
+             {"--shuffle-block-min", "shuffle_block_min"}})
       if (app.count(flag) && given.at(key) != kept.at(key))
         run.log("note: " + flag + " " + given.at(key).dump() + " ignored: a resumed run keeps its " + key + " = " +
                 kept.at(key).dump());
