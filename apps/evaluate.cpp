@@ -9,8 +9,9 @@
 //
 // DATASET is an nnU-Net v2 raw folder or a Medical Segmentation Decathlon task. RUN gets config.json,
 // log.txt, splits_final.json, and per fold fold_I/ with metrics.csv, progress.png,
-// checkpoint_latest.safetensors, checkpoint_final.safetensors and summary.json (Dice per class per
-// validation case, on the preprocessed grid); when every fold is done, cv_table.md / cv_table.csv.
+// checkpoint_latest.safetensors, checkpoint_final.safetensors, checkpoint_best.safetensors (model
+// selection: the best validation Dice, the model that is tested) and summary.json (Dice per class per
+// test case, on the preprocessed grid); when every fold is done, cv_table.md / cv_table.csv.
 // The machinery lives in eval/ and models/segmentation.h; this file is flags and the loop. Every setting
 // is declared once in declare_settings() (apps/common/settings.h); exit codes: apps/README.md.
 
@@ -37,6 +38,7 @@
 #include "eval/folds.h"
 #include "eval/inference.h"
 #include "eval/report.h"
+#include "eval/selection.h"
 #include "eval/sliding_window.h"
 #include "eval/trainer.h"
 
@@ -57,6 +59,9 @@ extern "C" void on_signal(int s) { g_signal = s; }
 // Every setting of a run. Declared (flag, JSON key, range, help, kind) in declare_settings() only.
 struct Options {
   std::string mode, data, out, weights, splits, name, device = app::kDefaultDevice, cache;
+  std::string finetune_head = "nonlinear", frozen_bn = "train", ct_window = "paper";  // issue 11 (b), (d), (g)
+  double val_fraction = 0.2;                                                             // issue 11 (c)
+  int64_t val_every = 1000;
   std::vector<std::string> table;
   int64_t steps = 45000, freeze_steps = 15000, warmup_steps = 1200, save_every = 1000;
   int batch = 7, folds = 5, fold = -1, train_cases = 0, base = 32, scales = 5, blocks = 2, threads = 0, window_batch = 2;
@@ -100,6 +105,22 @@ void declare_settings(app::SettingsTable& t, Options& o) {
   t.add("--blocks", "blocks", o.blocks, "ResBlocks per level without --weights", K::Defines).at_least(1);
   t.add("--spacing", "spacing", o.spacing, "resample to X Y Z mm (default: CT 1 1 2, MRI 1.5 1.5 1.5)", K::Defines, 3)
       .above(0).finite();
+  // The published program's protocol (docs/method.md section 9, (b) (c) (d) (g)); legacy(): what a run
+  // saved before these settings existed did, kept on --resume.
+  t.add("--finetune-head", "finetune_head", o.finetune_head,
+        "finetune/scratch head: nonlinear (the paper) | linear (the published program)", K::Defines)
+      .one_of({"linear", "nonlinear"}).legacy("nonlinear");
+  t.add("--frozen-bn", "frozen_bn", o.frozen_bn,
+        "finetune, frozen phase: train (batch statistics, the published program) | eval (pretraining running statistics)",
+        K::Defines).one_of({"train", "eval"}).legacy("eval");
+  t.add("--ct-window", "ct_window", o.ct_window, "CT intensity window: paper [-1350,1000] | program [-175,250] | LO,HI (HU)",
+        K::Defines).legacy("paper");
+  t.add("--val-fraction", "val_fraction", o.val_fraction,
+        "model selection: share of each fold's training cases that validate (0: test the last step)", K::Defines)
+      .at_least(0).below(1).legacy(0.0);
+  t.add("--val-every", "val_every", o.val_every,
+        "model selection: steps between validations; the best is tested (0: test the last step)", K::Defines)
+      .at_least(0).legacy(0);
   t.add("--cache", "cache", o.cache, "folder for cached preprocessed volumes", K::NotSaved);
   t.add("--window-batch", "window_batch", o.window_batch, "sliding windows per forward at validation", K::NotSaved).at_least(1);
   t.add("--save-every", "save_every", o.save_every, "steps between checkpoints", K::NotSaved).at_least(1);
@@ -218,11 +239,15 @@ bool run_fold(const Options& o, int fi, const eval::Fold& fold, Dataset& d, cons
     run.log("fold " + std::to_string(fi) + ": already done (summary.json), skipped");
     return true;
   }
-  const std::vector<std::string> train = eval::few_label_subset(fold.train, o.train_cases, o.seed + uint64_t(fi));
-  std::string tl;
+  const eval::SelectionConfig sel{o.val_fraction, o.val_every};
+  const eval::TrainValSplit split = eval::selection_split(fold.train, o.train_cases, sel, o.seed + uint64_t(fi));
+  const std::vector<std::string>& train = split.train;
+  std::string tl, vl;
   for (const auto& c : train) tl += (tl.empty() ? "" : " ") + c;
+  for (const auto& c : split.val) vl += (vl.empty() ? "" : " ") + c;
   run.log("fold " + std::to_string(fi) + ": " + std::to_string(train.size()) + " training cases (" + tl + "), " +
-          std::to_string(fold.val.size()) + " validation cases");
+          (sel.enabled() ? "model selection on " + vl + " every " + std::to_string(o.val_every) + " steps, " : std::string()) +
+          std::to_string(fold.val.size()) + " test cases");
 
   Rng rng(o.seed, 1000 + uint64_t(fi));
   models::Segmenter model(meta.model, rng);
@@ -237,7 +262,11 @@ bool run_fold(const Options& o, int fi, const eval::Fold& fold, Dataset& d, cons
   tc.freeze_steps = o.freeze_steps;
   tc.warmup_steps = o.warmup_steps;
   tc.backbone_lr_start = o.backbone_lr_start;
+  tc.frozen_bn_training = o.frozen_bn == "train";
   eval::Trainer trainer(model, tc, device);
+  std::vector<const data::PreprocessedCase*> val_cases;
+  for (const auto& c : split.val) val_cases.push_back(&d.cases[d.index.at(c)]);
+  eval::BestCheckpoint best(dir + "/checkpoint_best.safetensors");
 
   std::vector<const data::Volume*> imgs, lbls;
   for (const auto& c : train) {
@@ -252,7 +281,9 @@ bool run_fold(const Options& o, int fi, const eval::Fold& fold, Dataset& d, cons
   eval::PatchSampler sampler(imgs, lbls, pc);
 
   std::map<std::string, std::string> ckmeta = {{"hdssl.segmenter", eval::meta_to_json(meta).dump()},
-                                               {"hdssl.fold", std::to_string(fi)}};
+                                               {"hdssl.fold", std::to_string(fi)},
+                                               {"hdssl.train", eval::train_config_to_json(tc).dump()},
+                                               {"hdssl.selection", eval::selection_config_to_json(sel).dump()}};
   const std::string latest = dir + "/checkpoint_latest.safetensors", final_ckpt = dir + "/checkpoint_final.safetensors";
   int64_t start = 0;
   if (o.resume && fs::exists(final_ckpt)) {
@@ -269,6 +300,11 @@ bool run_fold(const Options& o, int fi, const eval::Fold& fold, Dataset& d, cons
     metrics.row({double(t + 1), r.loss, r.bce, r.dice, r.backbone_lr});
     const std::string line = progress.update(t + 1, {{"loss", r.loss}, {"bce", r.bce}, {"dice", r.dice}});
     const bool last = t + 1 == o.steps;
+    if (sel.enabled() && ((t + 1) % o.val_every == 0 || last) && (best.history().empty() || best.history().back().first < t + 1)) {
+      const double vd = eval::validation_dice(model, val_cases, meta.patch, meta.model.classes, o.window_batch, device);
+      const bool better = best.offer(t + 1, vd, trainer, ckmeta);
+      run.log_file_only("fold " + std::to_string(fi) + " step " + std::to_string(t + 1) + ": validation Dice " + fmt("%.4f", vd) + (better ? " (best)" : ""));
+    }
     if ((t + 1) % o.save_every == 0 || last || g_signal) {
       try {
         trainer.save(last ? final_ckpt : latest, t + 1, ckmeta);
@@ -291,6 +327,16 @@ bool run_fold(const Options& o, int fi, const eval::Fold& fold, Dataset& d, cons
   // Validation: sliding window over each whole (preprocessed) volume, Dice per class.
   eval::FoldSummary summary;
   summary.fold = fi;
+  if (sel.enabled()) {
+    summary.selection.selected_step = best.restore(trainer);
+    summary.selection.last_step = o.steps;
+    summary.selection.val_dice = best.best_dice();
+    summary.selection.val_cases = split.val;
+    summary.selection.train_cases = split.train;
+    summary.selection.history = best.history();
+    run.log("fold " + std::to_string(fi) + ": testing the checkpoint of step " + std::to_string(summary.selection.selected_step) +
+            " (validation Dice " + fmt("%.4f", best.best_dice()) + ")");
+  }
   summary.labels = meta.labels;
   model.train(false);
   for (const std::string& id : fold.val) {
@@ -344,7 +390,7 @@ int run_evaluation(Options& o, app::SettingsTable& table) {
   // Architecture: from the weights when given, else from the flags.
   eval::SegmenterMeta meta;
   meta.mode = o.mode;
-  meta.model.head = eval::head_of(mode);
+  meta.model.head = eval::head_of(mode, models::parse_head_kind(o.finetune_head));
   meta.model.fpn.base = o.base;
   meta.model.fpn.scales = o.scales;
   meta.model.fpn.blocks = o.blocks;
@@ -357,6 +403,11 @@ int run_evaluation(Options& o, app::SettingsTable& table) {
   data::LabeledDataset ds = data::read_labeled_dataset(o.data);
   meta.preprocess = ds.modality == data::Modality::CT ? data::PreprocessConfig::ct() : data::PreprocessConfig::mri();
   if (!o.spacing.empty()) meta.preprocess.spacing = {o.spacing[0], o.spacing[1], o.spacing[2]};
+  try {
+    meta.preprocess.set_ct_window(o.ct_window);
+  } catch (const std::exception& e) {
+    throw Fatal{std::string("--ct-window: ") + e.what(), 2};
+  }
   meta.preprocess.min_size = meta.patch;
 
   // Folds.
@@ -371,7 +422,9 @@ int run_evaluation(Options& o, app::SettingsTable& table) {
   std::vector<std::string> needed;
   for (int i : todo) {
     needed.insert(needed.end(), folds[size_t(i)].val.begin(), folds[size_t(i)].val.end());
-    for (const auto& c : eval::few_label_subset(folds[size_t(i)].train, o.train_cases, o.seed + uint64_t(i))) needed.push_back(c);
+    const eval::TrainValSplit sp = eval::selection_split(folds[size_t(i)].train, o.train_cases, {o.val_fraction, o.val_every}, o.seed + uint64_t(i));
+    needed.insert(needed.end(), sp.train.begin(), sp.train.end());
+    needed.insert(needed.end(), sp.val.begin(), sp.val.end());
   }
 
   Dataset d = load_dataset(o, meta.preprocess, needed, run);

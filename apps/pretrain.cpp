@@ -50,6 +50,8 @@ namespace {
 // Every setting of a run. Declared (flag, JSON key, range, help, kind) in declare_settings() only.
 struct Options {
   std::string data, out, cache, modality = "auto", arch = "ours", aug = "local", device = app::kDefaultDevice;
+  std::string batch_volumes = "one", ct_window = "paper", vox2vec_order = "program";  // issue 11 (a), (d), (f)
+  std::vector<int64_t> shuffle_block_min{2, 2, 1};                                    // issue 11 (e)
   int64_t steps = 50000, save_every = 1000;
   int batch_pairs = 10, voxels_per_pair = 1024, base = 0, scales = 0, blocks = 2, threads = 0, loader_threads = 2;
   std::vector<int64_t> patch{128, 128, 32};
@@ -83,6 +85,19 @@ void declare_settings(app::SettingsTable& t, Options& o) {
       .one_of({"ours", "vox2vec"});
   t.add("--aug", "aug", o.aug, "local (shuffle, Bezier, in-painting) | vox2vec (blur/sharpen, noise, window) | none", K::Defines)
       .one_of({"local", "vox2vec", "none"});
+  // The published program's protocol (docs/method.md section 9, (a) (d) (e) (f)); legacy(): a run saved before
+  // these settings existed had the other behaviour, and keeps it on --resume.
+  t.add("--batch-volumes", "batch_volumes", o.batch_volumes,
+        "one (all pairs of a step cut from one volume, the published program) | per-pair (a volume per pair)", K::Defines)
+      .one_of({"one", "per-pair"}).legacy("per-pair");
+  t.add("--ct-window", "ct_window", o.ct_window, "CT intensity window: paper [-1350,1000] | program [-175,250] | LO,HI (HU)",
+        K::Defines).legacy("paper");
+  t.add("--vox2vec-order", "vox2vec_order", o.vox2vec_order,
+        "vox2vec augmentations: program (blur/sharpen, noise in HU, window + clip last) | legacy (window first)", K::Defines)
+      .one_of({"program", "legacy"}).legacy("legacy");
+  t.add("--shuffle-block-min", "shuffle_block_min", o.shuffle_block_min,
+        "local pixel shuffling: smallest block side X Y Z (block = max(this, patch / 20))", K::Defines, 3)
+      .at_least(1).legacy(std::vector<int64_t>{1, 1, 1});
   t.add("--no-restoration", "no_restoration", o.no_restoration, "train with InfoNCE only (no Lr)", K::Defines);
   t.add("--restoration-1x1", "restoration_1x1", o.restoration_1x1, "restoration head = one 1x1x1 conv (the published program)",
         K::Defines);
@@ -140,6 +155,7 @@ data::PreprocessConfig preprocess_config(const Options& o, data::Modality m) {
   data::PreprocessConfig p = m == data::Modality::CT ? data::PreprocessConfig::ct() : data::PreprocessConfig::mri();
   if (o.spacing.size() == 3) p.spacing = {o.spacing[0], o.spacing[1], o.spacing[2]};
   p.min_size = {o.patch[0], o.patch[1], o.patch[2]};
+  if (m == data::Modality::CT) p.set_ct_window(o.ct_window);
   return p;
 }
 
@@ -243,6 +259,11 @@ std::string pick_checkpoint(app::RunFolder& run) {
 
 // Refusals that need more than one setting (each setting's own range is checked by the table).
 void check_combinations(const Options& o) {
+  try {
+    data::PreprocessConfig().set_ct_window(o.ct_window);
+  } catch (const std::exception& e) {
+    throw app::UsageError(std::string("--ct-window: ") + e.what());
+  }
   const int scales = o.scales > 0 ? o.scales : (o.arch == "vox2vec" ? models::PretrainConfig::vox2vec().scales
                                                                     : models::PretrainConfig::ours().scales);
   const int64_t m = int64_t(1) << (scales - 1);
@@ -330,6 +351,14 @@ int run_pretraining(Options& o, app::SettingsTable& table, const CLI::App& app) 
   dc.aug = o.aug == "local" ? data::PretrainConfig::Aug::Local : o.aug == "vox2vec" ? data::PretrainConfig::Aug::Vox2vec
                                                                                     : data::PretrainConfig::Aug::None;
   dc.vox2vec.ct = modality_used == "ct";
+  dc.volumes = o.batch_volumes == "one" ? data::PretrainConfig::Volumes::OneVolume : data::PretrainConfig::Volumes::PerPair;
+  dc.vox2vec.program_order = o.vox2vec_order == "program";
+  dc.local.shuffle_block_min = {o.shuffle_block_min[0], o.shuffle_block_min[1], o.shuffle_block_min[2]};
+  if (dc.vox2vec.ct) {
+    const data::PreprocessConfig ppc = preprocess_config(o, data::Modality::CT);
+    dc.vox2vec.data_window_lo = ppc.ct_clip_lo;
+    dc.vox2vec.data_window_hi = ppc.ct_clip_hi;
+  }
   dc.seed = o.seed;
   data::PretrainLoader loader(std::move(vols), dc, o.loader_threads, 2);
   loader.seek(o.resume ? meta.sampler_position : 0);

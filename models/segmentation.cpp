@@ -80,7 +80,7 @@ void Segmenter::set_backbone_frozen(bool frozen) {
 Variable Segmenter::forward(const Tensor& x) {
   std::vector<Variable> pyramid;
   if (frozen_) {
-    backbone_->train(false);
+    backbone_->train(frozen_bn_training_ && training());
     NoGradGuard no_grad;
     pyramid = backbone_->forward(Variable(x));
   } else {

@@ -14,9 +14,13 @@
 //                  Names head.blocks.{i}.layers.{0,2,3,5}.* (i = level), head.ups.{i}.* (into level i),
 //                  head.out.*.
 //   Segmenter      children backbone.* (an FPN3d, so pretrained "backbone.*" weights load by name) and
-//                  head.*. While the backbone is frozen its forward runs with BatchNorm in eval mode
-//                  (running statistics) and without recording a graph, so no gradient reaches it and
-//                  nothing in it changes; unfrozen, it follows the Segmenter's train()/eval() mode.
+//                  head.*. While the backbone is frozen its forward runs without recording a graph, so no
+//                  gradient reaches it, and with BatchNorm in eval mode (the pretraining running
+//                  statistics; nothing in it changes) - or, with set_frozen_batchnorm_training(true), in
+//                  the Segmenter's train()/eval() mode: batch statistics while training, and the running
+//                  statistics re-estimated on the downstream data (Lightning's BackboneFinetuning
+//                  default, train_bn=True, used by the published program). Unfrozen, the backbone
+//                  follows the Segmenter's train()/eval() mode.
 #pragma once
 #include <memory>
 #include <string>
@@ -65,6 +69,9 @@ class Segmenter : public Module {
   // a NoGradGuard. Unfrozen: all parameters require gradients again.
   void set_backbone_frozen(bool frozen);
   bool backbone_frozen() const { return frozen_; }
+  // While frozen: BatchNorm of the backbone in training mode (true) or in eval mode (false, the default).
+  void set_frozen_batchnorm_training(bool on) { frozen_bn_training_ = on; }
+  bool frozen_batchnorm_training() const { return frozen_bn_training_; }
 
   FPN3d& backbone() { return *backbone_; }
   Module& head() { return *head_; }
@@ -79,6 +86,7 @@ class Segmenter : public Module {
   LinearProbe* linear_ = nullptr;
   NonLinearHead* nonlinear_ = nullptr;
   bool frozen_ = false;
+  bool frozen_bn_training_ = false;
 };
 
 // The FPN3d shape (base, scales, blocks) of a state dict, read from the tensor shapes under `prefix`

@@ -48,6 +48,12 @@ Setting& Setting::at_most(double hi) {
   return *this;
 }
 
+Setting& Setting::below(double hi) {
+  rules_.push_back({"< " + num(hi), [hi](double x) { return x < hi; }});
+  update_help();
+  return *this;
+}
+
 Setting& Setting::finite() {
   rules_.push_back({"finite", [](double x) { return std::isfinite(x); }});
   update_help();
@@ -134,6 +140,11 @@ void SettingsTable::check_ranges() const {
   }
 }
 
+Setting& Setting::legacy(const json& before) {
+  legacy_ = before;
+  return *this;
+}
+
 json SettingsTable::to_json() const {
   json j = json::object();
   for (const auto& s : settings_)
@@ -144,7 +155,10 @@ json SettingsTable::to_json() const {
 std::vector<std::string> SettingsTable::resume(const json& saved) {
   std::vector<std::string> notes;
   for (auto& s : settings_) {
-    if (!saved.contains(s->key_)) continue;  // a setting added after the run was saved: its default
+    if (!saved.contains(s->key_)) {  // a setting added after the run was saved: what the run did then
+      if (!s->legacy_.is_null() && s->kind_ == Kind::Defines) s->set(s->legacy_);
+      continue;
+    }
     const json was = saved.at(s->key_), now = s->get();
     if (s->kind_ == Kind::Defines) {
       if (s->given() && now != was)

@@ -40,9 +40,13 @@ class Setting {
   Setting& above(double lo);     // > lo
   Setting& at_least(double lo);  // >= lo
   Setting& at_most(double hi);   // <= hi
+  Setting& below(double hi);     // < hi
   Setting& finite();             // not NaN or Inf
   Setting& one_of(const std::vector<std::string>& allowed);  // for text settings, checked by CLI11
   Setting& required();  // CLI11 refuses a command line without it
+  // The value a run saved before this setting existed used (its behaviour then), when that differs from
+  // today's default: --resume of such a run takes it instead of the default.
+  Setting& legacy(const nlohmann::json& before);
 
   const std::string& flag() const { return flag_; }
   const std::string& key() const { return key_; }
@@ -62,6 +66,7 @@ class Setting {
   std::function<nlohmann::json()> get_;
   std::function<void(const nlohmann::json&)> set_;
   std::function<std::vector<double>()> numbers_;  // the values as numbers (empty for text)
+  nlohmann::json legacy_;                          // null: a run saved without the key keeps the default
   struct Rule {
     std::string text;
     std::function<bool(double)> ok;
@@ -88,8 +93,8 @@ class SettingsTable {
   nlohmann::json to_json() const;
   // The resume rule, applied to the settings a run saved: Defines take the saved value, Resumable take
   // the saved one unless the flag was given, Recorded and NotSaved are left alone; keys the saved run
-  // does not have (settings added later) keep their defaults. Returns the notes to log (ignored flags,
-  // changed values).
+  // does not have (settings added later) keep their defaults, or take their legacy() value. Returns the
+  // notes to log (ignored flags, changed values).
   std::vector<std::string> resume(const nlohmann::json& saved);
   // Was this setting (by flag) given on the command line?
   bool given(const std::string& flag) const;
