@@ -2,6 +2,7 @@
 #include "engine/backend.h"
 
 #include "engine/cpu/cpu_backend.h"
+#include "engine/profile.h"
 
 namespace hdssl {
 namespace {
@@ -18,7 +19,7 @@ bool cuda_available() { return g_cuda != nullptr; }
 Backend& backend(Device device) {
   if (device.is_cpu()) {
     static CpuBackend cpu;
-    return cpu;
+    return profile::enabled() ? profile::wrap(cpu) : cpu;  // engine/profile.h
   }
   if (!g_cuda)
     throw Error("device " + device.str() + " requested, but no CUDA device is available (built " +
