@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <mutex>
 
 #include "engine/backend.h"
@@ -65,26 +66,49 @@ int slot(const char* op) {
   std::abort();  // a member of the wrapper below missing from kOps: a programming error
 }
 
+// Conv calls again, by shape: (op, "N,Ci->Co,XxYxZ,k") -> (calls, seconds).
+std::map<std::pair<std::string, std::string>, std::pair<int64_t, double>> g_conv_shapes;
+
+std::string conv_shape(const Tensor& x_like, const Tensor& w) {
+  char b[96];
+  std::snprintf(b, sizeof b, "%lld,%lld->%lld,%lldx%lldx%lld,k%lld", (long long)x_like.size(0), (long long)w.size(1),
+                (long long)w.size(0), (long long)x_like.size(2), (long long)x_like.size(3), (long long)x_like.size(4),
+                (long long)w.size(2));
+  return b;
+}
+
 // Times its own lifetime into slot i (unless the profile is off: a caller may hold on to the wrapper).
 class Timed {
  public:
-  explicit Timed(int i) : i_(g_on.load(std::memory_order_relaxed) ? i : -1), t0_(std::chrono::steady_clock::now()) {}
+  explicit Timed(int i, std::string shape = {})
+      : i_(g_on.load(std::memory_order_relaxed) ? i : -1), shape_(std::move(shape)),
+        t0_(std::chrono::steady_clock::now()) {}
   ~Timed() {
     if (i_ < 0) return;
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count();
     std::lock_guard<std::mutex> lock(g_mu);
     ++g_calls[i_];
     g_seconds[i_] += s;
+    if (!shape_.empty()) {
+      auto& e = g_conv_shapes[{kOps[i_].op, shape_}];
+      ++e.first;
+      e.second += s;
+    }
   }
 
  private:
   int i_;
+  std::string shape_;
   std::chrono::steady_clock::time_point t0_;
 };
 
 #define HDSSL_TIMED(name)                  \
   static const int slot_ = slot(#name);    \
   Timed timed_(slot_);                     \
+  return inner_.name
+#define HDSSL_TIMED_CONV(name, x_like, w)                                           \
+  static const int slot_ = slot(#name);                                             \
+  Timed timed_(slot_, g_on.load(std::memory_order_relaxed) ? conv_shape(x_like, w) : ""); \
   return inner_.name
 
 class ProfilingBackend final : public Backend {
@@ -117,13 +141,13 @@ class ProfilingBackend final : public Backend {
   void channel_sum(const Tensor& x, Tensor& out) override { HDSSL_TIMED(channel_sum)(x, out); }
 
   void conv3d_forward(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y, const Conv3dArgs& a) override {
-    HDSSL_TIMED(conv3d_forward)(x, w, b, y, a);
+    HDSSL_TIMED_CONV(conv3d_forward, x, w)(x, w, b, y, a);
   }
   void conv3d_backward_data(const Tensor& dy, const Tensor& w, Tensor& dx, const Conv3dArgs& a) override {
-    HDSSL_TIMED(conv3d_backward_data)(dy, w, dx, a);
+    HDSSL_TIMED_CONV(conv3d_backward_data, dy, w)(dy, w, dx, a);
   }
   void conv3d_backward_filter(const Tensor& x, const Tensor& dy, Tensor& dw, const Conv3dArgs& a) override {
-    HDSSL_TIMED(conv3d_backward_filter)(x, dy, dw, a);
+    HDSSL_TIMED_CONV(conv3d_backward_filter, x, dw)(x, dy, dw, a);
   }
 
   void maxpool2_forward(const Tensor& x, Tensor& y, Tensor& idx) override { HDSSL_TIMED(maxpool2_forward)(x, y, idx); }
@@ -209,6 +233,7 @@ class ProfilingBackend final : public Backend {
   Backend& inner_;
 };
 #undef HDSSL_TIMED
+#undef HDSSL_TIMED_CONV
 
 }  // namespace
 
@@ -219,6 +244,17 @@ void reset() {
   std::lock_guard<std::mutex> lock(g_mu);
   std::fill(std::begin(g_calls), std::end(g_calls), 0);
   std::fill(std::begin(g_seconds), std::end(g_seconds), 0.0);
+  g_conv_shapes.clear();
+}
+
+std::vector<Row> conv_rows() {
+  std::vector<Row> out;
+  {
+    std::lock_guard<std::mutex> lock(g_mu);
+    for (const auto& [key, v] : g_conv_shapes) out.push_back(Row{key.second, key.first, v.first, v.second});
+  }
+  std::stable_sort(out.begin(), out.end(), [](const Row& a, const Row& b) { return a.seconds > b.seconds; });
+  return out;
 }
 
 std::vector<Row> rows() {
@@ -268,6 +304,16 @@ std::string table(int64_t per) {
   std::snprintf(line, sizeof line, "%-14s %-26s %10s %12.3f %6.1f%%\n", "total", "", "", total * 1e3 / d,
                 total > 0 ? 100.0 : 0.0);
   out += line;
+  const std::vector<Row> cs = conv_rows();
+  if (!cs.empty()) {
+    std::snprintf(line, sizeof line, "conv3d by shape (N,Ci->Co,XxYxZ,kernel):\n");
+    out += line;
+    for (const Row& r : cs) {
+      std::snprintf(line, sizeof line, "  %-30s %-24s %8.1f %12.3f %6.1f%%\n", r.family.c_str(), r.op.c_str(),
+                    double(r.calls) / d, r.seconds * 1e3 / d, r.seconds * pct);
+      out += line;
+    }
+  }
   return out;
 }
 

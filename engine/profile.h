@@ -28,8 +28,11 @@ struct Row {
   double seconds = 0;  // wall time inside the primitive, summed
 };
 std::vector<Row> rows();  // every primitive called since the last reset, most time first
+// The conv3d calls again, one row per (op, shape): family holds the shape "N,Ci->Co,XxYxZ,kK".
+std::vector<Row> conv_rows();
 
-// The table: one line per primitive and one subtotal per family, with share of the total. Times are
+// The table: one line per primitive and one subtotal per family, with share of the total, then the
+// conv3d calls by shape. Times are
 // divided by `per` (e.g. the number of timed steps, to print milliseconds per step); calls likewise.
 std::string table(int64_t per = 1);
 

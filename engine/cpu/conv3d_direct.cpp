@@ -35,6 +35,11 @@ Isa env_isa() {
   return best_isa();
 }
 Isa g_isa = env_isa();
+// HDSSL_CONV_DIRECT=always: the fast path on every shape it covers, ignoring worth_it() (to measure it).
+const bool g_always = [] {
+  const char* e = std::getenv("HDSSL_CONV_DIRECT");
+  return e && std::string(e) == "always";
+}();
 
 const Kernels& kernels() { return g_isa == Isa::avx512 ? kernels_avx512() : kernels_avx2(); }
 
@@ -59,7 +64,7 @@ bool applies(const Tensor& t, const Tensor& w, const Conv3dArgs& a) {
 
 // Where the direct path beats vol2col + GEMM (measured on the step's shapes, engine/cpu/README.md): enough
 // voxels per plane to fill the vector tiles, and channel counts where the GEMM's M is still small.
-bool worth_it(const Geom& g) { return g.Y * g.Z >= 64 && std::max(g.Ci, g.Co) <= 128; }
+bool worth_it(const Geom& g) { return g_always || (g.Y * g.Z >= 64 && std::max(g.Ci, g.Co) <= 128); }
 
 // Threads for a pass: one below kMinParallelMacs (waking the others costs more), as conv3d.cpp does.
 int threads_for(const Geom& g, int64_t items) {
