@@ -29,6 +29,7 @@
 
 #include "engine/cpu/blas.h"
 #include "engine/cpu/conv3d_direct.h"
+#include "engine/cpu/conv3d_small.h"
 #include "engine/cpu/cpu_backend.h"
 
 namespace hdssl {
@@ -195,7 +196,7 @@ void CpuBackend::conv3d_forward(const Tensor& x, const Tensor& w, const Tensor& 
       << "conv3d_forward: x " << x.describe() << " w " << w.describe() << " y " << y.describe();
   HDSSL_CHECK(!b.defined() || (b.numel() == g.Co && b.dtype() == x.dtype()))
       << "conv3d_forward: bias " << b.describe() << " for " << g.Co << " output channels";
-  if (conv3d_direct::forward(x, w, b, y, a)) return;  // the fast path, where it applies
+  if (conv3d_direct::forward(x, w, b, y, a) || conv3d_small::forward(x, w, b, y, a)) return;  // fast paths
   dispatch_float(x.dtype(), "conv3d_forward", [&](auto tag) {
     using T = decltype(tag);
     const T *px = x.data<T>(), *pw = w.data<T>(), *pb = b.defined() ? b.data<T>() : nullptr;
@@ -223,7 +224,7 @@ void CpuBackend::conv3d_backward_data(const Tensor& dy, const Tensor& w, Tensor&
   HDSSL_CHECK(dy.size(1) == g.Co && dx.shape() == Shape({g.N, g.Ci, g.X, g.Y, g.Z}) && w.dtype() == dy.dtype() &&
               dx.dtype() == dy.dtype())
       << "conv3d_backward_data: dy " << dy.describe() << " w " << w.describe() << " dx " << dx.describe();
-  if (conv3d_direct::backward_data(dy, w, dx, a)) return;
+  if (conv3d_direct::backward_data(dy, w, dx, a) || conv3d_small::backward_data(dy, w, dx, a)) return;
   dispatch_float(dy.dtype(), "conv3d_backward_data", [&](auto tag) {
     using T = decltype(tag);
     const T *pdy = dy.data<T>(), *pw = w.data<T>();
@@ -263,7 +264,7 @@ void CpuBackend::conv3d_backward_filter(const Tensor& x, const Tensor& dy, Tenso
   HDSSL_CHECK(x.size(1) == g.Ci && dy.shape() == Shape({g.N, g.Co, g.X, g.Y, g.Z}) && dw.dtype() == x.dtype() &&
               dy.dtype() == x.dtype())
       << "conv3d_backward_filter: x " << x.describe() << " dy " << dy.describe() << " dw " << dw.describe();
-  if (conv3d_direct::backward_filter(x, dy, dw, a)) return;
+  if (conv3d_direct::backward_filter(x, dy, dw, a) || conv3d_small::backward_filter(x, dy, dw, a)) return;
   dispatch_float(x.dtype(), "conv3d_backward_filter", [&](auto tag) {
     using T = decltype(tag);
     const T *px = x.data<T>(), *pdy = dy.data<T>();

@@ -62,9 +62,10 @@ bool applies(const Tensor& t, const Tensor& w, const Conv3dArgs& a) {
          w.numel() > 0;
 }
 
-// Where the direct path beats vol2col + GEMM (measured on the step's shapes, engine/cpu/README.md): enough
-// voxels per plane to fill the vector tiles, and channel counts where the GEMM's M is still small.
-bool worth_it(const Geom& g) { return g_always || (g.Y * g.Z >= 64 && std::max(g.Ci, g.Co) <= 128); }
+// Where the direct path beats vol2col + GEMM (thread CPU time, 1 thread, on the pyramid's levels 32x32x16
+// with 32 channels down to 2x2x1 with 512): enough voxels per plane to fill the vector tiles (8x4 still
+// wins at 128 channels; 4x2 loses 2x at 256, where conv3d_small.cpp wins).
+bool worth_it(const Geom& g) { return g_always || (g.Y * g.Z >= 32 && std::max(g.Ci, g.Co) <= 256); }
 
 // Threads for a pass: one below kMinParallelMacs (waking the others costs more), as conv3d.cpp does.
 int threads_for(const Geom& g, int64_t items) {

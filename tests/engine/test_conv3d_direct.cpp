@@ -1,7 +1,8 @@
-// The direct conv3d fast path (engine/cpu/conv3d_direct.h) against the GEMM reference path of the CPU
-// backend, on odd shapes: sizes not multiples of the vector width (flat mode) and multiples (row mode),
-// channel counts not multiples of the tile sizes, lines of 1 and 2 voxels, batch > 1; for every
-// instruction set this CPU has. float64 always stays on the reference path.
+// The fast conv3d paths against the GEMM reference path of the CPU backend, on odd shapes.
+// Direct (engine/cpu/conv3d_direct.h, float32): sizes not multiples of the vector width (flat mode) and
+// multiples (row mode), channel counts not multiples of the tile sizes, lines of 1 and 2 voxels, batch > 1;
+// for every instruction set this CPU has. float64 always stays on the reference path.
+// Small volumes (engine/cpu/conv3d_small.h, float32 and float64): tiny and odd volumes, batch > 1.
 #include <gtest/gtest.h>
 
 #include <omp.h>
@@ -11,6 +12,7 @@
 
 #include "engine/backend.h"
 #include "engine/cpu/conv3d_direct.h"
+#include "engine/cpu/conv3d_small.h"
 #include "engine/random.h"
 #include "engine/tensor.h"
 
@@ -27,11 +29,11 @@ Tensor uniform(const Shape& s, Rng& rng) {
 
 // max |a - b| over max(1, max |b|): relative to the reference's scale.
 double rel_err(const Tensor& a, const Tensor& b) {
-  const std::vector<float> va = a.to_vector<float>(), vb = b.to_vector<float>();
+  const std::vector<double> va = a.to(DType::F64).to_vector<double>(), vb = b.to(DType::F64).to_vector<double>();
   double err = 0, scale = 1;
   for (size_t i = 0; i < va.size(); ++i) {
-    err = std::max(err, double(std::fabs(va[i] - vb[i])));
-    scale = std::max(scale, double(std::fabs(vb[i])));
+    err = std::max(err, std::fabs(va[i] - vb[i]));
+    scale = std::max(scale, std::fabs(vb[i]));
   }
   return err / scale;
 }
@@ -131,4 +133,38 @@ TEST(Conv3dDirect, BackwardFilterIndependentOfThreadCount) {
   ASSERT_TRUE(cd::backward_filter_always(x, dy, dw2, Conv3dArgs{}));
   omp_set_num_threads(saved);
   EXPECT_EQ(dw1.to_vector<float>(), dw2.to_vector<float>());
+}
+
+// All samples in one GEMM (deep pyramid levels) against the per-sample GEMM path. The shapes keep
+// Co * Ci * 27 under conv3d_small's threshold, so the backend's own calls take the reference path.
+TEST(Conv3dSmall, MatchesGemmReferenceInFloat32AndFloat64) {
+  IsaGuard guard;
+  cd::set_isa(cd::Isa::none);
+  const std::vector<Case> cases = {{2, 3, 5, 2, 2, 1}, {3, 7, 4, 1, 3, 2}, {1, 9, 6, 3, 1, 1}, {2, 5, 11, 2, 3, 3}};
+  Backend& be = backend(Device::cpu());
+  Rng rng(17);
+  for (DType dt : {DType::F32, DType::F64}) {
+    for (const Case& c : cases) {
+      SCOPED_TRACE(std::string(dtype_name(dt)) + " N,Ci,Co,X,Y,Z = " + std::to_string(c.N) + "," +
+                   std::to_string(c.Ci) + "," + std::to_string(c.Co) + "," + std::to_string(c.X) + "," +
+                   std::to_string(c.Y) + "," + std::to_string(c.Z));
+      const Shape xs{c.N, c.Ci, c.X, c.Y, c.Z}, ys{c.N, c.Co, c.X, c.Y, c.Z}, ws{c.Co, c.Ci, 3, 3, 3};
+      Tensor x = uniform(xs, rng).to(dt), w = uniform(ws, rng).to(dt), b = uniform({c.Co}, rng).to(dt);
+      Tensor dy = uniform(ys, rng).to(dt);
+      Tensor y_ref = Tensor::empty(ys, dt), dx_ref = Tensor::empty(xs, dt), dw_ref = Tensor::empty(ws, dt);
+      Conv3dArgs a;
+      be.conv3d_forward(x, w, b, y_ref, a);
+      be.conv3d_backward_data(dy, w, dx_ref, a);
+      be.conv3d_backward_filter(x, dy, dw_ref, a);
+      Tensor y = Tensor::full(ys, 1e9, dt), dx = Tensor::full(xs, 1e9, dt), dw = Tensor::full(ws, 1e9, dt);
+      ASSERT_TRUE(conv3d_small::forward_always(x, w, b, y, a));
+      ASSERT_TRUE(conv3d_small::backward_data_always(dy, w, dx, a));
+      ASSERT_TRUE(conv3d_small::backward_filter_always(x, dy, dw, a));
+      const double tol = dt == DType::F32 ? 1e-5 : 1e-12;
+      EXPECT_LT(rel_err(y, y_ref), tol);
+      EXPECT_LT(rel_err(dx, dx_ref), tol);
+      EXPECT_LT(rel_err(dw, dw_ref), tol);
+      EXPECT_FALSE(conv3d_small::forward(x, w, b, y, a)) << "below the threshold the backend keeps its own path";
+    }
+  }
 }
