@@ -48,6 +48,9 @@ constexpr int kNumOps = int(sizeof(kOps) / sizeof(kOps[0]));
 std::mutex g_mu;
 int64_t g_calls[kNumOps] = {};
 double g_seconds[kNumOps] = {};
+// Conv calls again, by shape: (op, "N,Ci->Co,XxYxZ,k") -> (calls, seconds). Never destroyed: the table is
+// printed at exit, after static objects constructed later than the atexit registration below are gone.
+auto& g_conv_shapes = *new std::map<std::pair<std::string, std::string>, std::pair<int64_t, double>>();
 
 void print_at_exit() { std::fprintf(stderr, "\nHDSSL_PROFILE: CPU backend time by op, whole run\n%s", table().c_str()); }
 
@@ -66,8 +69,6 @@ int slot(const char* op) {
   std::abort();  // a member of the wrapper below missing from kOps: a programming error
 }
 
-// Conv calls again, by shape: (op, "N,Ci->Co,XxYxZ,k") -> (calls, seconds).
-std::map<std::pair<std::string, std::string>, std::pair<int64_t, double>> g_conv_shapes;
 
 std::string conv_shape(const Tensor& x_like, const Tensor& w) {
   char b[96];
