@@ -15,7 +15,7 @@ ours=(); theirs=()
 for r in $(seq "$rounds"); do
   ours+=("$("$bench" --device cpu --what conv --runs 30 --warmup 5 | awk '/^conv3d_fwd_bwd/ {print $2}')")
   theirs+=("$(/usr/bin/python3 tests/reference/torch_cpu_conv3d.py "$threads" | sed -E 's/.*median ([0-9.]+) ms.*/\1/')")
-  echo "round $r: hdssl ${ours[-1]} ms   pytorch ${theirs[-1]} ms   (load average $(cut -d' ' -f1 /proc/loadavg) on $(nproc) cores)"
+  echo "round $r: hdssl ${ours[-1]} ms   pytorch ${theirs[-1]} ms   (load average $(cut -d' ' -f1 /proc/loadavg) on $(getconf _NPROCESSORS_ONLN) cores)"
 done
 best() { printf '%s\n' "$@" | sort -g | head -1; }
 o=$(best "${ours[@]}"); t=$(best "${theirs[@]}")
