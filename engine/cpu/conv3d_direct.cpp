@@ -8,7 +8,7 @@
 //   flat mode (other Z): the vectors run along q = y*(Z+2) + z of one x plane, through the two border
 //     columns of each line (wasted work, 2/(Z+2)), into a scratch plane copied out afterwards.
 // backward_data is the forward pass of dy with the weights transposed (ci <-> co) and mirrored (tap ->
-// 26 - tap). backward_filter sums, for each (output channel block, input channel, a), over all samples,
+// 26 - tap). backward_filter sums, for each (output channel block, input channel, tap group), over all samples,
 // planes and vectors; each output element is summed by one thread in a fixed order, so results do not
 // depend on the thread count. Buffers are kept per thread and reused: no allocation once warm.
 #include "engine/cpu/conv3d_direct.h"
@@ -211,20 +211,22 @@ bool run_backward_filter(const Tensor& x, const Tensor& dy, Tensor& dw) {
         std::memcpy(dq.data() + c * dy_plane + y * Zp, dyv + (c * g.Y + y) * g.Z, size_t(g.Z) * sizeof(float));
     dyv = dq.data();
   }
-  const int64_t dy_c = g.X * dy_plane;
-  const int64_t items = blocks * g.Ci * 3;
+  const int64_t dy_c = g.X * dy_plane, fnt = k.fnt, groups = 27 / fnt;
+  const int64_t items = blocks * g.Ci * groups;
   const int threads = threads_for(g, items);
   float* pdw = dw.data<float>();
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (threads > 1)
   for (int64_t item = 0; item < items; ++item) {
-    const int64_t blk = item / (g.Ci * 3), ci = item / 3 % g.Ci, a = item % 3;
-    const int64_t co0 = blk * fcb, nco = std::min(fcb, g.Co - co0);
-    double acc[8 * 9];
+    const int64_t blk = item / (g.Ci * groups), ci = item / groups % g.Ci, t0 = item % groups * fnt;
+    const int64_t co0 = blk * fcb, nco = std::min(fcb, g.Co - co0), a = t0 / 9;
+    int64_t sh[27];
+    for (int64_t t = 0; t < fnt; ++t) sh[t] = (t0 + t) / 3 % 3 * Zp + (t0 + t) % 3;
+    double acc[16 * 27];
     k.filter_tile(xp.data() + ci * g.cstride() + a * P, P, dyv + co0 * dy_c, dy_plane, dy_c, int(nco), g.X, pl.nv,
-                  pl.in_off.data(), pl.rows ? pl.out_off.data() : pl.in_off.data(), Zp, g.N, g.Ci * g.cstride(),
+                  pl.in_off.data(), pl.rows ? pl.out_off.data() : pl.in_off.data(), sh, g.N, g.Ci * g.cstride(),
                   g.Co * dy_c, acc);
     for (int64_t co = 0; co < nco; ++co)
-      for (int t = 0; t < 9; ++t) pdw[((co0 + co) * g.Ci + ci) * 27 + a * 9 + t] = float(acc[co * 9 + t]);
+      for (int64_t t = 0; t < fnt; ++t) pdw[((co0 + co) * g.Ci + ci) * 27 + t0 + t] = float(acc[co * fnt + t]);
   }
   return true;
 }
@@ -260,11 +262,8 @@ bool forward(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y, const
 bool backward_data(const Tensor& dy, const Tensor& w, Tensor& dx, const Conv3dArgs& a) {
   return applies(dy, w, a) && worth_it(geom_of(dy, w)) && run_backward_data(dy, w, dx);
 }
-// The AVX2 backward-filter tile (1 output channel x 9 taps in 16 registers) loads 10 vectors per 9 FMAs and
-// measured slower than the GEMM path, so on AVX2 the filter gradient stays there unless asked ("always").
 bool backward_filter(const Tensor& x, const Tensor& dy, Tensor& dw, const Conv3dArgs& a) {
-  return applies(x, dw, a) && (g_isa == Isa::avx512 || g_always) && worth_it(geom_of(x, dw)) &&
-         run_backward_filter(x, dy, dw);
+  return applies(x, dw, a) && worth_it(geom_of(x, dw)) && run_backward_filter(x, dy, dw);
 }
 
 }  // namespace hdssl::conv3d_direct

@@ -17,19 +17,22 @@ struct Kernels {
   int cb;  // output channels per forward tile (weight blocks are packed by this)
   int rb;  // vectors per forward tile
   int fcb; // output channels per backward-filter tile
+  int fnt; // taps per backward-filter tile (divides 27; consecutive in (a, b, c) order)
   // Forward tile: for the nco (<= cb) output channels of one weight block wblk [Ci][27][cb] and nv (<= rb)
   // vectors with input plane offsets in_off[v] (from `in`, the plane x of channel 0) and output pointers
   // out[v] (channel stride ostride):  out[v][co*ostride + j] = bias[co] + sum_ci,tap wblk * in[...]
   // (bias may be null). tapoff[27] = a*Yp*Zp + b*Zp + c.
   void (*forward_tile)(const float* in, int64_t cstride, int64_t ci_count, const int64_t* tapoff, const float* wblk,
                        const float* bias, int nco, int nv, const int64_t* in_off, float* const* out, int64_t ostride);
-  // Backward-filter tile: for fcb output channels (nco valid) and one input channel, the 9 taps (b, c) of
-  // one a: dw[co][b*3+c] = sum over planes p < nplanes and vectors v < nv of
-  //   dy[p*dy_pstride + co*dy_cstride + dy_off[v] + j] * in[p*in_pstride + in_off[v] + b*Zp + c + j]
-  // (in points at plane x + a of the input channel for plane index 0). Writes dw[co*9 + b*3 + c].
+  // Backward-filter tile: for fcb output channels (nco valid), one input channel and fnt taps with input
+  // shifts sh[t]: dw[co*fnt + t] = sum over sample groups g, planes p < nplanes and vectors v < nv of
+  //   dy[g*group_dy_stride + p*dy_pstride + co*dy_cstride + dy_off[v] + j]
+  //   * in[g*group_in_stride + p*in_pstride + in_off[v] + sh[t] + j]
+  // (in points at plane a of the input channel: the plane of output plane 0 for these taps).
   void (*filter_tile)(const float* in, int64_t in_pstride, const float* dy, int64_t dy_pstride, int64_t dy_cstride,
-                      int nco, int64_t nplanes, int64_t nv, const int64_t* in_off, const int64_t* dy_off, int64_t Zp,
-                      int64_t plane_groups, int64_t group_in_stride, int64_t group_dy_stride, double* dw);
+                      int nco, int64_t nplanes, int64_t nv, const int64_t* in_off, const int64_t* dy_off,
+                      const int64_t* sh, int64_t plane_groups, int64_t group_in_stride, int64_t group_dy_stride,
+                      double* dw);
 };
 
 const Kernels& kernels_avx512();
