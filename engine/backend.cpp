@@ -3,6 +3,7 @@
 #include "engine/backend.h"
 
 #include "engine/cpu/cpu_backend.h"
+#include "engine/profile.h"
 
 namespace hdssl {
 namespace {
@@ -21,7 +22,8 @@ Backend& backend(Device device) {
   if (device.is_cpu()) {
     static CpuBackend cpu_impl;
     static Backend cpu(cpu_impl);
-    return cpu;
+    static Backend cpu_profiled(profile::wrap(cpu_impl));  // engine/profile.h: times each call
+    return profile::enabled() ? cpu_profiled : cpu;
   }
   if (!g_cuda)
     throw Error("device " + device.str() + " requested, but no CUDA device is available (built " +
