@@ -12,6 +12,7 @@
 #include <mutex>
 
 #include "engine/backend.h"
+#include "engine/backend_impl.h"
 
 namespace hdssl::profile {
 namespace {
