@@ -9,7 +9,12 @@
 // input's own grid and orientation, and written as OUT/<case>.nii.gz (uint8, the input's qform/sform)
 // plus OUT/<case>.png, the axial slice with the most foreground. nnU-Net's "_0000" suffix is dropped.
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <iostream>
 
@@ -22,6 +27,24 @@
 
 using namespace hdssl;
 namespace fs = std::filesystem;
+
+// Creates `dir` if needed and proves it writable with a probe file; throws naming the flag and the reason.
+void require_writable_folder(const std::string& dir, const char* flag) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec || !fs::is_directory(dir)) throw Error(std::string(flag) + " " + dir + ": cannot create the output folder: " +
+                                                (ec ? ec.message() : "not a folder"));
+  const std::string probe = dir + "/.hdssl-write-test-" + std::to_string(::getpid());
+  bool ok = false;
+  int err = 0;
+  if (std::FILE* f = std::fopen(probe.c_str(), "wb")) {
+    ok = std::fputc('x', f) != EOF;
+    ok = std::fclose(f) == 0 && ok;
+  }
+  if (!ok) err = errno;
+  std::remove(probe.c_str());
+  if (!ok) throw Error(std::string(flag) + " " + dir + ": the output folder is not writable: " + std::strerror(err));
+}
 
 int main(int argc, char** argv) {
   std::string input, out, model_path, device_name = "cpu";
@@ -38,6 +61,7 @@ int main(int argc, char** argv) {
   app.add_flag("--no-png", no_png, "skip the PNG overlays");
   CLI11_PARSE(app, argc, argv);
   try {
+    require_writable_folder(out, "-o");  // refused before any model is loaded or any work is done
     app::set_math_threads(threads);
     const Device device = app::open_device(device_name);
     std::vector<std::string> ckpts;

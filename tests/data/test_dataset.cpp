@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "data/cache.h"
+#include "tests/file_size_limit.h"
 #include "data/dataset.h"
 #include "data/nifti.h"
 #include "data/phantom.h"
@@ -247,4 +248,27 @@ TEST(Cache, TwoProcessesSharingTheCacheNeverSeeAHalfWrittenEntry) {
   size_t entries = 0;
   for (auto& e : fs::directory_iterator(dir + "/cache")) { (void)e; ++entries; }
   EXPECT_EQ(entries, 1u) << "no temporary files left behind";
+}
+
+TEST(Cache, AFullDiskKeepsThePreviousEntryAndSaysWhy) {
+  std::string dir = test::temp_dir("cache_full");
+  std::string file = write_phantom_dataset(dir + "/in", 1, 9, test::small_phantom_config(), true)[0];
+  PreprocessConfig pc = small_ct_preset();
+  PreprocessedVolume ref = load_preprocessed(file, pc);
+  const std::string entry = dir + "/entry.hdpv";
+  save_preprocessed(entry, ref, "key");
+  const auto good_size = fs::file_size(entry);
+  PreprocessedVolume bigger = ref;
+  bigger.image.data.insert(bigger.image.data.end(), ref.image.data.begin(), ref.image.data.end());
+  bigger.image.dims[0] *= 2;
+  std::string err = hdssl::test::error_with_file_size_limit(good_size / 2, [&] { save_preprocessed(entry, bigger, "key"); });
+  EXPECT_NE(err.find(entry), std::string::npos) << err;
+  EXPECT_NE(err.find("cannot write cache entry"), std::string::npos) << err;
+  EXPECT_NE(err.find("File too large"), std::string::npos) << err;
+  auto back = load_preprocessed_file(entry, "key");
+  ASSERT_TRUE(back.has_value()) << "the previous entry must survive";
+  EXPECT_EQ(back->image.data, ref.image.data);
+  size_t files = 0;
+  for (auto& e : fs::directory_iterator(dir)) files += e.is_regular_file();
+  EXPECT_EQ(files, 1u) << "no temporary file left behind";
 }

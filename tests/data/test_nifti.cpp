@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <cstddef>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -18,6 +19,7 @@
 #include "engine/random.h"
 #include "data/nifti.h"
 #include "tests/data/test_util.h"
+#include "tests/file_size_limit.h"
 
 using namespace hdssl::data;
 namespace fs = std::filesystem;
@@ -191,6 +193,29 @@ TEST(NiftiWrite, DimsBeyondInt16AreWrittenAsNifti2) {
     EXPECT_EQ(r.volume.dims, v.dims);
     EXPECT_EQ(r.volume.data, v.data);
   }
+}
+
+TEST(NiftiWrite, AFullDiskLeavesThePreviousFileIntact) {
+  // Each format: a good small file, then a bigger one written while files may not exceed 1 KiB. The write
+  // must fail naming the file, the old file must still read the same, and no temporary may be left.
+  std::string dir = test::temp_dir("write_full");
+  Volume small = ramp_volume({6, 5, 4}), big = ramp_volume({40, 30, 20});
+  for (float& v : big.data) v = float(std::rand());  // incompressible, so .nii.gz exceeds the limit too
+  for (const char* name : {"a.nii", "a.nii.gz", "a.hdr"}) {
+    SCOPED_TRACE(name);
+    std::string p = dir + "/" + name;
+    write_nifti(p, small, kFloat32);
+    std::string err = hdssl::test::error_with_file_size_limit(1024, [&] { write_nifti(p, big, kFloat32); });
+    EXPECT_NE(err.find(p + ": writing failed"), std::string::npos) << err;
+    NiftiImage back = read_nifti(p);
+    EXPECT_EQ(back.volume.data, small.data);
+    size_t files = 0;
+    for (auto& e : fs::directory_iterator(dir)) files += e.path().filename().string().find(".tmp-") != std::string::npos;
+    EXPECT_EQ(files, 0u) << "temporary files left behind";
+  }
+  // Without a limit the same write goes through and replaces the file.
+  write_nifti(dir + "/a.nii.gz", big, kFloat32);
+  EXPECT_EQ(read_nifti(dir + "/a.nii.gz").volume.data, big.data);
 }
 
 TEST(NiftiWrite, LabelMapsInTheOriginalGridKeepQformAndSform) {
