@@ -272,3 +272,25 @@ TEST(Cache, AFullDiskKeepsThePreviousEntryAndSaysWhy) {
   for (auto& e : fs::directory_iterator(dir)) files += e.is_regular_file();
   EXPECT_EQ(files, 1u) << "no temporary file left behind";
 }
+
+TEST(DatasetJson, FuzzRegressionsAreRefusedByName) {
+  // Each input the fuzzer (fuzz/fuzz_dataset_json.cpp) once crashed or escaped with: now a DataError
+  // naming dataset.json. The folder mirrors the harness's.
+  std::string root = test::temp_dir("fuzz_regressions_dataset");
+  for (const char* sub : {"/imagesTr", "/labelsTr"}) fs::create_directories(root + sub);
+  for (const char* f : {"/imagesTr/case_001_0000.nii.gz", "/labelsTr/case_001.nii.gz", "/imagesTr/la_003.nii.gz", "/labelsTr/la_003.nii.gz"})
+    std::ofstream(root + f).put('x');
+  int n = 0;
+  for (const auto& e : fs::directory_iterator(std::string(HDSSL_SOURCE_DIR) + "/fuzz/regressions/fuzz_dataset_json")) {
+    SCOPED_TRACE(e.path().string());
+    fs::copy_file(e.path(), root + "/dataset.json", fs::copy_options::overwrite_existing);
+    try {
+      read_labeled_dataset(root);
+      ADD_FAILURE() << "accepted";
+    } catch (const DataError& ex) {
+      EXPECT_NE(std::string(ex.what()).find("dataset.json"), std::string::npos) << ex.what();
+    }
+    ++n;
+  }
+  EXPECT_GE(n, 2);
+}
