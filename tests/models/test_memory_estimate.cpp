@@ -3,6 +3,7 @@
 // and the refusal names the estimate, the memory available and settings that fit.
 #include <gtest/gtest.h>
 #include <omp.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -134,6 +135,7 @@ TEST(MemoryEstimate, RefusalGivesEstimateAvailableAndSettingsThatFit) {
   EXPECT_EQ(memory_refusal(c, e.host * 2, "test"), "");
   const int64_t avail = int64_t(16) << 30;
   const std::string m = memory_refusal(c, avail, "MemAvailable in /proc/meminfo");
+  std::printf("%s\n", m.c_str());  // for the record: the paper's defaults on a machine with 16 GiB free
   EXPECT_NE(m.find("needs about host"), std::string::npos) << m;
   EXPECT_NE(m.find("only 16.00 GiB is available (MemAvailable"), std::string::npos) << m;
   EXPECT_NE(m.find("--batch-pairs "), std::string::npos) << m;
@@ -146,8 +148,39 @@ TEST(MemoryEstimate, RefusalGivesEstimateAvailableAndSettingsThatFit) {
   EXPECT_LE(estimate_pretrain_memory(t).host * 11 / 10, avail);
   t.batch_pairs += 1;
   EXPECT_GT(estimate_pretrain_memory(t).host * 11 / 10, avail);
-  // A limit set with ulimit -v is seen.
   std::string source;
   EXPECT_GT(available_host_memory(&source), 0);
   EXPECT_FALSE(source.empty());
+}
+
+TEST(MemoryEstimate, AnAddressSpaceLimitIsSeenAndRefusesThePaperDefaults) {
+  // ulimit -v in a child: 512 MiB above what it maps now.
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  pid_t pid = fork();
+  if (pid == 0) {
+    close(fds[0]);
+    rlimit rl{};
+    rl.rlim_cur = rl.rlim_max = rlim_t(status_bytes("VmSize") + (int64_t(512) << 20));
+    setrlimit(RLIMIT_AS, &rl);
+    std::string source;
+    const int64_t avail = available_host_memory(&source);
+    MemoryConfig c;
+    c.model = PretrainConfig::ours();
+    std::string msg = std::to_string(avail) + "\n" + source + "\n" + memory_refusal(c, avail, source);
+    ssize_t w = write(fds[1], msg.data(), msg.size());
+    (void)w;
+    _exit(0);
+  }
+  close(fds[1]);
+  std::string out;
+  char buf[4096];
+  for (ssize_t n; (n = read(fds[0], buf, sizeof buf)) > 0;) out.append(buf, size_t(n));
+  close(fds[0]);
+  waitpid(pid, nullptr, 0);
+  const int64_t avail = std::stoll(out);
+  EXPECT_LE(avail, int64_t(512) << 20) << out;
+  EXPECT_GT(avail, int64_t(400) << 20) << out;
+  EXPECT_NE(out.find("RLIMIT_AS (ulimit -v)"), std::string::npos) << out;
+  EXPECT_NE(out.find("not enough memory"), std::string::npos) << out;
 }
