@@ -1,6 +1,6 @@
 // bench: times the heavy pieces of hdssl on one device and reports medians (and, on CUDA, peak memory).
 //
-//   ./bench [--device cpu|cuda] [--what conv,step] [--runs 10] [--warmup 3] [--tf32] [--conv-heuristic]
+//   ./bench [--device auto|cpu|cuda] [--what conv,step] [--runs 10] [--warmup 3] [--tf32] [--conv-heuristic]
 //           [--json FILE]
 //           conv:  [--conv-shape N,C,X,Y,Z] [--conv-out C] [--kernel 3|1]
 //           step:  [--arch ours|vox2vec] [--pairs 10] [--patch 128,128,32] [--voxels 1024]
@@ -9,8 +9,9 @@
 //     a configurable shape (default on CUDA: both views of the paper's batch at level 0, 20 x 32 x 128 x
 //     128 x 32 -> 32; on the CPU the engine micro-benchmark's 2 x 16 x 32 x 32 x 16 -> 16).
 // (b) step: one full pretraining step of the paper's network at the paper's size (time_pretrain_step):
-//     forward of both views, backward, gradient norm + clipping, Adam - on synthetic inputs (random
-//     patches and random voxel coordinates; the work does not depend on the values).
+//     models::PretrainStep::run(), the very step ./pretrain runs (forward of both views, backward,
+//     gradient norm, non-finite checks, clipping, Adam) - on synthetic inputs (random patches and random
+//     voxel coordinates; the work does not depend on the values).
 // Every timed iteration ends with a device synchronize, so a time is the whole iteration. The median
 // (and minimum) is over --runs iterations after --warmup untimed ones (the first CUDA iterations choose
 // cuDNN algorithms and fill the caching allocator). TF32 is off unless --tf32.
@@ -29,7 +30,8 @@
 #include "engine/backend.h"
 #include "engine/random.h"
 #include "engine/tensor.h"
-#include "models/pretrainer.h"
+#include "apps/common/settings.h"
+#include "models/pretrain_step.h"
 #include <nlohmann/json.hpp>
 #ifdef HDSSL_HAVE_CUDA
 #include "cuda/allocator.h"
@@ -52,11 +54,23 @@ struct Result {
   int64_t timed_mallocs = -1;  // CUDA: cudaMalloc calls during the timed runs (0 once the cache is warm)
 };
 
+// "N,C,X,Y,Z" -> sizes, each >= 1; anything else is a UsageError naming the flag.
 Shape parse_shape(const std::string& s, size_t n, const char* what) {
   Shape out;
   std::stringstream ss(s);
-  for (std::string part; std::getline(ss, part, ',');) out.push_back(std::stoll(part));
-  if (out.size() != n) throw Error(std::string(what) + ": expected " + std::to_string(n) + " comma-separated sizes");
+  for (std::string part; std::getline(ss, part, ',');) {
+    size_t used = 0;
+    long long v = 0;
+    try {
+      v = std::stoll(part, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used != part.size() || part.empty() || v < 1)
+      throw app::UsageError(std::string(what) + " " + s + ": '" + part + "' is not a size >= 1");
+    out.push_back(v);
+  }
+  if (out.size() != n) throw app::UsageError(std::string(what) + " " + s + ": expected " + std::to_string(n) + " comma-separated sizes");
   return out;
 }
 
@@ -125,10 +139,8 @@ Result time_conv(Device device, const Shape& xs, int64_t co, int k, int warmup, 
 }
 
 // (b) ======================== time_pretrain_step ========================
-// One full pretraining step of models::Pretrainer (the pretraining room's model), as apps/pretrain.cpp
-// runs it: loss of both views, backward, grad_norm + clip_coefficient, Adam, zero_grad. The only host
-// reads are the gradient norm (which clipping needs) and nothing else; the logged losses of pretrain.cpp
-// are left out here.
+// One full pretraining step, models::PretrainStep::run() with ./pretrain's default settings (lr 3e-4,
+// clip 1.0, the loss terms read and checked every step).
 Result time_pretrain_step(Device device, const std::string& arch, int64_t pairs, const Shape& patch,
                           int64_t voxels, int warmup, int runs) {
   Result r;
@@ -141,8 +153,7 @@ Result time_pretrain_step(Device device, const std::string& arch, int64_t pairs,
   models::Pretrainer model(mc, rng, {DType::F32, Device::cpu()});
   model.to(device);
   model.train();
-  std::vector<Variable> params = model.parameters();
-  Adam adam(params, AdamArgs{});
+  models::PretrainStep step(model);
   os << ", base " << mc.base << ", " << mc.scales << " scales, " << model.parameter_count() << " parameters";
   r.detail = os.str();
 
@@ -160,13 +171,8 @@ Result time_pretrain_step(Device device, const std::string& arch, int64_t pairs,
   in.coords_a = coords();
   in.coords_b = coords();
 
-  time_iterations(device, warmup, runs, [&] {
-    models::PretrainLoss loss = model.loss(in);
-    loss.total.backward();
-    loss = {};
-    adam.step(clip_coefficient(grad_norm(params), 1.0));
-    adam.zero_grad();
-  }, r);
+  int64_t n = 0;
+  time_iterations(device, warmup, runs, [&] { step.run(in, ++n); }, r);
   // FLOPs of one step at the paper's sizes, as counted by ../shared/bench/torch_reference_bench.py
   // (bench/torch-h200.json: flops_ours, flops_vox2vec); unknown for other sizes.
   if (pairs == 10 && patch == Shape({128, 128, 32}) && voxels == 1024)
@@ -213,38 +219,47 @@ void write_json(const std::string& path, const std::vector<Result>& rows, const 
 
 int main(int argc, char** argv) {
   CLI::App app{"Time conv3d forward+backward and one full pretraining step on a device"};
-  std::string device_arg = "cuda", what = "conv,step", conv_shape, patch_arg = "128,128,32", arch = "ours", json_out;
+  std::string device_arg = app::kDefaultDevice, what = "conv,step", conv_shape, patch_arg = "128,128,32", arch = "ours",
+              json_out;
   int64_t conv_out = 0, pairs = 10, voxels = 1024;
   int kernel = 3, runs = 10, warmup = 3;
   bool tf32 = false, conv_heuristic = false;
-  app.add_option("--device", device_arg, "cpu | cuda")->capture_default_str();
-  app.add_option("--what", what, "comma-separated: conv, step")->capture_default_str();
-  app.add_option("--runs", runs, "timed iterations")->capture_default_str();
-  app.add_option("--warmup", warmup, "untimed iterations first")->capture_default_str();
-  app.add_flag("--tf32", tf32, "allow TF32 tensor cores for float32 convolutions and GEMMs (CUDA)");
-  app.add_flag("--conv-heuristic", conv_heuristic,
-               "CUDA: take cuDNN's heuristic algorithm ranking instead of timing every algorithm once per shape");
-  app.add_option("--json", json_out, "also write the results to this JSON file");
-  app.add_option("--conv-shape", conv_shape, "conv input N,C,X,Y,Z (default: 20,32,128,128,32 on CUDA, 2,16,32,32,16 on CPU)");
-  app.add_option("--conv-out", conv_out, "conv output channels (default: the input's)");
-  app.add_option("--kernel", kernel, "conv kernel size, 3 or 1")->capture_default_str();
-  app.add_option("--arch", arch, "ours | vox2vec")->capture_default_str();
-  app.add_option("--pairs", pairs, "pairs of patches per step")->capture_default_str();
-  app.add_option("--patch", patch_arg, "patch size X,Y,Z")->capture_default_str();
-  app.add_option("--voxels", voxels, "sampled voxels per pair")->capture_default_str();
-  CLI11_PARSE(app, argc, argv);
+  app::SettingsTable t(app);  // bench saves nothing: the table gives the flags their ranges
+  using K = app::Kind;
+  t.add("--device", "device", device_arg, "auto | cpu | cuda | cuda:N (auto: the first GPU when there is one)", K::NotSaved);
+  t.add("--what", "what", what, "comma-separated: conv, step", K::NotSaved);
+  t.add("--runs", "runs", runs, "timed iterations", K::NotSaved).at_least(1);
+  t.add("--warmup", "warmup", warmup, "untimed iterations first", K::NotSaved).at_least(0);
+  t.add("--tf32", "tf32", tf32, "allow TF32 tensor cores for float32 convolutions and GEMMs (CUDA)", K::NotSaved);
+  t.add("--conv-heuristic", "conv_heuristic", conv_heuristic,
+        "CUDA: take cuDNN's heuristic algorithm ranking instead of timing every algorithm once per shape", K::NotSaved);
+  t.add("--json", "json", json_out, "also write the results to this JSON file", K::NotSaved);
+  t.add("--conv-shape", "conv_shape", conv_shape,
+        "conv input N,C,X,Y,Z (default: 20,32,128,128,32 on CUDA, 2,16,32,32,16 on CPU)", K::NotSaved);
+  t.add("--conv-out", "conv_out", conv_out, "conv output channels (0: the input's)", K::NotSaved).at_least(0);
+  t.add("--kernel", "kernel", kernel, "conv kernel size, 3 or 1", K::NotSaved).at_least(1);
+  t.add("--arch", "arch", arch, "ours | vox2vec", K::NotSaved).one_of({"ours", "vox2vec"});
+  t.add("--pairs", "pairs", pairs, "pairs of patches per step", K::NotSaved).at_least(1);
+  t.add("--patch", "patch", patch_arg, "patch size X,Y,Z", K::NotSaved);
+  t.add("--voxels", "voxels", voxels, "sampled voxels per pair", K::NotSaved).at_least(1);
+  if (int rc = app::parse_command_line(app, argc, argv); rc >= 0) return rc;
+  try {
+    t.check_ranges();
+    if (kernel != 1 && kernel != 3) throw app::UsageError("--kernel " + std::to_string(kernel) + ": must be 1 or 3");
+  } catch (const app::UsageError& e) {
+    std::fprintf(stderr, "bench: error: %s\n", e.what());
+    return 2;
+  }
 
   try {
-    if (runs < 1 || warmup < 0 || (kernel != 1 && kernel != 3)) throw Error("--runs >= 1, --warmup >= 0, --kernel 1 or 3");
     Device device;
     try {
       device = app::open_device(device_arg);
-    } catch (const app::BadDeviceName&) {
-      throw;
-    } catch (const Error& e) {  // a GPU was asked for and none is usable
-      std::fprintf(stderr, "bench: %s\n", e.what());
+    } catch (const Error& e) {  // an unknown name, or a GPU asked for where none is usable
+      std::fprintf(stderr, "bench: error: %s\n", e.what());
       return 2;
     }
+    std::printf("%s\n", app::device_line(device_arg, device).c_str());
     std::string device_line = "cpu";
     if (device.is_cuda()) {
 #ifdef HDSSL_HAVE_CUDA
@@ -274,15 +289,18 @@ int main(int argc, char** argv) {
           rows.push_back(r);
         }
       } else {
-        throw Error("--what: unknown item '" + item + "' (conv, step)");
+        throw app::UsageError("--what: unknown item '" + item + "' (conv, step)");
       }
       std::printf("bench: %s done\n", rows.back().name.c_str());
       std::fflush(stdout);
       if (!json_out.empty()) write_json(json_out, rows, device_line);  // after every row: survives a kill
     }
     print_table(rows, device_line);
+  } catch (const app::UsageError& e) {
+    std::fprintf(stderr, "bench: error: %s\n", e.what());
+    return 2;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "bench: %s\n", e.what());
+    std::fprintf(stderr, "bench: error: %s\n", e.what());
     return 1;
   }
   return 0;

@@ -26,7 +26,11 @@ int main(int argc, char** argv) {
   app.add_option("--batches", batches, "batches of 10 pairs to time per augmentation set")->check(CLI::PositiveNumber);
   app.add_option("--threads", threads, "loader worker threads (0 = build on the calling thread: one core)");
   app.add_option("--input", input, "a NIfTI CT to use instead of a synthetic phantom");
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;  // -h: 0; a bad command line: 2 (apps/README.md, exit codes)
+  }
   try {
     NiftiImage img;
     if (input.empty()) {

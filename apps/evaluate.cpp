@@ -4,13 +4,16 @@
 //   ./evaluate --mode linear   --data DATASET -o RUN --weights backbone.safetensors
 //   ./evaluate --mode finetune --data DATASET -o RUN --weights ... --train-cases 4
 //   ./evaluate --mode scratch  --data DATASET -o RUN --train-cases 4
+//   ./evaluate --resume RUN                            continues a run with its own settings
 //   ./evaluate --table RUN_A RUN_B ... -o TABLE        one table (TABLE.md, TABLE.csv) over several runs
 //
 // DATASET is an nnU-Net v2 raw folder or a Medical Segmentation Decathlon task. RUN gets config.json,
 // log.txt, splits_final.json, and per fold fold_I/ with metrics.csv, progress.png,
-// checkpoint_latest.safetensors, checkpoint_final.safetensors and summary.json (Dice per class per
-// validation case, on the preprocessed grid); when every fold is done, cv_table.md / cv_table.csv.
-// The machinery lives in eval/ and models/segmentation.h; this file is flags and the loop.
+// checkpoint_latest.safetensors, checkpoint_final.safetensors, checkpoint_best.safetensors (model
+// selection: the best validation Dice, the model that is tested) and summary.json (Dice per class per
+// test case, on the preprocessed grid); when every fold is done, cv_table.md / cv_table.csv.
+// The machinery lives in eval/ and models/segmentation.h; this file is flags and the loop. Every setting
+// is declared once in declare_settings() (apps/common/settings.h); exit codes: apps/README.md.
 
 #include <algorithm>
 #include <atomic>
@@ -27,6 +30,7 @@
 #include "apps/common/plot.h"
 #include "apps/common/progress.h"
 #include "apps/common/run_folder.h"
+#include "apps/common/settings.h"
 #include "data/dataset.h"
 #include "engine/backend.h"
 #include "models/checkpoint.h"
@@ -34,6 +38,7 @@
 #include "eval/folds.h"
 #include "eval/inference.h"
 #include "eval/report.h"
+#include "eval/selection.h"
 #include "eval/sliding_window.h"
 #include "eval/trainer.h"
 
@@ -51,9 +56,12 @@ struct Fatal {
 std::atomic<int> g_signal{0};
 extern "C" void on_signal(int s) { g_signal = s; }
 
-// Every setting of a run; written to config.json.
+// Every setting of a run. Declared (flag, JSON key, range, help, kind) in declare_settings() only.
 struct Options {
-  std::string mode, data, out, weights, splits, name, device = "cpu", cache;
+  std::string mode, data, out, weights, splits, name, device = app::kDefaultDevice, cache;
+  std::string finetune_head = "nonlinear", frozen_bn = "train", ct_window = "paper";  // issue 11 (b), (d), (g)
+  double val_fraction = 0.2;                                                             // issue 11 (c)
+  int64_t val_every = 1000;
   std::vector<std::string> table;
   int64_t steps = 45000, freeze_steps = 15000, warmup_steps = 1200, save_every = 1000;
   int batch = 7, folds = 5, fold = -1, train_cases = 0, base = 32, scales = 5, blocks = 2, threads = 0, window_batch = 2;
@@ -62,16 +70,65 @@ struct Options {
   double lr = 3e-4, backbone_lr_start = 3e-5, fg_prob = 0.5;
   uint64_t seed = 0;
   bool resume = false;
-
-  // The settings that define the experiment (a resumed run must repeat them).
-  json experiment() const {
-    return {{"mode", mode}, {"data", fs::absolute(data).string()}, {"weights", weights.empty() ? "" : fs::absolute(weights).string()},
-            {"splits", splits}, {"steps", steps}, {"freeze_steps", freeze_steps}, {"warmup_steps", warmup_steps},
-            {"batch", batch}, {"folds", folds}, {"train_cases", train_cases}, {"base", base}, {"scales", scales},
-            {"blocks", blocks}, {"patch", patch}, {"spacing", spacing}, {"lr", lr},
-            {"backbone_lr_start", backbone_lr_start}, {"fg_prob", fg_prob}, {"seed", seed}};
-  }
 };
+
+// The one declaration of every setting. The saved ones (Defines, Resumable) are config.json's
+// "experiment"; a resumed run keeps them (app::Kind).
+void declare_settings(app::SettingsTable& t, Options& o) {
+  using K = app::Kind;
+  t.add("--mode", "mode", o.mode, "linear | nonlinear | finetune | scratch (aliases: probing, fine_tuning, from_scratch)",
+        K::Defines);
+  t.add("--data", "data", o.data, "labeled dataset: nnU-Net v2 raw folder (dataset.json, imagesTr, labelsTr) or MSD task",
+        K::Resumable);
+  t.add("-o,--out", "out", o.out, "run folder (with --table: output prefix)", K::NotSaved);
+  t.add("--weights", "weights", o.weights,
+        "pretrained backbone: backbone.safetensors or a pretraining checkpoint (absent: random init)", K::Defines);
+  t.add("--name", "name", o.name, "method name in tables (default: the mode)", K::NotSaved);
+  t.add("--steps", "steps", o.steps, "training steps per fold", K::Defines).at_least(1);
+  t.add("--batch", "batch", o.batch, "patches per step", K::Defines).at_least(1);
+  t.add("--patch", "patch", o.patch, "patch size X Y Z in voxels (also the sliding window)", K::Defines, 3).at_least(1);
+  t.add("--lr", "lr", o.lr, "Adam learning rate of the head (and of the backbone in scratch)", K::Defines).above(0).finite();
+  t.add("--freeze-steps", "freeze_steps", o.freeze_steps, "finetune: steps with the backbone frozen", K::Defines).at_least(0);
+  t.add("--warmup-steps", "warmup_steps", o.warmup_steps, "finetune: steps of the exponential backbone lr warm-up",
+        K::Defines).at_least(0);
+  t.add("--backbone-lr-start", "backbone_lr_start", o.backbone_lr_start, "finetune: backbone lr when it is unfrozen",
+        K::Defines).above(0).finite();
+  t.add("--fg-prob", "fg_prob", o.fg_prob, "probability that a patch is centred on a foreground voxel", K::Defines)
+      .at_least(0).at_most(1);
+  t.add("--folds", "folds", o.folds, "k of the seeded k-fold split", K::Defines).at_least(2);
+  t.add("--splits", "splits", o.splits, "nnU-Net splits_final.json instead of --folds", K::Defines);
+  t.add("--fold", "fold", o.fold, "run only this fold (0-based; default: every fold)", K::NotSaved).at_least(0);
+  t.add("--train-cases", "train_cases", o.train_cases, "few-label runs: use N of each fold's training cases (seeded; 0: all)",
+        K::Defines).at_least(0);
+  t.add("--base-channels", "base", o.base, "FPN3d base channels without --weights", K::Defines).at_least(1);
+  t.add("--scales", "scales", o.scales, "FPN3d levels without --weights", K::Defines).at_least(1);
+  t.add("--blocks", "blocks", o.blocks, "ResBlocks per level without --weights", K::Defines).at_least(1);
+  t.add("--spacing", "spacing", o.spacing, "resample to X Y Z mm (default: CT 1 1 2, MRI 1.5 1.5 1.5)", K::Defines, 3)
+      .above(0).finite();
+  // The published program's protocol (docs/method.md section 9, (b) (c) (d) (g)); legacy(): what a run
+  // saved before these settings existed did, kept on --resume.
+  t.add("--finetune-head", "finetune_head", o.finetune_head,
+        "finetune/scratch head: nonlinear (the paper) | linear (the published program)", K::Defines)
+      .one_of({"linear", "nonlinear"}).legacy("nonlinear");
+  t.add("--frozen-bn", "frozen_bn", o.frozen_bn,
+        "finetune, frozen phase: train (batch statistics, the published program) | eval (pretraining running statistics)",
+        K::Defines).one_of({"train", "eval"}).legacy("eval");
+  t.add("--ct-window", "ct_window", o.ct_window, "CT intensity window: paper [-1350,1000] | program [-175,250] | LO,HI (HU)",
+        K::Defines).legacy("paper");
+  t.add("--val-fraction", "val_fraction", o.val_fraction,
+        "model selection: share of each fold's training cases that validate (0: test the last step)", K::Defines)
+      .at_least(0).below(1).legacy(0.0);
+  t.add("--val-every", "val_every", o.val_every,
+        "model selection: steps between validations; the best is tested (0: test the last step)", K::Defines)
+      .at_least(0).legacy(0);
+  t.add("--cache", "cache", o.cache, "folder for cached preprocessed volumes", K::NotSaved);
+  t.add("--window-batch", "window_batch", o.window_batch, "sliding windows per forward at validation", K::NotSaved).at_least(1);
+  t.add("--save-every", "save_every", o.save_every, "steps between checkpoints", K::NotSaved).at_least(1);
+  t.add("--device", "device", o.device, "cpu | cuda | cuda:N | auto (the first GPU when there is one, else cpu)", K::NotSaved);
+  t.add("--threads", "threads", o.threads, "CPU threads for the math (0: all cores)", K::NotSaved).at_least(0);
+  t.add("--seed", "seed", o.seed, "seed of folds, initialization and patch sampling", K::Defines);
+  t.add("--table", "table", o.table, "no training: one table over these run folders, written to -o PREFIX.md/.csv", K::NotSaved);
+}
 
 std::string fmt(const char* f, double v) {
   char b[64];
@@ -182,11 +239,15 @@ bool run_fold(const Options& o, int fi, const eval::Fold& fold, Dataset& d, cons
     run.log("fold " + std::to_string(fi) + ": already done (summary.json), skipped");
     return true;
   }
-  const std::vector<std::string> train = eval::few_label_subset(fold.train, o.train_cases, o.seed + uint64_t(fi));
-  std::string tl;
+  const eval::SelectionConfig sel{o.val_fraction, o.val_every};
+  const eval::TrainValSplit split = eval::selection_split(fold.train, o.train_cases, sel, o.seed + uint64_t(fi));
+  const std::vector<std::string>& train = split.train;
+  std::string tl, vl;
   for (const auto& c : train) tl += (tl.empty() ? "" : " ") + c;
+  for (const auto& c : split.val) vl += (vl.empty() ? "" : " ") + c;
   run.log("fold " + std::to_string(fi) + ": " + std::to_string(train.size()) + " training cases (" + tl + "), " +
-          std::to_string(fold.val.size()) + " validation cases");
+          (sel.enabled() ? "model selection on " + vl + " every " + std::to_string(o.val_every) + " steps, " : std::string()) +
+          std::to_string(fold.val.size()) + " test cases");
 
   Rng rng(o.seed, 1000 + uint64_t(fi));
   models::Segmenter model(meta.model, rng);
@@ -201,7 +262,11 @@ bool run_fold(const Options& o, int fi, const eval::Fold& fold, Dataset& d, cons
   tc.freeze_steps = o.freeze_steps;
   tc.warmup_steps = o.warmup_steps;
   tc.backbone_lr_start = o.backbone_lr_start;
+  tc.frozen_bn_training = o.frozen_bn == "train";
   eval::Trainer trainer(model, tc, device);
+  std::vector<const data::PreprocessedCase*> val_cases;
+  for (const auto& c : split.val) val_cases.push_back(&d.cases[d.index.at(c)]);
+  eval::BestCheckpoint best(dir + "/checkpoint_best.safetensors");
 
   std::vector<const data::Volume*> imgs, lbls;
   for (const auto& c : train) {
@@ -216,7 +281,9 @@ bool run_fold(const Options& o, int fi, const eval::Fold& fold, Dataset& d, cons
   eval::PatchSampler sampler(imgs, lbls, pc);
 
   std::map<std::string, std::string> ckmeta = {{"hdssl.segmenter", eval::meta_to_json(meta).dump()},
-                                               {"hdssl.fold", std::to_string(fi)}};
+                                               {"hdssl.fold", std::to_string(fi)},
+                                               {"hdssl.train", eval::train_config_to_json(tc).dump()},
+                                               {"hdssl.selection", eval::selection_config_to_json(sel).dump()}};
   const std::string latest = dir + "/checkpoint_latest.safetensors", final_ckpt = dir + "/checkpoint_final.safetensors";
   int64_t start = 0;
   if (o.resume && fs::exists(final_ckpt)) {
@@ -229,12 +296,21 @@ bool run_fold(const Options& o, int fi, const eval::Fold& fold, Dataset& d, cons
   app::Progress progress(start, o.steps);
   for (int64_t t = start; t < o.steps; ++t) {
     eval::StepResult r = trainer.step(sampler.batch(uint64_t(t), o.batch), t);
-    if (!std::isfinite(r.loss)) throw Fatal{"fold " + std::to_string(fi) + ": loss is " + fmt("%g", r.loss) + " at step " + std::to_string(t + 1) + " (try a smaller --lr)"};
+    if (!std::isfinite(r.loss)) throw Fatal{"fold " + std::to_string(fi) + ": loss is " + fmt("%g", r.loss) + " at step " + std::to_string(t + 1) + " (try a smaller --lr)", 4};
     metrics.row({double(t + 1), r.loss, r.bce, r.dice, r.backbone_lr});
     const std::string line = progress.update(t + 1, {{"loss", r.loss}, {"bce", r.bce}, {"dice", r.dice}});
     const bool last = t + 1 == o.steps;
+    if (sel.enabled() && ((t + 1) % o.val_every == 0 || last) && (best.history().empty() || best.history().back().first < t + 1)) {
+      const double vd = eval::validation_dice(model, val_cases, meta.patch, meta.model.classes, o.window_batch, device);
+      const bool better = best.offer(t + 1, vd, trainer, ckmeta);
+      run.log_file_only("fold " + std::to_string(fi) + " step " + std::to_string(t + 1) + ": validation Dice " + fmt("%.4f", vd) + (better ? " (best)" : ""));
+    }
     if ((t + 1) % o.save_every == 0 || last || g_signal) {
-      trainer.save(last ? final_ckpt : latest, t + 1, ckmeta);
+      try {
+        trainer.save(last ? final_ckpt : latest, t + 1, ckmeta);
+      } catch (const Error& e) {
+        throw Fatal{"fold " + std::to_string(fi) + ", step " + std::to_string(t + 1) + ": " + e.what(), 4};
+      }
       run.log_file_only("fold " + std::to_string(fi) + " " + line);
       plot_progress(dir);
     }
@@ -251,6 +327,16 @@ bool run_fold(const Options& o, int fi, const eval::Fold& fold, Dataset& d, cons
   // Validation: sliding window over each whole (preprocessed) volume, Dice per class.
   eval::FoldSummary summary;
   summary.fold = fi;
+  if (sel.enabled()) {
+    summary.selection.selected_step = best.restore(trainer);
+    summary.selection.last_step = o.steps;
+    summary.selection.val_dice = best.best_dice();
+    summary.selection.val_cases = split.val;
+    summary.selection.train_cases = split.train;
+    summary.selection.history = best.history();
+    run.log("fold " + std::to_string(fi) + ": testing the checkpoint of step " + std::to_string(summary.selection.selected_step) +
+            " (validation Dice " + fmt("%.4f", best.best_dice()) + ")");
+  }
   summary.labels = meta.labels;
   model.train(false);
   for (const std::string& id : fold.val) {
@@ -267,36 +353,44 @@ bool run_fold(const Options& o, int fi, const eval::Fold& fold, Dataset& d, cons
   return true;
 }
 
-int run_evaluation(Options o) {
-  if (o.mode.empty() || o.data.empty() || o.out.empty()) throw Fatal{"--mode, --data and -o are required (or --table RUN...)", 2};
-  eval::Mode mode;
+eval::Mode parse_mode_flag(const std::string& m) {
   try {
-    mode = eval::parse_mode(o.mode);
+    return eval::parse_mode(m);
   } catch (const Error& e) {
     throw Fatal{std::string("--mode: ") + e.what(), 2};
   }
-  o.mode = eval::mode_name(mode);
-  if (mode == eval::Mode::Scratch && !o.weights.empty()) throw Fatal{"--mode scratch trains from a random initialization; drop --weights", 2};
+}
+
+int run_evaluation(Options& o, app::SettingsTable& table) {
+  if (o.out.empty()) throw Fatal{"-o RUN (or --resume RUN) is required (or --table RUN...)", 2};
+  if (!o.mode.empty()) o.mode = eval::mode_name(parse_mode_flag(o.mode));  // as saved: the canonical name
+  if (!o.data.empty()) o.data = fs::absolute(o.data).string();             // as saved: absolute paths
+  if (!o.weights.empty()) o.weights = fs::absolute(o.weights).string();
   app::set_math_threads(o.threads);
   const Device device = pick_device(o);
 
   app::RunFolder run(o.out);
-  json cfg = o.experiment();
   if (run.exists("config.json")) {
+    // The resume rule (app::Kind): the run's own settings win; a different flag is ignored with a note.
     if (!o.resume) throw Fatal{o.out + " already holds a run (config.json); use --resume to continue it or another -o", 2};
     std::ifstream in(run.path("config.json"));
     json old;
     in >> old;
-    for (auto& [k, v] : cfg.items())
-      if (!old.contains("experiment") || old["experiment"].value(k, json()) != v)
-        throw Fatal{"--resume: setting '" + k + "' differs from " + run.path("config.json") + " (" +
-                        (old.contains("experiment") ? old["experiment"].value(k, json()).dump() : "?") + " there, " + v.dump() + " now)", 2};
+    if (!old.contains("experiment")) throw Fatal{run.path("config.json") + ": no \"experiment\" settings to resume"};
+    for (const std::string& note : table.resume(old["experiment"])) run.log(note);
+  } else if (o.resume) {
+    run.log("--resume: " + o.out + " holds no run yet; starting it");
   }
+  if (o.mode.empty() || o.data.empty()) throw Fatal{"--mode and --data are required (or --table RUN...)", 2};
+  const eval::Mode mode = parse_mode_flag(o.mode);
+  if (mode == eval::Mode::Scratch && !o.weights.empty()) throw Fatal{"--mode scratch trains from a random initialization; drop --weights", 2};
+  run.log(app::device_line(o.device, device));
+  json cfg = table.to_json();
 
   // Architecture: from the weights when given, else from the flags.
   eval::SegmenterMeta meta;
   meta.mode = o.mode;
-  meta.model.head = eval::head_of(mode);
+  meta.model.head = eval::head_of(mode, models::parse_head_kind(o.finetune_head));
   meta.model.fpn.base = o.base;
   meta.model.fpn.scales = o.scales;
   meta.model.fpn.blocks = o.blocks;
@@ -309,6 +403,11 @@ int run_evaluation(Options o) {
   data::LabeledDataset ds = data::read_labeled_dataset(o.data);
   meta.preprocess = ds.modality == data::Modality::CT ? data::PreprocessConfig::ct() : data::PreprocessConfig::mri();
   if (!o.spacing.empty()) meta.preprocess.spacing = {o.spacing[0], o.spacing[1], o.spacing[2]};
+  try {
+    meta.preprocess.set_ct_window(o.ct_window);
+  } catch (const std::exception& e) {
+    throw Fatal{std::string("--ct-window: ") + e.what(), 2};
+  }
   meta.preprocess.min_size = meta.patch;
 
   // Folds.
@@ -323,7 +422,9 @@ int run_evaluation(Options o) {
   std::vector<std::string> needed;
   for (int i : todo) {
     needed.insert(needed.end(), folds[size_t(i)].val.begin(), folds[size_t(i)].val.end());
-    for (const auto& c : eval::few_label_subset(folds[size_t(i)].train, o.train_cases, o.seed + uint64_t(i))) needed.push_back(c);
+    const eval::TrainValSplit sp = eval::selection_split(folds[size_t(i)].train, o.train_cases, {o.val_fraction, o.val_every}, o.seed + uint64_t(i));
+    needed.insert(needed.end(), sp.train.begin(), sp.train.end());
+    needed.insert(needed.end(), sp.val.begin(), sp.val.end());
   }
 
   Dataset d = load_dataset(o, meta.preprocess, needed, run);
@@ -359,42 +460,26 @@ int main(int argc, char** argv) {
   Options o;
   CLI::App app{"hdssl evaluate: segmentation on a labeled dataset with a (pretrained) FPN3d backbone, k-fold "
                "cross-validation, Dice per organ (Kats et al. 2024, section 3.2-3.3). Defaults are the paper's."};
-  app.add_option("--mode", o.mode, "linear | nonlinear | finetune | scratch (aliases: probing, fine_tuning, from_scratch)");
-  app.add_option("--data", o.data, "labeled dataset: nnU-Net v2 raw folder (dataset.json, imagesTr, labelsTr) or MSD task");
-  app.add_option("-o,--out", o.out, "run folder (with --table: output prefix)");
-  app.add_option("--weights", o.weights, "pretrained backbone: backbone.safetensors or a pretraining checkpoint (absent: random init)");
-  app.add_option("--name", o.name, "method name in tables (default: the mode)");
-  app.add_option("--steps", o.steps, "training steps per fold")->capture_default_str()->check(CLI::PositiveNumber);
-  app.add_option("--batch", o.batch, "patches per step")->capture_default_str()->check(CLI::PositiveNumber);
-  app.add_option("--patch", o.patch, "patch size X Y Z in voxels (also the sliding window)")->expected(3)->capture_default_str();
-  app.add_option("--lr", o.lr, "Adam learning rate of the head (and of the backbone in scratch)")->capture_default_str();
-  app.add_option("--freeze-steps", o.freeze_steps, "finetune: steps with the backbone frozen")->capture_default_str();
-  app.add_option("--warmup-steps", o.warmup_steps, "finetune: steps of the exponential backbone lr warm-up")->capture_default_str();
-  app.add_option("--backbone-lr-start", o.backbone_lr_start, "finetune: backbone lr when it is unfrozen")->capture_default_str();
-  app.add_option("--fg-prob", o.fg_prob, "probability that a patch is centred on a foreground voxel")->capture_default_str();
-  app.add_option("--folds", o.folds, "k of the seeded k-fold split")->capture_default_str();
-  app.add_option("--splits", o.splits, "nnU-Net splits_final.json instead of --folds");
-  app.add_option("--fold", o.fold, "run only this fold (0-based)");
-  app.add_option("--train-cases", o.train_cases, "few-label runs: use N of each fold's training cases (seeded)");
-  app.add_option("--base-channels", o.base, "FPN3d base channels without --weights")->capture_default_str();
-  app.add_option("--scales", o.scales, "FPN3d levels without --weights")->capture_default_str();
-  app.add_option("--blocks", o.blocks, "ResBlocks per level without --weights")->capture_default_str();
-  app.add_option("--spacing", o.spacing, "resample to X Y Z mm (default: CT 1 1 2, MRI 1.5 1.5 1.5)")->expected(3);
-  app.add_option("--cache", o.cache, "folder for cached preprocessed volumes");
-  app.add_option("--window-batch", o.window_batch, "sliding windows per forward at validation")->capture_default_str();
-  app.add_option("--save-every", o.save_every, "steps between checkpoints")->capture_default_str()->check(CLI::PositiveNumber);
-  app.add_option("--device", o.device, "cpu | cuda | cuda:N")->capture_default_str();
-  app.add_option("--threads", o.threads, "CPU threads for the math (default: all cores)");
-  app.add_option("--seed", o.seed, "seed of folds, initialization and patch sampling")->capture_default_str();
-  app.add_flag("--resume", o.resume, "continue the run in -o (finished folds are kept)");
-  app.add_option("--table", o.table, "no training: one table over these run folders, written to -o PREFIX.md/.csv");
-  CLI11_PARSE(app, argc, argv);
+  app::SettingsTable table(app);
+  declare_settings(table, o);
+  app::ResumeFlag resume(app, "continue the run RUN (or the one in -o) with its own settings (finished folds are kept)");
+  if (int rc = app::parse_command_line(app, argc, argv); rc >= 0) return rc;
+  try {
+    table.check_ranges();
+    o.resume = resume.apply(&o.out, table.given("-o,--out"));
+  } catch (const app::UsageError& e) {
+    std::cerr << "evaluate: error: " << e.what() << std::endl;
+    return 2;
+  }
   try {
     if (!o.table.empty()) return make_table(o);
-    return run_evaluation(o);
+    return run_evaluation(o, table);
   } catch (const Fatal& f) {
     std::cerr << "evaluate: error: " << f.message << std::endl;
     return f.code;
+  } catch (const data::DataError& e) {
+    std::cerr << "evaluate: error: " << e.what() << std::endl;
+    return 3;
   } catch (const std::bad_alloc&) {
     std::cerr << "evaluate: error: out of host memory (try a smaller --batch or --patch)" << std::endl;
     return 3;

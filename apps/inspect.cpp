@@ -19,7 +19,11 @@ int main(int argc, char** argv) {
   bool json = false;
   app.add_option("inputs", inputs, "NIfTI files or folders (searched recursively)")->required();
   app.add_flag("--json", json, "one JSON object per file (keys: file, ok, error, shape, spacing, orientation, datatype, min, max, mean, sum, labels)");
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;  // -h: 0; a bad command line: 2 (apps/README.md, exit codes)
+  }
 
   std::vector<std::string> files;
   for (const auto& in : inputs) {

@@ -8,6 +8,7 @@
 // sliding window (50 % overlap, sigmoid, threshold 0.5, highest probability wins), mapped back to the
 // input's own grid and orientation, and written as OUT/<case>.nii.gz (uint8, the input's qform/sform)
 // plus OUT/<case>.png, the axial slice with the most foreground. nnU-Net's "_0000" suffix is dropped.
+// Exit codes: apps/README.md.
 
 #include <unistd.h>
 
@@ -17,10 +18,12 @@
 #include <cstring>
 #include <filesystem>
 #include <iostream>
+#include <new>
 
 #include <CLI/CLI.hpp>
 
 #include "apps/common/device_setup.h"
+#include "apps/common/settings.h"
 #include "data/dataset.h"
 #include "engine/backend.h"
 #include "eval/inference.h"
@@ -47,23 +50,40 @@ void require_writable_folder(const std::string& dir, const char* flag) {
 }
 
 int main(int argc, char** argv) {
-  std::string input, out, model_path, device_name = "cpu";
+  std::string input, out, model_path, device_name = app::kDefaultDevice;
   int fold = -1, window_batch = 2, threads = 0;
   bool no_png = false;
   CLI::App app{"hdssl predict: label maps (NIfTI in each input's grid) with a model trained by ./evaluate"};
-  app.add_option("-i,--input", input, "a NIfTI image or a folder searched recursively")->required();
-  app.add_option("-o,--out", out, "output folder")->required();
-  app.add_option("-m,--model", model_path, "an ./evaluate run folder or one checkpoint_final.safetensors")->required();
-  app.add_option("--fold", fold, "use only this fold of the run (default: all finished folds, averaged)");
-  app.add_option("--window-batch", window_batch, "sliding windows per forward")->capture_default_str();
-  app.add_option("--device", device_name, "cpu | cuda | cuda:N")->capture_default_str();
-  app.add_option("--threads", threads, "CPU threads for the math (default: all cores)");
-  app.add_flag("--no-png", no_png, "skip the PNG overlays");
-  CLI11_PARSE(app, argc, argv);
+  app::SettingsTable t(app);  // predict saves no settings: the table gives the flags their ranges
+  using K = app::Kind;
+  t.add("-i,--input", "input", input, "a NIfTI image or a folder searched recursively", K::NotSaved).required();
+  t.add("-o,--out", "out", out, "output folder", K::NotSaved).required();
+  t.add("-m,--model", "model", model_path, "an ./evaluate run folder or one checkpoint_final.safetensors", K::NotSaved)
+      .required();
+  t.add("--fold", "fold", fold, "use only this fold of the run (default: all finished folds, averaged)", K::NotSaved).at_least(0);
+  t.add("--window-batch", "window_batch", window_batch, "sliding windows per forward", K::NotSaved).at_least(1);
+  t.add("--device", "device", device_name, "cpu | cuda | cuda:N | auto (the first GPU when there is one, else cpu)",
+        K::NotSaved);
+  t.add("--threads", "threads", threads, "CPU threads for the math (0: all cores)", K::NotSaved).at_least(0);
+  t.add("--no-png", "no_png", no_png, "skip the PNG overlays", K::NotSaved);
+  if (int rc = app::parse_command_line(app, argc, argv); rc >= 0) return rc;
+  try {
+    t.check_ranges();
+  } catch (const app::UsageError& e) {
+    std::cerr << "predict: error: " << e.what() << std::endl;
+    return 2;
+  }
+  Device device;
+  try {
+    device = app::open_device(device_name);
+  } catch (const Error& e) {  // an unknown name, or a GPU asked for where none is usable
+    std::cerr << "predict: error: " << e.what() << std::endl;
+    return 2;
+  }
+  std::cout << app::device_line(device_name, device) << "\n";
   try {
     require_writable_folder(out, "-o");  // refused before any model is loaded or any work is done
     app::set_math_threads(threads);
-    const Device device = app::open_device(device_name);
     std::vector<std::string> ckpts;
     if (fs::is_directory(model_path)) {
       for (const auto& e : fs::directory_iterator(model_path)) {
@@ -99,6 +119,12 @@ int main(int argc, char** argv) {
       std::cout << in << " -> " << r.label_path << (r.png_path.empty() ? "" : " + " + r.png_path) << "\n";
     }
     return 0;
+  } catch (const data::DataError& e) {  // an input or label file refused
+    std::cerr << "predict: error: " << e.what() << std::endl;
+    return 3;
+  } catch (const std::bad_alloc&) {
+    std::cerr << "predict: error: out of host memory (try a smaller --window-batch)" << std::endl;
+    return 3;
   } catch (const std::exception& e) {
     std::cerr << "predict: error: " << e.what() << std::endl;
     return 1;

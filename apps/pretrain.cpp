@@ -2,12 +2,14 @@
 //
 //   ./pretrain --data DIR -o RUN                 the paper's method ("ours") with the paper's defaults
 //   ./pretrain --demo                            synthesizes CT phantoms, pretrains a small model on the CPU
-//   ./pretrain -o RUN --resume                   continues a run from its last intact checkpoint
+//   ./pretrain --resume RUN                      continues a run from its last intact checkpoint
+//                                                (also: ./pretrain -o RUN --resume)
 //
 // The run folder gets config.json (the effective settings), log.txt, metrics.csv, progress.png,
 // checkpoint_latest.safetensors (+ checkpoint_previous.safetensors, the one before) and at the end
 // checkpoint_final.safetensors and backbone.safetensors (reference FPN3d names, loads in PyTorch).
-// The training step itself lives in models/pretrainer.cpp (see docs/pretraining-step.md).
+// The training step itself is models::PretrainStep (models/pretrain_step.cpp, docs/pretraining-step.md);
+// every setting is declared once in declare_settings() (apps/common/settings.h). Exit codes: apps/README.md.
 #include <unistd.h>
 
 #include <atomic>
@@ -28,6 +30,7 @@
 #include "apps/common/plot.h"
 #include "apps/common/progress.h"
 #include "apps/common/run_folder.h"
+#include "apps/common/settings.h"
 #include "autograd/optim.h"
 #include "data/dataset.h"
 #include "data/loader.h"
@@ -35,6 +38,7 @@
 #include "data/phantom.h"
 #include "data/preprocess.h"
 #include "engine/backend.h"
+#include "models/pretrain_step.h"
 #include "models/train_state.h"
 
 using namespace hdssl;
@@ -43,9 +47,11 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// Every setting of a run; written to config.json and into each checkpoint.
+// Every setting of a run. Declared (flag, JSON key, range, help, kind) in declare_settings() only.
 struct Options {
-  std::string data, out, cache, modality = "auto", arch = "ours", aug = "local", device = "auto";
+  std::string data, out, cache, modality = "auto", arch = "ours", aug = "local", device = app::kDefaultDevice;
+  std::string batch_volumes = "one", ct_window = "paper", vox2vec_order = "program";  // issue 11 (a), (d), (f)
+  std::vector<int64_t> shuffle_block_min{2, 2, 1};                                    // issue 11 (e)
   int64_t steps = 50000, save_every = 1000;
   int batch_pairs = 10, voxels_per_pair = 1024, base = 0, scales = 0, blocks = 2, threads = 0, loader_threads = 2;
   std::vector<int64_t> patch{128, 128, 32};
@@ -54,28 +60,67 @@ struct Options {
   bool no_restoration = false, restoration_1x1 = false, freeze_projections = false, resume = false, demo = false;
   uint64_t seed = 0;
   int64_t debug_nan_at = -1;  // testing hook: poisons view A of this step
-
-  json to_json() const {
-    return {{"data", data}, {"out", out}, {"modality", modality}, {"arch", arch}, {"aug", aug}, {"device", device},
-            {"steps", steps}, {"save_every", save_every}, {"batch_pairs", batch_pairs}, {"voxels_per_pair", voxels_per_pair},
-            {"base_channels", base}, {"scales", scales}, {"blocks", blocks}, {"patch", patch}, {"spacing", spacing},
-            {"lr", lr}, {"lambda", lambda}, {"tau", tau}, {"clip", clip}, {"no_restoration", no_restoration},
-            {"restoration_1x1", restoration_1x1}, {"freeze_projections", freeze_projections}, {"seed", seed}};
-  }
-  void from_json(const json& j) {  // the settings a resumed run keeps
-    data = j.at("data"); modality = j.at("modality"); arch = j.at("arch"); aug = j.at("aug");
-    batch_pairs = j.at("batch_pairs"); voxels_per_pair = j.at("voxels_per_pair"); base = j.at("base_channels");
-    scales = j.at("scales"); blocks = j.at("blocks"); patch = j.at("patch").get<std::vector<int64_t>>();
-    spacing = j.at("spacing").get<std::vector<double>>(); lr = j.at("lr"); lambda = j.at("lambda"); tau = j.at("tau");
-    clip = j.at("clip"); no_restoration = j.at("no_restoration"); restoration_1x1 = j.at("restoration_1x1");
-    freeze_projections = j.at("freeze_projections"); seed = j.at("seed");
-  }
 };
+
+// The one declaration of every setting: its flag, its key in config.json and in the checkpoint, its
+// range, its help and what --resume does with it (app::Kind). Adding a setting is one line here.
+void declare_settings(app::SettingsTable& t, Options& o) {
+  using K = app::Kind;
+  t.add("--data", "data", o.data, "folder searched recursively for NIfTI volumes (labelsTr/ is skipped)", K::Resumable);
+  t.add("-o,--out", "out", o.out, "run folder (default runs/pretrain-ARCH-TIME)", K::Recorded);
+  t.add("--cache", "cache", o.cache, "folder for preprocessed volumes, reused by later runs (with --modality ct|mri)", K::NotSaved);
+  t.add("--modality", "modality", o.modality, "ct | mri | auto (auto: CT when a volume has values below -200)", K::Defines)
+      .one_of({"ct", "mri", "auto"});
+  t.add("--steps", "steps", o.steps, "optimizer steps in total (on --resume: extends the run)", K::Resumable).at_least(1);
+  t.add("--batch-pairs", "batch_pairs", o.batch_pairs, "patch pairs per step (B)", K::Defines).at_least(1);
+  t.add("--patch", "patch", o.patch, "patch size X Y Z in voxels, each divisible by 2^(scales-1)", K::Defines, 3).at_least(1);
+  t.add("--voxels-per-pair", "voxels_per_pair", o.voxels_per_pair, "positive voxel pairs per patch pair (n)", K::Defines)
+      .at_least(1);
+  t.add("--lr", "lr", o.lr, "Adam learning rate (may change on --resume; Adam's moments are kept)", K::Resumable)
+      .above(0).finite();
+  t.add("--lambda", "lambda", o.lambda, "weight of the restoration loss Lr", K::Defines).at_least(0).finite();
+  t.add("--tau", "tau", o.tau, "InfoNCE temperature", K::Defines).above(0).finite();
+  t.add("--clip", "clip", o.clip, "clip the gradient norm to this before Adam; 0: no clipping", K::Defines).at_least(0).finite();
+  t.add("--arch", "arch", o.arch, "ours (balanced FPN, base 32, 5 scales) | vox2vec (base 16, 6 scales, raw concat)", K::Defines)
+      .one_of({"ours", "vox2vec"});
+  t.add("--aug", "aug", o.aug, "local (shuffle, Bezier, in-painting) | vox2vec (blur/sharpen, noise, window) | none", K::Defines)
+      .one_of({"local", "vox2vec", "none"});
+  // The published program's protocol (docs/method.md section 9, (a) (d) (e) (f)); legacy(): a run saved before
+  // these settings existed had the other behaviour, and keeps it on --resume.
+  t.add("--batch-volumes", "batch_volumes", o.batch_volumes,
+        "one (all pairs of a step cut from one volume, the published program) | per-pair (a volume per pair)", K::Defines)
+      .one_of({"one", "per-pair"}).legacy("per-pair");
+  t.add("--ct-window", "ct_window", o.ct_window, "CT intensity window: paper [-1350,1000] | program [-175,250] | LO,HI (HU)",
+        K::Defines).legacy("paper");
+  t.add("--vox2vec-order", "vox2vec_order", o.vox2vec_order,
+        "vox2vec augmentations: program (blur/sharpen, noise in HU, window + clip last) | legacy (window first)", K::Defines)
+      .one_of({"program", "legacy"}).legacy("legacy");
+  t.add("--shuffle-block-min", "shuffle_block_min", o.shuffle_block_min,
+        "local pixel shuffling: smallest block side X Y Z (block = max(this, patch / 20))", K::Defines, 3)
+      .at_least(1).legacy(std::vector<int64_t>{1, 1, 1});
+  t.add("--no-restoration", "no_restoration", o.no_restoration, "train with InfoNCE only (no Lr)", K::Defines);
+  t.add("--restoration-1x1", "restoration_1x1", o.restoration_1x1, "restoration head = one 1x1x1 conv (the published program)",
+        K::Defines);
+  t.add("--freeze-projections", "freeze_projections", o.freeze_projections,
+        "keep the per-scale projections at their random init", K::Defines);
+  t.add("--base-channels", "base_channels", o.base, "channels of pyramid level 0 (default: 32 ours, 16 vox2vec)", K::Defines)
+      .at_least(1);
+  t.add("--scales", "scales", o.scales, "pyramid levels (default: 5 ours, 6 vox2vec)", K::Defines).at_least(1);
+  t.add("--blocks", "blocks", o.blocks, "ResBlocks per level", K::Defines).at_least(1);
+  t.add("--spacing", "spacing", o.spacing, "resample to X Y Z mm (default: CT 1 1 2, MRI 1.5 1.5 1.5)", K::Defines, 3)
+      .above(0).finite();
+  t.add("--device", "device", o.device, "cpu | cuda | cuda:N | auto (the first GPU when there is one, else cpu)", K::Recorded);
+  t.add("--threads", "threads", o.threads, "CPU threads for the math (0: all cores)", K::NotSaved).at_least(0);
+  t.add("--loader-threads", "loader_threads", o.loader_threads, "threads preparing batches ahead", K::NotSaved).at_least(1);
+  t.add("--seed", "seed", o.seed, "seed of the initialization and of the data sampling", K::Defines);
+  t.add("--save-every", "save_every", o.save_every, "steps between checkpoints", K::Resumable).at_least(1);
+}
 
 std::atomic<int> g_signal{0};
 extern "C" void on_signal(int s) { g_signal = s; }
 
 // A run stops with one of these: the message is printed, the process exits with the code.
+// (codes: apps/README.md).
 struct Fatal {
   std::string message;
   int code = 1;
@@ -102,7 +147,7 @@ models::PretrainConfig model_config(const Options& o) {
 
 // NIfTI images under dir, recursively, sorted; label folders (labelsTr, labelsTs) are skipped.
 std::vector<std::string> find_images(const std::string& dir) {
-  if (!fs::is_directory(dir)) throw Fatal{"--data " + dir + ": not a folder"};
+  if (!fs::is_directory(dir)) throw Fatal{"--data " + dir + ": not a folder", 3};
   return data::find_nifti_files(dir);
 }
 
@@ -110,6 +155,7 @@ data::PreprocessConfig preprocess_config(const Options& o, data::Modality m) {
   data::PreprocessConfig p = m == data::Modality::CT ? data::PreprocessConfig::ct() : data::PreprocessConfig::mri();
   if (o.spacing.size() == 3) p.spacing = {o.spacing[0], o.spacing[1], o.spacing[2]};
   p.min_size = {o.patch[0], o.patch[1], o.patch[2]};
+  if (m == data::Modality::CT) p.set_ct_window(o.ct_window);
   return p;
 }
 
@@ -117,7 +163,7 @@ data::PreprocessConfig preprocess_config(const Options& o, data::Modality m) {
 // a warning. Throws Fatal when nothing usable remains.
 std::vector<data::PreprocessedVolume> load_volumes(const Options& o, app::RunFolder& run, std::string* modality_used) {
   std::vector<std::string> files = find_images(o.data);
-  if (files.empty()) throw Fatal{"--data " + o.data + ": no NIfTI files (.nii, .nii.gz, .hdr) found in the folder or below it"};
+  if (files.empty()) throw Fatal{"--data " + o.data + ": no NIfTI files (.nii, .nii.gz, .hdr) found in the folder or below it", 3};
   run.log("found " + std::to_string(files.size()) + " NIfTI file(s) under " + o.data);
   std::vector<data::PreprocessedVolume> vols;
   int unreadable = 0, small = 0;
@@ -159,7 +205,7 @@ std::vector<data::PreprocessedVolume> load_volumes(const Options& o, app::RunFol
   }
   if (vols.empty())
     throw Fatal{"no usable volume under " + o.data + ": " + std::to_string(unreadable) + " unreadable, " +
-                std::to_string(small) + " smaller than the patch (first: " + first_problem + ")"};
+                std::to_string(small) + " smaller than the patch (first: " + first_problem + ")", 3};
   run.log("using " + std::to_string(vols.size()) + " volume(s) (" + *modality_used + "), skipped " +
           std::to_string(unreadable + small));
   return vols;
@@ -211,10 +257,27 @@ std::string pick_checkpoint(app::RunFolder& run) {
   return "";
 }
 
-int run_pretraining(Options& o, const CLI::App& app) {
+// Refusals that need more than one setting (each setting's own range is checked by the table).
+void check_combinations(const Options& o) {
+  try {
+    data::PreprocessConfig().set_ct_window(o.ct_window);
+  } catch (const std::exception& e) {
+    throw app::UsageError(std::string("--ct-window: ") + e.what());
+  }
+  const int scales = o.scales > 0 ? o.scales : (o.arch == "vox2vec" ? models::PretrainConfig::vox2vec().scales
+                                                                    : models::PretrainConfig::ours().scales);
+  const int64_t m = int64_t(1) << (scales - 1);
+  for (int64_t p : o.patch)
+    if (p % m != 0)
+      throw app::UsageError("--patch " + std::to_string(o.patch[0]) + " " + std::to_string(o.patch[1]) + " " +
+                            std::to_string(o.patch[2]) + ": each size must be a multiple of 2^(scales-1) = " +
+                            std::to_string(m) + " with " + std::to_string(scales) + " scales (--scales, --arch)");
+}
+
+int run_pretraining(Options& o, app::SettingsTable& table, const CLI::App& app) {
   if (o.demo) apply_demo(o, app);
   if (o.out.empty()) {
-    if (o.resume) throw Fatal{"--resume needs the run folder: -o RUN", 2};
+    if (o.resume) throw Fatal{"--resume needs the run folder: --resume RUN (or -o RUN --resume)", 2};
     char b[32];
     std::time_t t = std::time(nullptr);
     std::strftime(b, sizeof(b), "%Y%m%d-%H%M%S", std::localtime(&t));
@@ -228,7 +291,7 @@ int run_pretraining(Options& o, const CLI::App& app) {
   }
   app::RunFolder& run = *run_ptr;
 
-  // Resume: the run's own settings win, except the ones that may change between sessions.
+  // Resume: the run's own settings win, except the ones that may change between sessions (app::Kind).
   std::string ckpt;
   models::TrainingMeta meta;
   const bool has_checkpoint = run.exists("checkpoint_latest.safetensors") || run.exists("checkpoint_previous.safetensors");
@@ -241,45 +304,23 @@ int run_pretraining(Options& o, const CLI::App& app) {
     if (ckpt.empty()) throw Fatal{"--resume: no intact checkpoint in " + o.out + " (see the refusals above)"};
     models::SafeTensors st = models::read_safetensors(ckpt);
     meta = models::read_training_meta(st, ckpt);
-    Options keep = o;
-    o.from_json(json::parse(meta.data_json));
-    // Flags that define the run cannot change on --resume; say so instead of ignoring them silently.
-    const json given = keep.to_json(), kept = o.to_json();
-    for (const auto& [flag, key] : std::vector<std::pair<std::string, std::string>>{
-             {"--arch", "arch"}, {"--aug", "aug"}, {"--modality", "modality"}, {"--batch-pairs", "batch_pairs"},
-             {"--voxels-per-pair", "voxels_per_pair"}, {"--base-channels", "base_channels"}, {"--scales", "scales"},
-             {"--blocks", "blocks"}, {"--patch", "patch"}, {"--spacing", "spacing"},
-             {"--lambda", "lambda"}, {"--tau", "tau"}, {"--no-restoration", "no_restoration"},
-             {"--restoration-1x1", "restoration_1x1"}, {"--freeze-projections", "freeze_projections"}, {"--seed", "seed"}})
-      if (app.count(flag) && given.at(key) != kept.at(key))
-        run.log("note: " + flag + " " + given.at(key).dump() + " ignored: a resumed run keeps its " + key + " = " +
-                kept.at(key).dump());
-    if (app.count("--data")) o.data = keep.data;  // the volumes moved
-    if (!app.count("--steps")) o.steps = json::parse(meta.data_json).at("steps");  // --steps extends a run
-    if (app.count("--lr") && keep.lr != o.lr) {  // e.g. lower after a divergence; Adam's moments are kept
-      run.log("note: learning rate changed on resume from " + fmt("%g", o.lr) + " to " + fmt("%g", keep.lr));
-      o.lr = keep.lr;
-    }
-    if (!app.count("--save-every")) o.save_every = json::parse(meta.data_json).at("save_every");
+    for (const std::string& note : table.resume(json::parse(meta.data_json))) run.log(note);
   } else if (has_checkpoint) {
-    throw Fatal{"the run folder " + o.out + " already holds a checkpoint: add --resume to continue it, or choose another -o"};
+    throw Fatal{"the run folder " + o.out + " already holds a checkpoint: add --resume to continue it, or choose another -o", 2};
   }
   if (o.data.empty()) throw Fatal{"--data DIR is required (or --demo)", 2};
-  if (o.patch.size() != 3 || o.patch[0] < 1 || o.patch[1] < 1 || o.patch[2] < 1) throw Fatal{"--patch needs three positive sizes", 2};
 
   // Threads and device.
   const int threads = app::set_math_threads(o.threads);
   Device device;
   try {
     device = app::open_device(o.device);
-  } catch (const app::BadDeviceName& e) {
-    throw Fatal{e.what(), 2};
-  } catch (const Error& e) {
-    throw Fatal{e.what()};
+  } catch (const Error& e) {  // an unknown name, or a GPU asked for where none is usable: the command line's
+    throw Fatal{e.what(), 2};  // fault on this machine
   }
-  o.device = device.str();  // "auto" resolved, as recorded in config.json
-
   run.log("hdssl pretrain: " + o.out + (o.resume ? " (resuming from " + ckpt + ")" : ""));
+  run.log(app::device_line(o.device, device));
+  o.device = device.str();  // "auto" resolved, as recorded in config.json
   std::string modality_used;
   std::vector<data::PreprocessedVolume> vols = load_volumes(o, run, &modality_used);
 
@@ -289,10 +330,12 @@ int run_pretraining(Options& o, const CLI::App& app) {
   models::Pretrainer model(mc, init_rng, {DType::F32, Device::cpu()});
   model.to(device);
   model.train();
-  std::vector<Variable> params = model.parameters();
-  AdamArgs aa;
-  aa.lr = o.lr;
-  Adam adam(params, aa);
+  models::StepSettings ss;
+  ss.lr = o.lr;
+  ss.clip = o.clip;
+  models::PretrainStep step_fn(model, ss);
+  Adam& adam = step_fn.optimizer();
+  const std::vector<Variable>& params = step_fn.parameters();
   int64_t start = 0;
   if (o.resume) {
     meta = models::load_training_checkpoint(ckpt, model, adam);
@@ -308,11 +351,19 @@ int run_pretraining(Options& o, const CLI::App& app) {
   dc.aug = o.aug == "local" ? data::PretrainConfig::Aug::Local : o.aug == "vox2vec" ? data::PretrainConfig::Aug::Vox2vec
                                                                                     : data::PretrainConfig::Aug::None;
   dc.vox2vec.ct = modality_used == "ct";
+  dc.volumes = o.batch_volumes == "one" ? data::PretrainConfig::Volumes::OneVolume : data::PretrainConfig::Volumes::PerPair;
+  dc.vox2vec.program_order = o.vox2vec_order == "program";
+  dc.local.shuffle_block_min = {o.shuffle_block_min[0], o.shuffle_block_min[1], o.shuffle_block_min[2]};
+  if (dc.vox2vec.ct) {
+    const data::PreprocessConfig ppc = preprocess_config(o, data::Modality::CT);
+    dc.vox2vec.data_window_lo = ppc.ct_clip_lo;
+    dc.vox2vec.data_window_hi = ppc.ct_clip_hi;
+  }
   dc.seed = o.seed;
   data::PretrainLoader loader(std::move(vols), dc, o.loader_threads, 2);
   loader.seek(o.resume ? meta.sampler_position : 0);
 
-  json cfg = o.to_json();
+  json cfg = table.to_json();
   cfg["model"] = json::parse(mc.to_json());
   cfg["modality_used"] = modality_used;
   cfg["preprocessing"] = preprocess_config(o, modality_used == "mri" ? data::Modality::MRI : data::Modality::CT).key();
@@ -334,7 +385,7 @@ int run_pretraining(Options& o, const CLI::App& app) {
     m.step = step;
     m.sampler_position = loader.position();
     m.model_json = mc.to_json();
-    m.data_json = o.to_json().dump();
+    m.data_json = table.to_json().dump();
     const RngState& s = init_rng.state();
     m.rng_json = json{{"model_init", {{"seed", s.seed}, {"stream", s.stream}, {"counter", s.counter}}},
                       {"loader", {{"seed", dc.seed}, {"rule", "pair b of batch k uses Rng(seed).split(k).split(b)"}}}}.dump();
@@ -373,31 +424,14 @@ int run_pretraining(Options& o, const CLI::App& app) {
     models::PretrainInputs in{b.view_a.to(device), b.view_b.to(device), b.target_a.to(device), b.target_b.to(device),
                               b.coords_a.to(device), b.coords_b.to(device)};
     if (step == o.debug_nan_at) in.view_a = Tensor::full(in.view_a.shape(), NAN, DType::F32, device);
-    models::PretrainLoss loss = model.loss(in);
-    const double lc = loss.contrastive.value().item();
-    const double lr = loss.restoration.defined() ? loss.restoration.value().item() : 0.0;
-    const double l = loss.total.value().item();
-    if (!std::isfinite(l))
-      throw Fatal{"step " + std::to_string(step) + ": the loss is not finite (L = " + fmt("%g", l) + ", Lc = " + fmt("%g", lc) +
-                  " [InfoNCE of the embeddings], Lr = " + fmt("%g", lr) + " [restoration MSE]); stopping without saving. " +
-                  "The last checkpoint in " + o.out + " is intact: continue with --resume, perhaps with a smaller --lr.", 4};
-    loss.total.backward();
-    loss = {};
-    const double gn = grad_norm(params);
-    if (!std::isfinite(gn)) {
-      std::string culprit = "?";
-      for (auto& [name, v] : model.named_parameters()) {
-        if (!v.grad().defined()) continue;
-        Tensor s = Tensor::zeros({1}, v.grad().dtype(), v.grad().device());
-        backend(v.device()).sum_squares(v.grad(), s);
-        if (!std::isfinite(s.item())) { culprit = name; break; }
-      }
-      throw Fatal{"step " + std::to_string(step) + ": the gradient norm is not finite (first non-finite gradient: " + culprit +
-                  "); stopping without saving. The last checkpoint in " + o.out + " is intact: continue with --resume, perhaps with a "
-                  "smaller --lr.", 4};
+    models::StepResult r;
+    try {
+      r = step_fn.run(in, step);
+    } catch (const models::StepDiverged& e) {
+      throw Fatal{std::string(e.what()) + "; stopping without saving. The last checkpoint in " + o.out +
+                      " is intact: continue with --resume, perhaps with a smaller --lr.", 4};
     }
-    adam.step(clip_coefficient(gn, o.clip));
-    adam.zero_grad();
+    const double lc = r.lc(), lr = r.lr(), l = r.l(), gn = r.grad_norm;
 
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     std::vector<std::pair<std::string, double>> terms{{"Lc", lc}};
@@ -418,7 +452,7 @@ int run_pretraining(Options& o, const CLI::App& app) {
     if (stop) {
       progress.finish();
       run.log("interrupted by signal " + std::to_string(int(g_signal)) + " after step " + std::to_string(step) +
-              "; checkpoint saved. Continue with: pretrain -o " + o.out + " --resume");
+              "; checkpoint saved. Continue with: pretrain --resume " + o.out);
       return 130;
     }
   }
@@ -448,48 +482,22 @@ int main(int argc, char** argv) {
   Options o;
   CLI::App app{"hdssl pretrain: dense self-supervised pretraining of a 3D FPN on NIfTI volumes (Kats et al. 2024).\n"
                "Defaults are the paper's. Ablation rows as flags: see docs/ablation.md."};
-  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);  // a repeated flag: the last wins
-  app.add_option("--data", o.data, "folder searched recursively for NIfTI volumes (labelsTr/ is skipped)");
-  app.add_option("-o,--out", o.out, "run folder (default runs/pretrain-ARCH-TIME)");
-  app.add_option("--cache", o.cache, "folder for preprocessed volumes, reused by later runs (with --modality ct|mri)");
-  app.add_option("--modality", o.modality, "ct | mri | auto (auto: CT when a volume has values below -200)")
-      ->check(CLI::IsMember({"ct", "mri", "auto"}))->capture_default_str();
-  app.add_option("--steps", o.steps, "optimizer steps in total")->capture_default_str()->check(CLI::PositiveNumber);
-  app.add_option("--batch-pairs", o.batch_pairs, "patch pairs per step (B)")->capture_default_str()->check(CLI::PositiveNumber);
-  app.add_option("--patch", o.patch, "patch size X Y Z in voxels")->expected(3)->capture_default_str()
-      ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
-  app.add_option("--voxels-per-pair", o.voxels_per_pair, "positive voxel pairs per patch pair (n)")->capture_default_str()->check(CLI::PositiveNumber);
-  app.add_option("--lr", o.lr, "Adam learning rate")->capture_default_str();
-  app.add_option("--lambda", o.lambda, "weight of the restoration loss Lr")->capture_default_str();
-  app.add_option("--tau", o.tau, "InfoNCE temperature")->capture_default_str();
-  app.add_option("--arch", o.arch, "ours (balanced FPN, base 32, 5 scales) | vox2vec (base 16, 6 scales, raw concat)")
-      ->check(CLI::IsMember({"ours", "vox2vec"}))->capture_default_str();
-  app.add_option("--aug", o.aug, "local (shuffle, Bezier, in-painting) | vox2vec (blur/sharpen, noise, window) | none")
-      ->check(CLI::IsMember({"local", "vox2vec", "none"}))->capture_default_str();
-  app.add_flag("--no-restoration", o.no_restoration, "train with InfoNCE only (no Lr)");
-  app.add_flag("--restoration-1x1", o.restoration_1x1, "restoration head = one 1x1x1 conv (the published program)");
-  app.add_flag("--freeze-projections", o.freeze_projections, "keep the per-scale projections at their random init");
-  app.add_option("--base-channels", o.base, "channels of pyramid level 0 (default: 32 ours, 16 vox2vec)");
-  app.add_option("--scales", o.scales, "pyramid levels (default: 5 ours, 6 vox2vec)");
-  app.add_option("--blocks", o.blocks, "ResBlocks per level")->capture_default_str();
-  app.add_option("--spacing", o.spacing, "resample to X Y Z mm (default: CT 1 1 2, MRI 1.5 1.5 1.5)")->expected(3)
-      ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
-  app.add_option("--device", o.device, "cpu | cuda | cuda:N | auto (the first GPU when there is one, else cpu)")
-      ->capture_default_str();
-  app.add_option("--threads", o.threads, "CPU threads for the math (default: all cores)");
-  app.add_option("--loader-threads", o.loader_threads, "threads preparing batches ahead")->capture_default_str();
-  app.add_option("--seed", o.seed, "seed of the initialization and of the data sampling")->capture_default_str();
-  app.add_flag("--resume", o.resume, "continue the run in -o from its last intact checkpoint");
-  app.add_option("--save-every", o.save_every, "steps between checkpoints")->capture_default_str()->check(CLI::PositiveNumber);
+  app::SettingsTable table(app);  // also: a repeated flag, the last wins
+  declare_settings(table, o);
+  app::ResumeFlag resume(app, "continue the run RUN (or the one in -o) from its last intact checkpoint");
   app.add_flag("--demo", o.demo, "synthesize CT phantoms if absent and pretrain a small model on the CPU (minutes)");
   app.add_option("--debug-nan-at", o.debug_nan_at, "testing: poison the input of this step with NaN")->group("");
+  if (int rc = app::parse_command_line(app, argc, argv); rc >= 0) return rc;
   try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    return app.exit(e) == 0 ? 0 : 2;  // -h prints the help and exits 0; a bad command line exits 2
+    table.check_ranges();
+    check_combinations(o);
+    o.resume = resume.apply(&o.out, table.given("-o,--out"));
+  } catch (const app::UsageError& e) {
+    std::cerr << "pretrain: error: " << e.what() << std::endl;
+    return 2;
   }
   try {
-    return run_pretraining(o, app);
+    return run_pretraining(o, table, app);
   } catch (const Fatal& f) {
     std::cerr << "pretrain: error: " << f.message << std::endl;
     return f.code;

@@ -29,7 +29,11 @@ int main(int argc, char** argv) {
   app.add_option("--spacing", spacing, "voxel size in mm (x y z)")->expected(3)->check(CLI::PositiveNumber);
   app.add_option("--fov", fov, "field of view in mm (x y z)")->expected(3)->check(CLI::PositiveNumber);
   app.add_option("--png", png, "also write an axial slice of the first case (with its labels) as PNG");
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;  // -h: 0; a bad command line: 2 (apps/README.md, exit codes)
+  }
 
   PhantomConfig cfg;
   cfg.modality = modality == "ct" ? Modality::CT : Modality::MRI;

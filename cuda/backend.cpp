@@ -1,8 +1,9 @@
 // CudaBackend: the engine's backend interface (engine/backend.h) on one CUDA device.
 //
-// Each method checks its tensors (device, dtype, shape), then hands raw pointers to a launcher in
-// cuda/kernels/ or to cuDNN (conv3d_cudnn.cpp) / cuBLAS (matmul_cublas.cpp). Everything is queued on the
-// context's single stream; only copy_to_host and synchronize wait. Memory comes from the caching allocator.
+// Each method receives arguments already checked against the contract (engine/dispatch.cpp: device, dtype,
+// shape) and hands raw pointers to a launcher in cuda/kernels/ or to cuDNN (conv3d_cudnn.cpp) / cuBLAS
+// (matmul_cublas.cpp). Everything is queued on the context's single stream; only copy_to_host and
+// synchronize wait. Memory comes from the caching allocator.
 //
 // The backend object and its context are created by init() and deliberately never destroyed: tensors that
 // live in static objects may release their storage during program exit, after any destructor of ours
@@ -18,7 +19,7 @@
 #include "cuda/conv3d_cudnn.h"
 #include "cuda/kernels/kernels.h"
 #include "cuda/matmul_cublas.h"
-#include "engine/backend.h"
+#include "engine/backend_impl.h"
 
 namespace hdssl::cuda {
 
@@ -27,53 +28,7 @@ void create_context(int device);  // context.cpp
 namespace {
 namespace k = kernels;
 
-void check_on_cuda(const Tensor& t, const char* op, const char* name) {
-  HDSSL_CHECK(t.defined()) << op << ": " << name << " is undefined";
-  HDSSL_CHECK(t.device().is_cuda()) << op << ": " << name << " must be on CUDA, got " << t.describe();
-}
-void check_same(const Tensor& a, const Tensor& b, const char* op) {
-  check_on_cuda(a, op, "input");
-  check_on_cuda(b, op, "input");
-  HDSSL_CHECK(a.shape() == b.shape() && a.dtype() == b.dtype())
-      << op << ": " << a.describe() << " vs " << b.describe();
-}
-void check_scalar(const Tensor& s, const Tensor& like, const char* op) {
-  check_on_cuda(s, op, "scalar");
-  HDSSL_CHECK(s.numel() == 1 && s.dtype() == like.dtype())
-      << op << ": expected a [1] " << dtype_name(like.dtype()) << " tensor, got " << s.describe();
-}
-void check_vec(const Tensor& v, int64_t n, const Tensor& like, const char* op, const char* name) {
-  check_on_cuda(v, op, name);
-  HDSSL_CHECK(v.dim() == 1 && v.size(0) == n && v.dtype() == like.dtype())
-      << op << ": " << name << " must be [" << n << "] " << dtype_name(like.dtype()) << ", got " << v.describe();
-}
-void check_5d(const Tensor& t, const char* op) {
-  check_on_cuda(t, op, "volume");
-  HDSSL_CHECK(t.dim() == 5) << op << ": expected a 5D N,C,X,Y,Z tensor, got " << t.describe();
-}
-
-// Calls f(T{}) for T = float or double by the tensor's dtype.
-template <class F>
-void dispatch_float(DType t, const char* op, F&& f) {
-  if (t == DType::F32) f(float{});
-  else if (t == DType::F64) f(double{});
-  else HDSSL_CHECK(false) << op << ": float32 or float64 expected, got " << dtype_name(t);
-}
-
-// x viewed as [outer, C, inner] with C = x.size(1).
-struct ChannelView {
-  int64_t outer, C, inner;
-};
-ChannelView channel_view(const Tensor& x, const char* op) {
-  HDSSL_CHECK(x.dim() >= 2) << op << ": expected at least 2 dims (N, C, ...), got " << x.describe();
-  const int64_t outer = x.size(0), C = x.size(1);
-  return {outer, C, outer * C == 0 ? 0 : x.numel() / (outer * C)};
-}
-
-template <class T> const T* ptr_or_null(const Tensor& t) { return t.defined() ? t.data<T>() : nullptr; }
-template <class T> T* mut_or_null(Tensor& t) { return t.defined() ? t.data<T>() : nullptr; }
-
-class CudaBackend final : public Backend {
+class CudaBackend final : public BackendImpl {
  public:
   Device device() const override { return Device::cuda(ctx().device); }
 
@@ -96,7 +51,6 @@ class CudaBackend final : public Backend {
 
   // ---- elementwise ----
   void fill(Tensor& out, double value) override {
-    check_on_cuda(out, "fill", "out");
     if (out.dtype() == DType::I32) return k::fill<int32_t>(out.data<int32_t>(), out.numel(), value);
     dispatch_float(out.dtype(), "fill", [&](auto tag) {
       using T = decltype(tag);
@@ -104,9 +58,6 @@ class CudaBackend final : public Backend {
     });
   }
   void cast(const Tensor& x, Tensor& out) override {
-    check_on_cuda(x, "cast", "x");
-    check_on_cuda(out, "cast", "out");
-    HDSSL_CHECK(x.shape() == out.shape()) << "cast: " << x.describe() << " -> " << out.describe();
     auto to = [&](auto* src) {
       using S = std::remove_const_t<std::remove_pointer_t<decltype(src)>>;
       if (out.dtype() == DType::F32) k::cast<S, float>(src, out.data<float>(), x.numel());
@@ -118,46 +69,36 @@ class CudaBackend final : public Backend {
     else to(static_cast<const int32_t*>(x.data<int32_t>()));
   }
   void axpby(double a, const Tensor& x, double b, const Tensor& y, Tensor& out) override {
-    check_same(x, y, "axpby");
-    check_same(x, out, "axpby");
     dispatch_float(x.dtype(), "axpby", [&](auto tag) {
       using T = decltype(tag);
       k::axpby<T>(a, x.data<T>(), b, y.data<T>(), out.data<T>(), x.numel());
     });
   }
   void mul(const Tensor& x, const Tensor& y, Tensor& out) override {
-    check_same(x, y, "mul");
-    check_same(x, out, "mul");
     dispatch_float(x.dtype(), "mul", [&](auto tag) {
       using T = decltype(tag);
       k::mul<T>(x.data<T>(), y.data<T>(), out.data<T>(), x.numel());
     });
   }
   void relu_forward(const Tensor& x, Tensor& y) override {
-    check_same(x, y, "relu_forward");
     dispatch_float(x.dtype(), "relu_forward", [&](auto tag) {
       using T = decltype(tag);
       k::relu_forward<T>(x.data<T>(), y.data<T>(), x.numel());
     });
   }
   void relu_backward(const Tensor& y, const Tensor& dy, Tensor& dx) override {
-    check_same(y, dy, "relu_backward");
-    check_same(y, dx, "relu_backward");
     dispatch_float(y.dtype(), "relu_backward", [&](auto tag) {
       using T = decltype(tag);
       k::relu_backward<T>(y.data<T>(), dy.data<T>(), dx.data<T>(), y.numel());
     });
   }
   void sigmoid_forward(const Tensor& x, Tensor& y) override {
-    check_same(x, y, "sigmoid_forward");
     dispatch_float(x.dtype(), "sigmoid_forward", [&](auto tag) {
       using T = decltype(tag);
       k::sigmoid_forward<T>(x.data<T>(), y.data<T>(), x.numel());
     });
   }
   void sigmoid_backward(const Tensor& y, const Tensor& dy, Tensor& dx) override {
-    check_same(y, dy, "sigmoid_backward");
-    check_same(y, dx, "sigmoid_backward");
     dispatch_float(y.dtype(), "sigmoid_backward", [&](auto tag) {
       using T = decltype(tag);
       k::sigmoid_backward<T>(y.data<T>(), dy.data<T>(), dx.data<T>(), y.numel());
@@ -166,25 +107,19 @@ class CudaBackend final : public Backend {
 
   // ---- reductions ----
   void sum_all(const Tensor& x, Tensor& out) override {
-    check_on_cuda(x, "sum_all", "x");
-    check_scalar(out, x, "sum_all");
     dispatch_float(x.dtype(), "sum_all", [&](auto tag) {
       using T = decltype(tag);
       k::sum_all<T>(x.data<T>(), x.numel(), out.data<T>());
     });
   }
   void sum_squares(const Tensor& x, Tensor& out) override {
-    check_on_cuda(x, "sum_squares", "x");
-    check_scalar(out, x, "sum_squares");
     dispatch_float(x.dtype(), "sum_squares", [&](auto tag) {
       using T = decltype(tag);
       k::sum_squares_accumulate<T>(x.data<T>(), x.numel(), out.data<T>());
     });
   }
   void channel_sum(const Tensor& x, Tensor& out) override {
-    check_on_cuda(x, "channel_sum", "x");
-    const ChannelView v = channel_view(x, "channel_sum");
-    check_vec(out, v.C, x, "channel_sum", "out");
+    const ChannelView v = channel_view(x);
     dispatch_float(x.dtype(), "channel_sum", [&](auto tag) {
       using T = decltype(tag);
       k::channel_sum<T>(x.data<T>(), v.outer, v.C, v.inner, out.data<T>());
@@ -204,66 +139,33 @@ class CudaBackend final : public Backend {
 
   // ---- pooling, upsampling, cropping ----
   void maxpool2_forward(const Tensor& x, Tensor& y, Tensor& idx) override {
-    check_5d(x, "maxpool2");
-    check_on_cuda(y, "maxpool2", "y");
-    check_on_cuda(idx, "maxpool2", "idx");
     const int64_t X = x.size(2), Y = x.size(3), Z = x.size(4);
-    const Shape ys{x.size(0), x.size(1), (X + 1) / 2, (Y + 1) / 2, (Z + 1) / 2};
-    HDSSL_CHECK(y.shape() == ys && y.dtype() == x.dtype() && idx.shape() == ys && idx.dtype() == DType::I32)
-        << "maxpool2: x " << x.describe() << " y " << y.describe() << " idx " << idx.describe();
     dispatch_float(x.dtype(), "maxpool2", [&](auto tag) {
       using T = decltype(tag);
       k::maxpool2_forward<T>(x.data<T>(), y.data<T>(), idx.data<int32_t>(), x.size(0) * x.size(1), X, Y, Z);
     });
   }
   void maxpool2_backward(const Tensor& dy, const Tensor& idx, Tensor& dx) override {
-    check_5d(dx, "maxpool2_backward");
-    check_on_cuda(dy, "maxpool2_backward", "dy");
-    check_on_cuda(idx, "maxpool2_backward", "idx");
     const int64_t X = dx.size(2), Y = dx.size(3), Z = dx.size(4);
-    const Shape ys{dx.size(0), dx.size(1), (X + 1) / 2, (Y + 1) / 2, (Z + 1) / 2};
-    HDSSL_CHECK(dy.shape() == ys && dy.dtype() == dx.dtype() && idx.shape() == ys && idx.dtype() == DType::I32)
-        << "maxpool2_backward: dy " << dy.describe() << " idx " << idx.describe() << " dx " << dx.describe();
     dispatch_float(dx.dtype(), "maxpool2_backward", [&](auto tag) {
       using T = decltype(tag);
       k::maxpool2_backward<T>(dy.data<T>(), idx.data<int32_t>(), dx.data<T>(), dx.size(0) * dx.size(1), X, Y, Z);
     });
   }
   void upsample2_forward(const Tensor& x, Tensor& y) override {
-    check_5d(x, "upsample2");
-    check_on_cuda(y, "upsample2", "y");
-    HDSSL_CHECK(y.shape() == Shape({x.size(0), x.size(1), 2 * x.size(2), 2 * x.size(3), 2 * x.size(4)}) &&
-                y.dtype() == x.dtype())
-        << "upsample2: x " << x.describe() << " y " << y.describe();
     dispatch_float(x.dtype(), "upsample2", [&](auto tag) {
       using T = decltype(tag);
       k::upsample2_forward<T>(x.data<T>(), y.data<T>(), x.size(0) * x.size(1), x.size(2), x.size(3), x.size(4));
     });
   }
   void upsample2_backward(const Tensor& dy, Tensor& dx) override {
-    check_5d(dx, "upsample2_backward");
-    check_on_cuda(dy, "upsample2_backward", "dy");
-    HDSSL_CHECK(dy.shape() == Shape({dx.size(0), dx.size(1), 2 * dx.size(2), 2 * dx.size(3), 2 * dx.size(4)}) &&
-                dy.dtype() == dx.dtype())
-        << "upsample2_backward: dy " << dy.describe() << " dx " << dx.describe();
     dispatch_float(dx.dtype(), "upsample2_backward", [&](auto tag) {
       using T = decltype(tag);
       k::upsample2_backward<T>(dy.data<T>(), dx.data<T>(), dx.size(0) * dx.size(1), dx.size(2), dx.size(3),
                                dx.size(4));
     });
   }
-  static void check_crop(const Tensor& big, const Tensor& small, const int64_t o[3], const char* op) {
-    check_5d(big, op);
-    check_5d(small, op);
-    HDSSL_CHECK(big.size(0) == small.size(0) && big.size(1) == small.size(1) && big.dtype() == small.dtype())
-        << op << ": " << big.describe() << " vs box " << small.describe();
-    for (int d = 0; d < 3; ++d)
-      HDSSL_CHECK(o[d] >= 0 && o[d] + small.size(2 + d) <= big.size(2 + d))
-          << op << ": box " << shape_str(small.shape()) << " at offset (" << o[0] << ", " << o[1] << ", " << o[2]
-          << ") does not fit in " << big.describe();
-  }
   void crop_forward(const Tensor& x, Tensor& y, const int64_t offset[3]) override {
-    check_crop(x, y, offset, "crop");
     const int64_t xd[3] = {x.size(2), x.size(3), x.size(4)}, box[3] = {y.size(2), y.size(3), y.size(4)};
     dispatch_float(x.dtype(), "crop", [&](auto tag) {
       using T = decltype(tag);
@@ -271,7 +173,6 @@ class CudaBackend final : public Backend {
     });
   }
   void crop_backward(const Tensor& dy, Tensor& dx, const int64_t offset[3]) override {
-    check_crop(dx, dy, offset, "crop_backward");
     const int64_t xd[3] = {dx.size(2), dx.size(3), dx.size(4)}, box[3] = {dy.size(2), dy.size(3), dy.size(4)};
     dispatch_float(dx.dtype(), "crop_backward", [&](auto tag) {
       using T = decltype(tag);
@@ -281,17 +182,7 @@ class CudaBackend final : public Backend {
 
   // ---- channel concatenation: one strided 2D copy (rows = outer, row = the channel block) ----
   void copy_channels(const Tensor& src, Tensor& dst, int64_t c0, bool reverse) override {
-    check_on_cuda(src, "copy_channels", "src");
-    check_on_cuda(dst, "copy_channels", "dst");
-    HDSSL_CHECK(src.dim() >= 2 && src.dim() == dst.dim() && src.dtype() == dst.dtype())
-        << "copy_channels: " << src.describe() << " vs " << dst.describe();
-    for (int64_t d = 0; d < src.dim(); ++d)
-      HDSSL_CHECK(d == 1 || src.size(d) == dst.size(d))
-          << "copy_channels: " << src.describe() << " vs " << dst.describe();
     const int64_t outer = src.size(0), Cs = src.size(1), Cd = dst.size(1);
-    HDSSL_CHECK(c0 >= 0 && c0 + Cs <= Cd)
-        << "copy_channels: channels [" << c0 << ", " << c0 + Cs << ") of " << dst.describe();
-    HDSSL_CHECK(src.is_contiguous() && dst.is_contiguous()) << "copy_channels: tensors must be contiguous";
     const int64_t inner = Cs == 0 || outer == 0 ? 0 : src.numel() / (outer * Cs);
     const size_t es = dtype_size(src.dtype()), run = size_t(Cs * inner) * es, dpitch = size_t(Cd * inner) * es;
     if (run == 0 || outer == 0) return;
@@ -308,17 +199,10 @@ class CudaBackend final : public Backend {
                                Tensor& save_mean, Tensor& save_invstd, Tensor& running_mean, Tensor& running_var,
                                const BatchNormArgs& a) override {
     const char* op = "batchnorm_forward_train";
-    check_same(x, y, op);
-    const ChannelView v = channel_view(x, op);
-    if (gamma.defined()) check_vec(gamma, v.C, x, op, "gamma");
-    if (beta.defined()) check_vec(beta, v.C, x, op, "beta");
-    check_vec(save_mean, v.C, x, op, "save_mean");
-    check_vec(save_invstd, v.C, x, op, "save_invstd");
-    check_vec(running_mean, v.C, x, op, "running_mean");
-    check_vec(running_var, v.C, x, op, "running_var");
+    const ChannelView v = channel_view(x);
     dispatch_float(x.dtype(), op, [&](auto tag) {
       using T = decltype(tag);
-      k::batchnorm_forward_train<T>(x.data<T>(), ptr_or_null<T>(gamma), ptr_or_null<T>(beta), y.data<T>(),
+      k::batchnorm_forward_train<T>(x.data<T>(), gamma.data<T>(), beta.data<T>(), y.data<T>(),
                                     save_mean.data<T>(), save_invstd.data<T>(), running_mean.data<T>(),
                                     running_var.data<T>(), v.outer, v.C, v.inner, a.momentum, a.eps);
     });
@@ -326,33 +210,21 @@ class CudaBackend final : public Backend {
   void batchnorm_forward_eval(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& running_mean,
                               const Tensor& running_var, Tensor& y, const BatchNormArgs& a) override {
     const char* op = "batchnorm_forward_eval";
-    check_same(x, y, op);
-    const ChannelView v = channel_view(x, op);
-    if (gamma.defined()) check_vec(gamma, v.C, x, op, "gamma");
-    if (beta.defined()) check_vec(beta, v.C, x, op, "beta");
-    check_vec(running_mean, v.C, x, op, "running_mean");
-    check_vec(running_var, v.C, x, op, "running_var");
+    const ChannelView v = channel_view(x);
     dispatch_float(x.dtype(), op, [&](auto tag) {
       using T = decltype(tag);
-      k::batchnorm_forward_eval<T>(x.data<T>(), ptr_or_null<T>(gamma), ptr_or_null<T>(beta), running_mean.data<T>(),
+      k::batchnorm_forward_eval<T>(x.data<T>(), gamma.data<T>(), beta.data<T>(), running_mean.data<T>(),
                                    running_var.data<T>(), y.data<T>(), v.outer, v.C, v.inner, a.eps);
     });
   }
   void batchnorm_backward(const Tensor& x, const Tensor& dy, const Tensor& gamma, const Tensor& save_mean,
                           const Tensor& save_invstd, Tensor& dx, Tensor& dgamma, Tensor& dbeta) override {
     const char* op = "batchnorm_backward";
-    check_same(x, dy, op);
-    check_same(x, dx, op);
-    const ChannelView v = channel_view(x, op);
-    if (gamma.defined()) check_vec(gamma, v.C, x, op, "gamma");
-    check_vec(save_mean, v.C, x, op, "save_mean");
-    check_vec(save_invstd, v.C, x, op, "save_invstd");
-    if (dgamma.defined()) check_vec(dgamma, v.C, x, op, "dgamma");
-    if (dbeta.defined()) check_vec(dbeta, v.C, x, op, "dbeta");
+    const ChannelView v = channel_view(x);
     dispatch_float(x.dtype(), op, [&](auto tag) {
       using T = decltype(tag);
-      k::batchnorm_backward<T>(x.data<T>(), dy.data<T>(), ptr_or_null<T>(gamma), save_mean.data<T>(),
-                               save_invstd.data<T>(), dx.data<T>(), mut_or_null<T>(dgamma), mut_or_null<T>(dbeta),
+      k::batchnorm_backward<T>(x.data<T>(), dy.data<T>(), gamma.data<T>(), save_mean.data<T>(),
+                               save_invstd.data<T>(), dx.data<T>(), dgamma.data<T>(), dbeta.data<T>(),
                                v.outer, v.C, v.inner);
     });
   }
@@ -360,15 +232,9 @@ class CudaBackend final : public Backend {
   // ---- dense linear algebra ----
   void matmul(const Tensor& a, const Tensor& b, Tensor& out, bool trans_a, bool trans_b, double alpha,
               double beta) override {
-    check_on_cuda(a, "matmul", "a");
-    check_on_cuda(b, "matmul", "b");
-    check_on_cuda(out, "matmul", "out");
     cuda::matmul(a, b, out, trans_a, trans_b, alpha, beta);
   }
   void add_row_vector(const Tensor& x, const Tensor& v, Tensor& out) override {
-    check_same(x, out, "add_row_vector");
-    HDSSL_CHECK(x.dim() == 2) << "add_row_vector: x must be 2D, got " << x.describe();
-    check_vec(v, x.size(1), x, "add_row_vector", "v");
     dispatch_float(x.dtype(), "add_row_vector", [&](auto tag) {
       using T = decltype(tag);
       k::add_row_vector<T>(x.data<T>(), v.data<T>(), out.data<T>(), x.size(0), x.size(1));
@@ -376,20 +242,7 @@ class CudaBackend final : public Backend {
   }
 
   // ---- voxel gather ----
-  static void check_gather(const Tensor& feat, const Tensor& coords, int level, const Tensor& rows, const char* op) {
-    check_5d(feat, op);
-    check_on_cuda(coords, op, "coords");
-    check_on_cuda(rows, op, "rows");
-    HDSSL_CHECK(coords.dim() == 3 && coords.size(0) == feat.size(0) && coords.size(2) == 3 &&
-                coords.dtype() == DType::I32)
-        << op << ": coords must be int32 [B,n,3] with B = " << feat.size(0) << ", got " << coords.describe();
-    HDSSL_CHECK(level >= 0 && level < 31) << op << ": bad level " << level;
-    HDSSL_CHECK(rows.shape() == Shape({feat.size(0) * coords.size(1), feat.size(1)}) && rows.dtype() == feat.dtype())
-        << op << ": rows " << rows.describe() << " for features " << feat.describe() << " and coords "
-        << coords.describe();
-  }
   void gather_voxels(const Tensor& feat, const Tensor& coords, int level, Tensor& out) override {
-    check_gather(feat, coords, level, out, "gather_voxels");
     dispatch_float(feat.dtype(), "gather_voxels", [&](auto tag) {
       using T = decltype(tag);
       k::gather_voxels<T>(feat.data<T>(), coords.data<int32_t>(), out.data<T>(), feat.size(0), coords.size(1),
@@ -397,7 +250,6 @@ class CudaBackend final : public Backend {
     });
   }
   void gather_voxels_backward(const Tensor& dout, const Tensor& coords, int level, Tensor& dfeat) override {
-    check_gather(dfeat, coords, level, dout, "gather_voxels_backward");
     dispatch_float(dfeat.dtype(), "gather_voxels_backward", [&](auto tag) {
       using T = decltype(tag);
       k::gather_voxels_backward<T>(dout.data<T>(), coords.data<int32_t>(), dfeat.data<T>(), dfeat.size(0),
@@ -406,39 +258,25 @@ class CudaBackend final : public Backend {
   }
 
   // ---- row-wise ----
-  static void check_rows(const Tensor& x, const Tensor& per_row, const char* op) {
-    check_on_cuda(x, op, "x");
-    HDSSL_CHECK(x.dim() == 2) << op << ": [N,D] expected, got " << x.describe();
-    check_vec(per_row, x.size(0), x, op, "per-row output");
-  }
   void l2norm_forward(const Tensor& x, Tensor& y, Tensor& norms, double eps) override {
-    check_same(x, y, "l2norm_forward");
-    check_rows(x, norms, "l2norm_forward");
     dispatch_float(x.dtype(), "l2norm_forward", [&](auto tag) {
       using T = decltype(tag);
       k::l2norm_forward<T>(x.data<T>(), y.data<T>(), norms.data<T>(), x.size(0), x.size(1), eps);
     });
   }
   void l2norm_backward(const Tensor& dy, const Tensor& y, const Tensor& norms, Tensor& dx) override {
-    check_same(y, dy, "l2norm_backward");
-    check_same(y, dx, "l2norm_backward");
-    check_rows(y, norms, "l2norm_backward");
     dispatch_float(y.dtype(), "l2norm_backward", [&](auto tag) {
       using T = decltype(tag);
       k::l2norm_backward<T>(dy.data<T>(), y.data<T>(), norms.data<T>(), dx.data<T>(), y.size(0), y.size(1));
     });
   }
   void logsumexp_rows(const Tensor& x, Tensor& out) override {
-    check_rows(x, out, "logsumexp_rows");
     dispatch_float(x.dtype(), "logsumexp_rows", [&](auto tag) {
       using T = decltype(tag);
       k::logsumexp_rows<T>(x.data<T>(), out.data<T>(), x.size(0), x.size(1));
     });
   }
   void logsumexp_rows_backward(const Tensor& x, const Tensor& out, const Tensor& dout, Tensor& dx) override {
-    check_same(x, dx, "logsumexp_rows_backward");
-    check_rows(x, out, "logsumexp_rows_backward");
-    check_same(out, dout, "logsumexp_rows_backward");
     dispatch_float(x.dtype(), "logsumexp_rows_backward", [&](auto tag) {
       using T = decltype(tag);
       k::logsumexp_rows_backward<T>(x.data<T>(), out.data<T>(), dout.data<T>(), dx.data<T>(), x.size(0), x.size(1));
@@ -446,18 +284,8 @@ class CudaBackend final : public Backend {
   }
 
   // ---- losses ----
-  static void check_infonce(const Tensor& za, const Tensor& zb, double tau, const Tensor& lse_a,
-                            const Tensor& lse_b, const char* op) {
-    check_same(za, zb, op);
-    HDSSL_CHECK(za.dim() == 2 && za.size(0) > 0 && tau > 0)
-        << op << ": za, zb [N,D] with N > 0, tau > 0; got " << za.describe() << ", tau " << tau;
-    check_vec(lse_a, za.size(0), za, op, "lse_a");
-    check_vec(lse_b, za.size(0), za, op, "lse_b");
-  }
   void infonce_forward(const Tensor& za, const Tensor& zb, double tau, Tensor& loss, Tensor& lse_a,
                        Tensor& lse_b) override {
-    check_infonce(za, zb, tau, lse_a, lse_b, "infonce_forward");
-    check_scalar(loss, za, "infonce_forward");
     dispatch_float(za.dtype(), "infonce_forward", [&](auto tag) {
       using T = decltype(tag);
       k::infonce_forward<T>(za.data<T>(), zb.data<T>(), za.size(0), za.size(1), tau, loss.data<T>(),
@@ -466,10 +294,6 @@ class CudaBackend final : public Backend {
   }
   void infonce_backward(const Tensor& za, const Tensor& zb, double tau, const Tensor& lse_a, const Tensor& lse_b,
                         const Tensor& dloss, Tensor& dza, Tensor& dzb) override {
-    check_infonce(za, zb, tau, lse_a, lse_b, "infonce_backward");
-    check_scalar(dloss, za, "infonce_backward");
-    check_same(za, dza, "infonce_backward");
-    check_same(zb, dzb, "infonce_backward");
     dispatch_float(za.dtype(), "infonce_backward", [&](auto tag) {
       using T = decltype(tag);
       k::infonce_backward<T>(za.data<T>(), zb.data<T>(), za.size(0), za.size(1), tau, lse_a.data<T>(),
@@ -477,51 +301,31 @@ class CudaBackend final : public Backend {
     });
   }
   void mse_forward(const Tensor& x, const Tensor& target, Tensor& loss) override {
-    check_same(x, target, "mse_forward");
-    check_scalar(loss, x, "mse_forward");
     dispatch_float(x.dtype(), "mse_forward", [&](auto tag) {
       using T = decltype(tag);
       k::mse_forward<T>(x.data<T>(), target.data<T>(), x.numel(), loss.data<T>());
     });
   }
   void mse_backward(const Tensor& x, const Tensor& target, const Tensor& dloss, Tensor& dx) override {
-    check_same(x, target, "mse_backward");
-    check_same(x, dx, "mse_backward");
-    check_scalar(dloss, x, "mse_backward");
     dispatch_float(x.dtype(), "mse_backward", [&](auto tag) {
       using T = decltype(tag);
       k::mse_backward<T>(x.data<T>(), target.data<T>(), dloss.data<T>(), dx.data<T>(), x.numel());
     });
   }
   void bce_logits_forward(const Tensor& x, const Tensor& target, Tensor& loss) override {
-    check_same(x, target, "bce_logits_forward");
-    check_scalar(loss, x, "bce_logits_forward");
     dispatch_float(x.dtype(), "bce_logits_forward", [&](auto tag) {
       using T = decltype(tag);
       k::bce_logits_forward<T>(x.data<T>(), target.data<T>(), x.numel(), loss.data<T>());
     });
   }
   void bce_logits_backward(const Tensor& x, const Tensor& target, const Tensor& dloss, Tensor& dx) override {
-    check_same(x, target, "bce_logits_backward");
-    check_same(x, dx, "bce_logits_backward");
-    check_scalar(dloss, x, "bce_logits_backward");
     dispatch_float(x.dtype(), "bce_logits_backward", [&](auto tag) {
       using T = decltype(tag);
       k::bce_logits_backward<T>(x.data<T>(), target.data<T>(), dloss.data<T>(), dx.data<T>(), x.numel());
     });
   }
-  static int64_t dice_planes(const Tensor& p, const Tensor& sums, const char* op) {
-    HDSSL_CHECK(p.dim() >= 2 && p.size(0) * p.size(1) > 0) << op << ": p [N,K,...] expected, got " << p.describe();
-    const int64_t NK = p.size(0) * p.size(1);
-    check_on_cuda(sums, op, "sums");
-    HDSSL_CHECK(sums.shape() == (Shape{NK, 3}) && sums.dtype() == p.dtype())
-        << op << ": sums must be [" << NK << ",3], got " << sums.describe();
-    return NK;
-  }
   void soft_dice_forward(const Tensor& p, const Tensor& g, Tensor& loss, Tensor& sums) override {
-    check_same(p, g, "soft_dice_forward");
-    check_scalar(loss, p, "soft_dice_forward");
-    const int64_t NK = dice_planes(p, sums, "soft_dice_forward");
+    const int64_t NK = p.size(0) * p.size(1);
     dispatch_float(p.dtype(), "soft_dice_forward", [&](auto tag) {
       using T = decltype(tag);
       k::soft_dice_forward<T>(p.data<T>(), g.data<T>(), NK, p.numel() / NK, loss.data<T>(), sums.data<T>());
@@ -529,10 +333,7 @@ class CudaBackend final : public Backend {
   }
   void soft_dice_backward(const Tensor& p, const Tensor& g, const Tensor& sums, const Tensor& dloss,
                           Tensor& dp) override {
-    check_same(p, g, "soft_dice_backward");
-    check_same(p, dp, "soft_dice_backward");
-    check_scalar(dloss, p, "soft_dice_backward");
-    const int64_t NK = dice_planes(p, sums, "soft_dice_backward");
+    const int64_t NK = p.size(0) * p.size(1);
     dispatch_float(p.dtype(), "soft_dice_backward", [&](auto tag) {
       using T = decltype(tag);
       k::soft_dice_backward<T>(p.data<T>(), g.data<T>(), sums.data<T>(), dloss.data<T>(), dp.data<T>(), NK,
@@ -543,10 +344,6 @@ class CudaBackend final : public Backend {
   // ---- optimizer ----
   void adam_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamArgs& a,
                  double grad_scale) override {
-    check_same(param, grad, "adam_step");
-    check_same(param, m, "adam_step");
-    check_same(param, v, "adam_step");
-    HDSSL_CHECK(a.step >= 1) << "adam_step: step is 1-based, got " << a.step;
     const double bc1 = 1.0 - std::pow(a.beta1, double(a.step)), bc2 = 1.0 - std::pow(a.beta2, double(a.step));
     dispatch_float(param.dtype(), "adam_step", [&](auto tag) {
       using T = decltype(tag);

@@ -21,8 +21,13 @@ void shuffle_block(float* p, Dims3 d, const Box3& b, Rng& rng) {
 }
 
 std::vector<Box3> local_pixel_shuffle(float* p, Dims3 d, int blocks, int div, Rng& rng) {
+  return local_pixel_shuffle(p, d, blocks, div, Dims3{1, 1, 1}, rng);
+}
+
+std::vector<Box3> local_pixel_shuffle(float* p, Dims3 d, int blocks, int div, Dims3 min_side, Rng& rng) {
   Box3 b;
-  for (int a = 0; a < 3; ++a) b.size[size_t(a)] = std::max<int64_t>(1, d[size_t(a)] / div);
+  for (int a = 0; a < 3; ++a)
+    b.size[size_t(a)] = std::min(d[size_t(a)], std::max<int64_t>({1, min_side[size_t(a)], d[size_t(a)] / div}));
   std::vector<Box3> out;
   out.reserve(size_t(blocks));
   for (int i = 0; i < blocks; ++i) {
@@ -101,7 +106,7 @@ void augment_local(float* p, Dims3 d, const LocalAugConfig& cfg, Rng& rng) {
   // Each decision draws from its own stream so switching one augmentation off leaves the others unchanged.
   Rng r_shuffle = rng.split(1), r_bezier = rng.split(2), r_inpaint = rng.split(3);
   if (cfg.shuffle && r_shuffle.bernoulli(cfg.shuffle_p))
-    local_pixel_shuffle(p, d, cfg.shuffle_blocks, cfg.shuffle_block_div, r_shuffle);
+    local_pixel_shuffle(p, d, cfg.shuffle_blocks, cfg.shuffle_block_div, cfg.shuffle_block_min, r_shuffle);
   if (cfg.bezier && r_bezier.bernoulli(cfg.bezier_p)) BezierMap::random(r_bezier).apply(p, n);
   if (cfg.inpaint) inpaint(p, d, cfg.inpaint_max_boxes, cfg.inpaint_continue_p, r_inpaint);
 }
@@ -148,37 +153,58 @@ void blur_axial(float* p, Dims3 d, double sigma) {
   }
 }
 
+namespace {
+void blur_or_sharpen(float* p, Dims3 d, Rng& r_blur) {
+  const int64_t n = d[0] * d[1] * d[2];
+  if (r_blur.bernoulli(0.5)) {
+    blur_axial(p, d, r_blur.uniform(0.25, 1.5));
+  } else {  // unsharp masking: b1 + alpha * (b1 - blur(b1, 0.5))
+    double s1 = r_blur.uniform(0.5, 1.0), alpha = r_blur.uniform(10, 30);
+    blur_axial(p, d, s1);
+    std::vector<float> b2(p, p + n);
+    blur_axial(b2.data(), d, 0.5);
+    for (int64_t i = 0; i < n; ++i) p[i] += float(alpha) * (p[i] - b2[size_t(i)]);
+  }
+}
+
+void add_noise(float* p, int64_t n, double sigma_max, Rng& r_noise) {
+  float sigma = float(r_noise.uniform(0, sigma_max));
+  for (int64_t i = 0; i < n; i += 2) {  // Box-Muller: both normals of each pair of uniforms
+    double u1 = std::max(r_noise.uniform(), 1e-300), u2 = r_noise.uniform();
+    double r = std::sqrt(-2.0 * std::log(u1)), t = 6.283185307179586 * u2;
+    p[i] += sigma * float(r * std::cos(t));
+    if (i + 1 < n) p[i + 1] += sigma * float(r * std::sin(t));
+  }
+}
+}  // namespace
+
+// Blur, sharpening and the window are affine-equivariant, so they run on the [0, 1] data directly: a HU
+// value h is (h - data_window_lo) / span there, and a noise of s HU is s / span.
 void augment_vox2vec(float* p, Dims3 d, const Vox2vecAugConfig& cfg, Rng& rng) {
   const int64_t n = d[0] * d[1] * d[2];
   Rng r_window = rng.split(1), r_blur = rng.split(2), r_noise = rng.split(3);
-  if (cfg.window && cfg.ct && r_window.bernoulli(cfg.window_p)) {
-    // Window [lo, hi] between (-1000, 300) and (-1350, 1000) HU, applied to data scaled from the data window.
-    double lo = r_window.uniform(-1350, -1000), hi = r_window.uniform(300, 1000);
-    double span = cfg.data_window_hi - cfg.data_window_lo;
-    float slo = float((lo - cfg.data_window_lo) / span), shi = float((hi - cfg.data_window_lo) / span);
+  const double span = cfg.data_window_hi - cfg.data_window_lo;
+  // Window [lo, hi] between (-1000, 300) and (-1350, 1000) HU, applied to data scaled from the data window.
+  auto window = [&](bool random) {
+    float slo = 0.f, shi = 1.f;
+    if (random) {
+      double lo = r_window.uniform(-1350, -1000), hi = r_window.uniform(300, 1000);
+      slo = float((lo - cfg.data_window_lo) / span);
+      shi = float((hi - cfg.data_window_lo) / span);
+    }
     float inv = 1.f / (shi - slo);
     for (int64_t i = 0; i < n; ++i) p[i] = (std::clamp(p[i], slo, shi) - slo) * inv;
+  };
+  if (!cfg.program_order) {
+    if (cfg.window && cfg.ct && r_window.bernoulli(cfg.window_p)) window(true);
+    if (cfg.blur_sharpen && r_blur.bernoulli(cfg.blur_sharpen_p)) blur_or_sharpen(p, d, r_blur);
+    if (cfg.noise && r_noise.bernoulli(cfg.noise_p)) add_noise(p, n, cfg.noise_sigma_max, r_noise);
+    return;
   }
-  if (cfg.blur_sharpen && r_blur.bernoulli(cfg.blur_sharpen_p)) {
-    if (r_blur.bernoulli(0.5)) {
-      blur_axial(p, d, r_blur.uniform(0.25, 1.5));
-    } else {  // unsharp masking: b1 + alpha * (b1 - blur(b1, 0.5))
-      double s1 = r_blur.uniform(0.5, 1.0), alpha = r_blur.uniform(10, 30);
-      blur_axial(p, d, s1);
-      std::vector<float> b2(p, p + n);
-      blur_axial(b2.data(), d, 0.5);
-      for (int64_t i = 0; i < n; ++i) p[i] += float(alpha) * (p[i] - b2[size_t(i)]);
-    }
-  }
-  if (cfg.noise && r_noise.bernoulli(cfg.noise_p)) {
-    float sigma = float(r_noise.uniform(0, cfg.noise_sigma_max));
-    for (int64_t i = 0; i < n; i += 2) {  // Box-Muller: both normals of each pair of uniforms
-      double u1 = std::max(r_noise.uniform(), 1e-300), u2 = r_noise.uniform();
-      double r = std::sqrt(-2.0 * std::log(u1)), t = 6.283185307179586 * u2;
-      p[i] += sigma * float(r * std::cos(t));
-      if (i + 1 < n) p[i + 1] += sigma * float(r * std::sin(t));
-    }
-  }
+  if (cfg.blur_sharpen && r_blur.bernoulli(cfg.blur_sharpen_p)) blur_or_sharpen(p, d, r_blur);
+  if (cfg.noise && r_noise.bernoulli(cfg.noise_p))
+    add_noise(p, n, cfg.ct ? cfg.noise_sigma_max_hu / span : cfg.noise_sigma_max, r_noise);
+  if (cfg.ct) window(cfg.window && r_window.bernoulli(cfg.window_p));  // clip last; the data window when no random one
 }
 
 }  // namespace hdssl::data

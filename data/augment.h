@@ -14,7 +14,10 @@ struct LocalAugConfig {
   bool shuffle = true;
   double shuffle_p = 0.8;
   int shuffle_blocks = 5000;
-  int shuffle_block_div = 20;   // block side = dim / 20 (at least 1)
+  int shuffle_block_div = 20;   // block side = dim / 20, but at least shuffle_block_min in that axis
+  // The smallest block side per axis (x, y, z). The paper's dim/20 is 1x1x1 (a no-op) at 32x32x16, so the
+  // default keeps 2x2 blocks in the axial plane there; at the paper's 128x128x32 (6x6x1) it changes nothing.
+  Dims3 shuffle_block_min{2, 2, 1};
   bool bezier = true;
   double bezier_p = 0.9;
   bool inpaint = true;
@@ -22,16 +25,22 @@ struct LocalAugConfig {
   double inpaint_continue_p = 0.95;
 };
 
-// vox2vec: random CT intensity window (p 0.8), then blur or sharpen in the axial plane (p 0.5), then
-// Gaussian noise (p 0.5).
+// vox2vec. Program order (the default, vox2vec's published program): blur or sharpen in the axial plane
+// (p 0.5), then Gaussian noise of up to noise_sigma_max_hu HU (p 0.5), then the intensity window, clipped
+// last: a random window (p 0.8) or else the data window, so the patch ends in [0, 1] (CT). Legacy order
+// (hdssl before issue 11): random window with clipping first, then blur/sharpen, then noise of up to
+// noise_sigma_max in [0, 1] units, no final clip. MRI (ct = false): no window and no clip in either order;
+// the noise is then noise_sigma_max in [0, 1] units.
 struct Vox2vecAugConfig {
+  bool program_order = true;
   bool window = true;               // only applied when `ct` is true
   double window_p = 0.8;
   bool blur_sharpen = true;
   double blur_sharpen_p = 0.5;
   bool noise = true;
   double noise_p = 0.5;
-  double noise_sigma_max = 30.0 / 2350.0;  // 30 HU in the [0, 1] scale of the CT window [-1350, 1000]
+  double noise_sigma_max = 30.0 / 2350.0;  // legacy order and MRI: [0, 1] units (30 HU in the window [-1350, 1000])
+  double noise_sigma_max_hu = 30.0;        // program order, CT: HU, scaled by the data window's width
   bool ct = true;
   double data_window_lo = -1350, data_window_hi = 1000;  // the HU window the data was scaled with
 };
@@ -42,6 +51,8 @@ struct Box3 { Dims3 begin{0, 0, 0}, size{0, 0, 0}; };
 void shuffle_block(float* p, Dims3 d, const Box3& block, Rng& rng);
 // `blocks` blocks of side max(1, d/div) at uniform positions, each shuffled; returns the blocks.
 std::vector<Box3> local_pixel_shuffle(float* p, Dims3 d, int blocks, int div, Rng& rng);
+// Same with block side max(min_side[a], d[a]/div) in axis a (capped at d[a]).
+std::vector<Box3> local_pixel_shuffle(float* p, Dims3 d, int blocks, int div, Dims3 min_side, Rng& rng);
 
 // Monotone map of [0, 1] onto [0, 1]: a cubic Bezier through (0,0), P1, P2, (1,1) sampled at 1000 t,
 // with the x and y samples sorted separately, evaluated by linear interpolation (np.interp).

@@ -10,11 +10,15 @@
 
 namespace hdssl::data {
 
+namespace {
+constexpr uint64_t kStepVolume = 0x7fffffffull;
+}
+
 PretrainLoader::PretrainLoader(std::vector<PreprocessedVolume> volumes, PretrainConfig cfg, int threads, int prefetch)
     : volumes_(std::make_shared<const std::vector<PreprocessedVolume>>(std::move(volumes))),
       cfg_(cfg), prefetch_(std::max(1, prefetch)) {
   if (volumes_->empty()) throw DataError("PretrainLoader: no volumes");
-  if (cfg_.batch_pairs < 1 || cfg_.voxels_per_pair < 1) throw DataError("PretrainLoader: batch_pairs and voxels_per_pair must be >= 1");
+  if (cfg_.batch_pairs < 1 || uint64_t(cfg_.batch_pairs) >= kStepVolume || cfg_.voxels_per_pair < 1) throw DataError("PretrainLoader: batch_pairs and voxels_per_pair must be >= 1");
   for (const auto& v : *volumes_)
     for (int a = 0; a < 3; ++a)
       if (v.image.dims[size_t(a)] < cfg_.patch[size_t(a)])
@@ -50,9 +54,14 @@ PretrainBatch PretrainLoader::make_empty_batch(uint64_t k) const {
 }
 
 void PretrainLoader::build_pair(uint64_t k, int b, PretrainBatch& batch) const {
-  Rng rng = Rng(cfg_.seed, 0x5eed).split(k).split(uint64_t(b));
+  const Rng step = Rng(cfg_.seed, 0x5eed).split(k);
+  Rng rng = step.split(uint64_t(b));
   const auto& vols = *volumes_;
-  int vi = int(rng.randint(0, int64_t(vols.size())));
+  int vi = int(rng.randint(0, int64_t(vols.size())));  // drawn in both modes, so the rest of the pair's stream is the same
+  if (cfg_.volumes == PretrainConfig::Volumes::OneVolume) {
+    Rng rv = step.split(kStepVolume);  // a stream no pair index reaches (batch_pairs < kStepVolume)
+    vi = int(rv.randint(0, int64_t(vols.size())));
+  }
   PairSample s = sample_pair(vols[size_t(vi)], cfg_.patch, cfg_.voxels_per_pair, rng);
   const int64_t P = cfg_.patch[0] * cfg_.patch[1] * cfg_.patch[2];
   float* ta = batch.target_a.data<float>() + b * P;

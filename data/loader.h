@@ -1,7 +1,8 @@
 // PretrainLoader: prepares batches of augmented overlapping patch pairs on worker threads ahead of the
 // training step (METHOD.md sections 3-4).
 //
-// Determinism: batch k depends only on (seed, k) - pair b of batch k uses Rng(seed).split(k).split(b) -
+// Determinism: batch k depends only on (seed, k) - pair b of batch k uses Rng(seed).split(k).split(b), and
+// the step's volume (Volumes::OneVolume) Rng(seed).split(k).split(kStepVolume) -
 // so the same seed gives the same batches whatever the number of threads, and resume = seek(k).
 // Memory is bounded: at most `prefetch` batches are being built or waiting at any time.
 //
@@ -31,6 +32,10 @@ struct PretrainConfig {
   std::array<int64_t, 3> patch{128, 128, 32};  // x, y, z
   int batch_pairs = 10;                        // B
   int voxels_per_pair = 1024;                  // n positive pairs per patch pair
+  // Where the B pairs of a step come from. OneVolume (the published program, pretraining_dataset.py
+  // __getitem__): one volume drawn per step, all pairs cut from it, so every negative is from the same
+  // patient and every batch-norm batch holds one patient. PerPair: a volume drawn for each pair.
+  enum class Volumes { OneVolume, PerPair } volumes = Volumes::OneVolume;
   enum class Aug { Local, Vox2vec, None } aug = Aug::Local;  // "ours" / vox2vec / none
   LocalAugConfig local;                        // each augmentation of a set has its own switch
   Vox2vecAugConfig vox2vec;                    // vox2vec.ct = false for MRI (no HU window)

@@ -72,6 +72,9 @@ bool is_nifti_name(const std::string& path);
 // With `geom`, its qform/sform/pixdim are copied (dims must match); otherwise both qform and sform
 // (code 1, scanner) are set from vol.affine.
 void write_nifti(const std::string& path, const Volume& vol, int datatype, const NiftiGeometry* geom = nullptr);
+// Several volumes of one grid as a 4D image (x, y, z, channel), e.g. feature maps; one volume gives a 3D file.
+void write_nifti_channels(const std::string& path, const std::vector<const Volume*>& channels, int datatype,
+                          const NiftiGeometry* geom = nullptr);
 // A label map: uint8 when every value is <= 255, else uint16 (values must be integers in [0, 65535]).
 void write_label_nifti(const std::string& path, const Volume& labels, const NiftiGeometry* geom = nullptr);
 

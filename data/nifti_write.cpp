@@ -27,7 +27,7 @@ namespace {
 
 template <class T>
 void fill(void* dst, const Volume& v, const std::string& path) {
-  T* out = static_cast<T*>(dst);
+  T* out = static_cast<T*>(dst);  // one 3D volume, x fastest
   const int64_t nx = v.dims[0], ny = v.dims[1], nz = v.dims[2];
   for (int64_t z = 0; z < nz; ++z)
     for (int64_t y = 0; y < ny; ++y)
@@ -112,27 +112,42 @@ void write_nifti2_file(const std::string& path, nifti_image* nim, bool pair) {
 }  // namespace
 
 void write_nifti(const std::string& path, const Volume& vol, int datatype, const NiftiGeometry* geom) {
+  write_nifti_channels(path, {&vol}, datatype, geom);
+}
+
+void write_nifti_channels(const std::string& path, const std::vector<const Volume*>& channels, int datatype,
+                          const NiftiGeometry* geom) {
   if (!is_nifti_name(path)) throw DataError(path + ": output name must end in .nii, .nii.gz, .hdr or .hdr.gz");
-  if (int64_t(vol.data.size()) != vol.numel()) throw DataError(path + ": volume data size does not match its dims");
+  if (channels.empty()) throw DataError(path + ": no volume to write");
+  const Volume& vol = *channels[0];
+  for (const Volume* c : channels) {
+    if (int64_t(c->data.size()) != c->numel()) throw DataError(path + ": volume data size does not match its dims");
+    if (c->dims != vol.dims) throw DataError(path + ": the channels differ in size");
+  }
   if (geom && geom->dims != vol.dims) throw DataError(path + ": volume dims differ from the original grid's");
-  int64_t dims[8] = {3, vol.dims[0], vol.dims[1], vol.dims[2], 1, 1, 1, 1};
+  const int64_t nc = int64_t(channels.size());
+  int64_t dims[8] = {nc > 1 ? 4 : 3, vol.dims[0], vol.dims[1], vol.dims[2], nc, 1, 1, 1};
   nifti_image* nim = nifti_make_new_nim(dims, datatype, 0);
   if (!nim) throw DataError(path + ": nifti_clib could not make an image of datatype " + std::to_string(datatype));
   struct Free { nifti_image* n; ~Free() { nifti_image_free(n); } } guard{nim};
-  nim->data = calloc(size_t(vol.numel()), size_t(nim->nbyper));
+  nim->data = calloc(size_t(vol.numel() * nc), size_t(nim->nbyper));
   if (!nim->data) throw DataError(path + ": out of memory");
-  switch (datatype) {
-    case kUInt8: fill<uint8_t>(nim->data, vol, path); break;
-    case kInt8: fill<int8_t>(nim->data, vol, path); break;
-    case kInt16: fill<int16_t>(nim->data, vol, path); break;
-    case kUInt16: fill<uint16_t>(nim->data, vol, path); break;
-    case kInt32: fill<int32_t>(nim->data, vol, path); break;
-    case kUInt32: fill<uint32_t>(nim->data, vol, path); break;
-    case kInt64: fill<int64_t>(nim->data, vol, path); break;
-    case kUInt64: fill<uint64_t>(nim->data, vol, path); break;
-    case kFloat32: fill<float>(nim->data, vol, path); break;
-    case kFloat64: fill<double>(nim->data, vol, path); break;
-    default: throw DataError(path + ": cannot write datatype " + std::to_string(datatype));
+  for (int64_t c = 0; c < nc; ++c) {
+    void* dst = static_cast<char*>(nim->data) + size_t(c * vol.numel()) * size_t(nim->nbyper);
+    const Volume& v = *channels[size_t(c)];
+    switch (datatype) {
+      case kUInt8: fill<uint8_t>(dst, v, path); break;
+      case kInt8: fill<int8_t>(dst, v, path); break;
+      case kInt16: fill<int16_t>(dst, v, path); break;
+      case kUInt16: fill<uint16_t>(dst, v, path); break;
+      case kInt32: fill<int32_t>(dst, v, path); break;
+      case kUInt32: fill<uint32_t>(dst, v, path); break;
+      case kInt64: fill<int64_t>(dst, v, path); break;
+      case kUInt64: fill<uint64_t>(dst, v, path); break;
+      case kFloat32: fill<float>(dst, v, path); break;
+      case kFloat64: fill<double>(dst, v, path); break;
+      default: throw DataError(path + ": cannot write datatype " + std::to_string(datatype));
+    }
   }
 
   if (geom) {

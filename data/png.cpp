@@ -29,6 +29,12 @@ void write_axial_png(const std::string& path, const Volume& ras, int64_t z, doub
           q[k] = l > 0 && l < 14 ? (unsigned char)(0.45 * g + 0.55 * pal[l][k]) : (unsigned char)(g + 0.5);
       }
     }
+  write_rgb_png(path, W * panels, H, rgb);
+}
+
+void write_rgb_png(const std::string& path, int64_t width, int64_t height, const std::vector<unsigned char>& rgb) {
+  if (int64_t(rgb.size()) != width * height * 3) throw DataError(path + ": RGB buffer size does not match the image");
+  const int64_t W = width, H = height, panels = 1;
   FILE* f = std::fopen(path.c_str(), "wb");
   if (!f) throw DataError(path + ": cannot open for writing");
   png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, nullptr, nullptr, nullptr);
@@ -42,7 +48,7 @@ void write_axial_png(const std::string& path, const Volume& ras, int64_t z, doub
   png_set_IHDR(png, info, png_uint_32(W * panels), png_uint_32(H), 8, PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE,
                PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
   png_write_info(png, info);
-  for (int64_t r = 0; r < H; ++r) png_write_row(png, &rgb[size_t(r * W * panels * 3)]);
+  for (int64_t r = 0; r < H; ++r) png_write_row(png, const_cast<unsigned char*>(&rgb[size_t(r * W * panels * 3)]));
   png_write_end(png, nullptr);
   png_destroy_write_struct(&png, &info);
   std::fclose(f);

@@ -9,6 +9,25 @@
 
 namespace hdssl::data {
 
+void PreprocessConfig::set_ct_window(const std::string& spec) {
+  if (spec == "paper") {
+    ct_clip_lo = kPaperCtWindow[0];
+    ct_clip_hi = kPaperCtWindow[1];
+    return;
+  }
+  if (spec == "program") {
+    ct_clip_lo = kProgramCtWindow[0];
+    ct_clip_hi = kProgramCtWindow[1];
+    return;
+  }
+  double lo = 0, hi = 0;
+  char end = 0;
+  if (std::sscanf(spec.c_str(), "%lf,%lf%c", &lo, &hi, &end) != 2 || !std::isfinite(lo) || !std::isfinite(hi) || lo >= hi)
+    throw DataError("CT window '" + spec + "': expected paper, program or LO,HI in HU with LO < HI");
+  ct_clip_lo = lo;
+  ct_clip_hi = hi;
+}
+
 std::string PreprocessConfig::key() const {
   char buf[512];
   std::snprintf(buf, sizeof buf, "v1 mod=%s sp=%.6g,%.6g,%.6g ct=%.6g,%.6g,%.6g mri=%.6g,%.6g,%.6g min=%lld,%lld,%lld body=%.6g",

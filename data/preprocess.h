@@ -21,7 +21,7 @@ enum class Modality { CT, MRI };
 struct PreprocessConfig {
   Modality modality = Modality::CT;
   std::array<double, 3> spacing{1.0, 1.0, 2.0};  // target mm (CT 1x1x2, MRI 1.5 isotropic)
-  double ct_clip_lo = -1350, ct_clip_hi = 1000;  // HU window scaled to [0, 1]
+  double ct_clip_lo = -1350, ct_clip_hi = 1000;  // HU window scaled to [0, 1] (part of key(): the cache)
   double ct_crop_hu = -500;                      // crop box: voxels above this HU
   double mri_pct_lo = 0.01, mri_pct_hi = 99.9;   // percentiles (in percent) for the MRI clip
   double mri_crop = 0.3;                         // crop box: scaled voxels above this
@@ -35,6 +35,12 @@ struct PreprocessConfig {
     c.spacing = {1.5, 1.5, 1.5};
     return c;
   }
+  // The CT window by name: "paper" = [-1350, 1000] HU (the paper's text), "program" = [-175, 250] HU (the
+  // abdomen window of the published program's preprocess_pretraining_data.py), or "LO,HI" in HU.
+  // Throws DataError naming the spec when it is none of these or LO >= HI.
+  void set_ct_window(const std::string& spec);
+  // Whether ct_clip_lo/hi is the paper's window (key() and config records use the numbers themselves).
+  static constexpr double kPaperCtWindow[2] = {-1350, 1000}, kProgramCtWindow[2] = {-175, 250};
   // A string naming every setting (used in cache keys).
   std::string key() const;
 };

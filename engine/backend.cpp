@@ -1,4 +1,5 @@
-// The backend registry: one backend per device kind. The CPU backend registers itself on first use.
+// The backend registry: one checked Backend (engine/dispatch.cpp) per device kind, around that device's
+// implementation. The CPU backend is made on first use; CUDA registers its implementation from cuda/.
 #include "engine/backend.h"
 
 #include "engine/cpu/cpu_backend.h"
@@ -8,16 +9,18 @@ namespace {
 Backend* g_cuda = nullptr;
 }
 
-void register_backend(DeviceKind kind, Backend* b) {
-  HDSSL_CHECK(kind == DeviceKind::CUDA) << "only the CUDA backend registers itself";
-  g_cuda = b;
+void register_backend(DeviceKind kind, BackendImpl* impl) {
+  HDSSL_CHECK(kind == DeviceKind::CUDA && impl) << "only the CUDA backend registers itself";
+  HDSSL_CHECK(!g_cuda) << "a CUDA backend is already registered";
+  g_cuda = new Backend(*impl);  // never destroyed, like the implementation (see cuda/backend.cpp)
 }
 
 bool cuda_available() { return g_cuda != nullptr; }
 
 Backend& backend(Device device) {
   if (device.is_cpu()) {
-    static CpuBackend cpu;
+    static CpuBackend cpu_impl;
+    static Backend cpu(cpu_impl);
     return cpu;
   }
   if (!g_cuda)

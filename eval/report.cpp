@@ -40,12 +40,19 @@ nlohmann::json summary_to_json(const FoldSummary& s) {
   for (size_t k = 0; k < s.labels.size(); ++k) mean[s.labels[k]] = m[k];
   nlohmann::json labels = nlohmann::json::object();
   for (size_t k = 0; k < s.labels.size(); ++k) labels[std::to_string(k + 1)] = s.labels[k];
-  return {{"fold", s.fold},
-          {"labels", labels},
-          {"dice_rule", "class absent from both prediction and reference: 1.0; predicted but absent from reference: 0.0"},
-          {"cases", cases},
-          {"mean", mean},
-          {"overall_mean", s.overall()}};
+  nlohmann::json out = {{"fold", s.fold},
+                        {"labels", labels},
+                        {"dice_rule", "class absent from both prediction and reference: 1.0; predicted but absent from reference: 0.0"},
+                        {"cases", cases},
+                        {"mean", mean},
+                        {"overall_mean", s.overall()}};
+  if (s.selection.selected_step >= 0) {
+    const SelectionRecord& r = s.selection;
+    out["selection"] = {{"rule", "the checkpoint with the best mean validation Dice is tested (ties: the earlier step)"},
+                        {"selected_step", r.selected_step}, {"last_step", r.last_step}, {"val_dice", r.val_dice},
+                        {"val_cases", r.val_cases}, {"train_cases", r.train_cases}, {"history", r.history}};
+  }
+  return out;
 }
 
 FoldSummary summary_from_json(const nlohmann::json& j) {
@@ -58,6 +65,15 @@ FoldSummary summary_from_json(const nlohmann::json& j) {
     r.id = c.at("case").get<std::string>();
     for (const std::string& name : s.labels) r.dice.push_back(c.at("dice").at(name).get<double>());
     s.cases.push_back(r);
+  }
+  if (j.contains("selection")) {
+    const auto& r = j.at("selection");
+    s.selection.selected_step = r.at("selected_step").get<int64_t>();
+    s.selection.last_step = r.at("last_step").get<int64_t>();
+    s.selection.val_dice = r.at("val_dice").get<double>();
+    s.selection.val_cases = r.at("val_cases").get<std::vector<std::string>>();
+    s.selection.train_cases = r.at("train_cases").get<std::vector<std::string>>();
+    s.selection.history = r.at("history").get<std::vector<std::pair<int64_t, double>>>();
   }
   return s;
 }

@@ -11,7 +11,9 @@
 // mean over folds; Overall is "mean +- std" over folds of the fold's overall mean, std being the
 // population standard deviation (numpy's np.std). Values are Dice in percent.
 #pragma once
+#include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -23,10 +25,21 @@ struct CaseResult {
   std::vector<double> dice;  // classes 1..K (index k-1)
 };
 
+// Model selection (eval/selection.h), under "selection" in summary.json: the step whose checkpoint was
+// tested, its validation Dice, the validation cases and every (step, validation Dice). selected_step = -1
+// (no "selection" key): the last step was tested.
+struct SelectionRecord {
+  int64_t selected_step = -1, last_step = -1;
+  double val_dice = 0;
+  std::vector<std::string> val_cases, train_cases;
+  std::vector<std::pair<int64_t, double>> history;
+};
+
 struct FoldSummary {
   int fold = 0;
   std::vector<std::string> labels;  // names of classes 1..K
   std::vector<CaseResult> cases;
+  SelectionRecord selection;
   std::vector<double> class_means() const;  // per class, mean over cases
   double overall() const;                   // mean of class_means()
 };

@@ -29,7 +29,19 @@ const char* mode_name(Mode m) {
   }
 }
 
-models::HeadKind head_of(Mode m) { return m == Mode::Linear ? models::HeadKind::Linear : models::HeadKind::NonLinear; }
+models::HeadKind head_of(Mode m, models::HeadKind finetune_head) {
+  switch (m) {
+    case Mode::Linear: return models::HeadKind::Linear;
+    case Mode::NonLinear: return models::HeadKind::NonLinear;
+    default: return finetune_head;
+  }
+}
+
+nlohmann::json train_config_to_json(const TrainConfig& c) {
+  return {{"mode", mode_name(c.mode)}, {"steps", c.steps}, {"batch", c.batch}, {"lr", c.lr},
+          {"freeze_steps", c.freeze_steps}, {"warmup_steps", c.warmup_steps}, {"backbone_lr_start", c.backbone_lr_start},
+          {"frozen_bn_training", c.frozen_bn_training}};
+}
 
 bool backbone_frozen_at(const TrainConfig& c, int64_t t) {
   switch (c.mode) {
@@ -54,6 +66,7 @@ Trainer::Trainer(models::Segmenter& model, const TrainConfig& cfg, Device device
   a.lr = cfg.lr;
   head_opt_ = std::make_unique<Adam>(model.head_parameters(), a);
   backbone_opt_ = std::make_unique<Adam>(model.backbone_parameters(), a);
+  model.set_frozen_batchnorm_training(cfg.mode == Mode::Finetune && cfg.frozen_bn_training);
 }
 
 Variable Trainer::loss(const Variable& logits, const Tensor& target, Variable* bce, Variable* dice) {

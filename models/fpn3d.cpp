@@ -5,23 +5,9 @@
 
 namespace hdssl::models {
 
-ResBlock::ResBlock(int64_t c, Rng& rng, const ModuleOptions& o) {
-  auto& layers = register_module("layers", std::make_unique<ModuleList>());
-  bn0_ = &layers.add_named("0", std::make_unique<BatchNorm>(c, o));
-  conv2_ = &layers.add_named("2", std::make_unique<Conv3d>(c, c, 3, true, rng, o));
-  bn3_ = &layers.add_named("3", std::make_unique<BatchNorm>(c, o));
-  conv5_ = &layers.add_named("5", std::make_unique<Conv3d>(c, c, 3, true, rng, o));
-}
-
-Variable ResBlock::forward(const Variable& x) {
-  Variable h = conv2_->forward(ag::relu(bn0_->forward(x)));
-  h = conv5_->forward(ag::relu(bn3_->forward(h)));
-  return ag::add(h, x);
-}
-
 ResStack::ResStack(int64_t c, int blocks, Rng& rng, const ModuleOptions& o) {
   auto& layers = register_module("layers", std::make_unique<ModuleList>());
-  for (int j = 0; j < blocks; ++j) blocks_.push_back(&layers.add(std::make_unique<ResBlock>(c, rng, o)));
+  for (int j = 0; j < blocks; ++j) blocks_.push_back(&layers.add(std::make_unique<ResBlock>(c, 3, rng, o)));
 }
 
 Variable ResStack::forward(Variable x) {

@@ -22,16 +22,7 @@ struct FPN3dConfig {
   int channels(int level) const { return base << level; }
 };
 
-// ResBlock(c): BN -> ReLU -> conv3 -> BN -> ReLU -> conv3, plus the identity ("layers.{0,2,3,5}").
-class ResBlock : public Module {
- public:
-  ResBlock(int64_t c, Rng& rng, const ModuleOptions& o);
-  Variable forward(const Variable& x);
- private:
-  BatchNorm* bn0_; Conv3d* conv2_; BatchNorm* bn3_; Conv3d* conv5_;
-};
-
-// `blocks` ResBlocks in a row ("layers.{j}").
+// `blocks` ResBlocks with 3x3x3 convs (models/layers.h) in a row ("layers.{j}").
 class ResStack : public Module {
  public:
   ResStack(int64_t c, int blocks, Rng& rng, const ModuleOptions& o);

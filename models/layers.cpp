@@ -1,5 +1,5 @@
-// Conv3d, BatchNorm and Linear: parameters registered under PyTorch's names, forwards that call the
-// differentiable functions of autograd/functions.h.
+// Conv3d, BatchNorm, Linear and ResBlock: parameters registered under PyTorch's names, forwards that call
+// the differentiable functions of autograd/functions.h.
 #include "models/layers.h"
 
 #include <cmath>
@@ -37,6 +37,20 @@ Linear::Linear(int64_t in, int64_t out, Rng& rng, const ModuleOptions& o) {
   const double bound = 1.0 / std::sqrt(double(in));
   weight = register_parameter("weight", uniform_tensor({out, in}, bound, rng, o.dtype, o.device));
   bias = register_parameter("bias", uniform_tensor({out}, bound, rng, o.dtype, o.device));
+}
+
+ResBlock::ResBlock(int64_t c, int k, Rng& rng, const ModuleOptions& o) {
+  auto& layers = register_module("layers", std::make_unique<ModuleList>());
+  bn0_ = &layers.add_named("0", std::make_unique<BatchNorm>(c, o));
+  conv2_ = &layers.add_named("2", std::make_unique<Conv3d>(c, c, k, true, rng, o));
+  bn3_ = &layers.add_named("3", std::make_unique<BatchNorm>(c, o));
+  conv5_ = &layers.add_named("5", std::make_unique<Conv3d>(c, c, k, true, rng, o));
+}
+
+Variable ResBlock::forward(const Variable& x) {
+  Variable h = conv2_->forward(ag::relu(bn0_->forward(x)));
+  h = conv5_->forward(ag::relu(bn3_->forward(h)));
+  return ag::add(h, x);
 }
 
 }  // namespace hdssl::models

@@ -1,4 +1,5 @@
-// The three layers the networks are made of: Conv3d, BatchNorm (3D volumes or 2D rows) and Linear.
+// The layers the networks are made of: Conv3d, BatchNorm (3D volumes or 2D rows), Linear, and the
+// pre-activation ResBlock built from the first two.
 // Parameter names and shapes are PyTorch's ("weight", "bias", "running_mean", "running_var",
 // "num_batches_tracked"), initialization is PyTorch's default (see module.h).
 #pragma once
@@ -36,6 +37,17 @@ class Linear : public Module {
   Linear(int64_t in, int64_t out, Rng& rng, const ModuleOptions& o);
   Variable forward(const Variable& x) const { return ag::linear(x, weight, bias); }
   Variable weight, bias;
+};
+
+// ResBlock(c, k): BN -> ReLU -> conv k -> BN -> ReLU -> conv k, plus the identity; PyTorch names
+// "layers.{0,2,3,5}". k = 3 in the FPN3d backbone, k = 1 in the non-linear segmentation head.
+class ResBlock : public Module {
+ public:
+  ResBlock(int64_t c, int k, Rng& rng, const ModuleOptions& o);
+  Variable forward(const Variable& x);
+
+ private:
+  BatchNorm* bn0_; Conv3d* conv2_; BatchNorm* bn3_; Conv3d* conv5_;
 };
 
 }  // namespace hdssl::models

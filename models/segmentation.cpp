@@ -31,23 +31,9 @@ Variable LinearProbe::forward(const std::vector<Variable>& pyramid) const {
   return out;
 }
 
-ResBlock1::ResBlock1(int64_t c, Rng& rng, const ModuleOptions& o) {
-  auto& layers = register_module("layers", std::make_unique<ModuleList>());
-  bn0_ = &layers.add_named("0", std::make_unique<BatchNorm>(c, o));
-  conv2_ = &layers.add_named("2", std::make_unique<Conv3d>(c, c, 1, true, rng, o));
-  bn3_ = &layers.add_named("3", std::make_unique<BatchNorm>(c, o));
-  conv5_ = &layers.add_named("5", std::make_unique<Conv3d>(c, c, 1, true, rng, o));
-}
-
-Variable ResBlock1::forward(const Variable& x) {
-  Variable h = conv2_->forward(ag::relu(bn0_->forward(x)));
-  h = conv5_->forward(ag::relu(bn3_->forward(h)));
-  return ag::add(h, x);
-}
-
 NonLinearHead::NonLinearHead(const FPN3dConfig& fpn, int classes, Rng& rng, const ModuleOptions& o) {
   auto& blocks = register_module("blocks", std::make_unique<ModuleList>());
-  for (int i = 0; i < fpn.scales; ++i) blocks_.push_back(&blocks.add(std::make_unique<ResBlock1>(fpn.channels(i), rng, o)));
+  for (int i = 0; i < fpn.scales; ++i) blocks_.push_back(&blocks.add(std::make_unique<ResBlock>(fpn.channels(i), 1, rng, o)));
   auto& ups = register_module("ups", std::make_unique<ModuleList>());
   for (int i = 0; i + 1 < fpn.scales; ++i)
     ups_.push_back(&ups.add(std::make_unique<Conv3d>(fpn.channels(i + 1), fpn.channels(i), 1, true, rng, o)));
@@ -94,7 +80,7 @@ void Segmenter::set_backbone_frozen(bool frozen) {
 Variable Segmenter::forward(const Tensor& x) {
   std::vector<Variable> pyramid;
   if (frozen_) {
-    backbone_->train(false);
+    backbone_->train(frozen_bn_training_ && training());
     NoGradGuard no_grad;
     pyramid = backbone_->forward(Variable(x));
   } else {

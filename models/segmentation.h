@@ -7,15 +7,20 @@
 //                  full resolution and summing, and the same order as the PyTorch probe in
 //                  bench/torch_reference_bench.py.
 //   NonLinearHead  the "mirror decoder of 1x1x1 ResBlocks": the FPN decoder again with 1x1x1 kernels.
-//                  h = ResBlock1(level L); for i = L-1 .. 0: h = ResBlock1(upsample2(conv1(h)) cropped
-//                  + level i) with conv1 a 1x1x1 conv base*2^(i+1) -> base*2^i; logits = conv1(h) -> K.
-//                  ResBlock1(c) = BN -> ReLU -> conv1x1x1 -> BN -> ReLU -> conv1x1x1, plus the identity.
+//                  h = R(level L); for i = L-1 .. 0: h = R(upsample2(conv1(h)) cropped + level i) with
+//                  conv1 a 1x1x1 conv base*2^(i+1) -> base*2^i; logits = conv1(h) -> K. R is
+//                  ResBlock(c, 1) (models/layers.h): BN -> ReLU -> conv1x1x1 -> BN -> ReLU -> conv1x1x1, plus
+//                  the identity.
 //                  Names head.blocks.{i}.layers.{0,2,3,5}.* (i = level), head.ups.{i}.* (into level i),
 //                  head.out.*.
 //   Segmenter      children backbone.* (an FPN3d, so pretrained "backbone.*" weights load by name) and
-//                  head.*. While the backbone is frozen its forward runs with BatchNorm in eval mode
-//                  (running statistics) and without recording a graph, so no gradient reaches it and
-//                  nothing in it changes; unfrozen, it follows the Segmenter's train()/eval() mode.
+//                  head.*. While the backbone is frozen its forward runs without recording a graph, so no
+//                  gradient reaches it, and with BatchNorm in eval mode (the pretraining running
+//                  statistics; nothing in it changes) - or, with set_frozen_batchnorm_training(true), in
+//                  the Segmenter's train()/eval() mode: batch statistics while training, and the running
+//                  statistics re-estimated on the downstream data (Lightning's BackboneFinetuning
+//                  default, train_bn=True, used by the published program). Unfrozen, the backbone
+//                  follows the Segmenter's train()/eval() mode.
 #pragma once
 #include <memory>
 #include <string>
@@ -34,22 +39,13 @@ class LinearProbe : public Module {
   std::vector<Conv3d*> convs_;
 };
 
-class ResBlock1 : public Module {
- public:
-  ResBlock1(int64_t c, Rng& rng, const ModuleOptions& o);
-  Variable forward(const Variable& x);
-
- private:
-  BatchNorm* bn0_; Conv3d* conv2_; BatchNorm* bn3_; Conv3d* conv5_;
-};
-
 class NonLinearHead : public Module {
  public:
   NonLinearHead(const FPN3dConfig& fpn, int classes, Rng& rng, const ModuleOptions& o = {});
   Variable forward(const std::vector<Variable>& pyramid);
 
  private:
-  std::vector<ResBlock1*> blocks_;  // per level
+  std::vector<ResBlock*> blocks_;   // per level, 1x1x1 convs
   std::vector<Conv3d*> ups_;        // ups_[i]: level i+1 -> level i channels (i = 0 .. L-1)
   Conv3d* out_;
 };
@@ -73,6 +69,9 @@ class Segmenter : public Module {
   // a NoGradGuard. Unfrozen: all parameters require gradients again.
   void set_backbone_frozen(bool frozen);
   bool backbone_frozen() const { return frozen_; }
+  // While frozen: BatchNorm of the backbone in training mode (true) or in eval mode (false, the default).
+  void set_frozen_batchnorm_training(bool on) { frozen_bn_training_ = on; }
+  bool frozen_batchnorm_training() const { return frozen_bn_training_; }
 
   FPN3d& backbone() { return *backbone_; }
   Module& head() { return *head_; }
@@ -87,6 +86,7 @@ class Segmenter : public Module {
   LinearProbe* linear_ = nullptr;
   NonLinearHead* nonlinear_ = nullptr;
   bool frozen_ = false;
+  bool frozen_bn_training_ = false;
 };
 
 // The FPN3d shape (base, scales, blocks) of a state dict, read from the tensor shapes under `prefix`

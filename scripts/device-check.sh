@@ -5,13 +5,17 @@
 #   bash scripts/device-check.sh
 # Steps (each with its own time limit, all well inside 8 minutes together):
 #   1. unpack the -dev packages the machine lacks (.devdeps/unpack-debs.sh, see ../shared/device/README.md)
-#   2. configure with -DCMAKE_CUDA_ARCHITECTURES=90 into /tmp/b and build cuda_tests and bench with -j16
-#   3. the CPU-vs-CUDA parity tests, TF32 forced off (NVIDIA_TF32_OVERRIDE=0)
+#   2. configure into /tmp/b with -DHDSSL_CUDA=ON (configure fails unless nvcc and cuDNN are found),
+#      -DHDSSL_PLOTS=OFF (no cairo, no pkg-config) and -DCMAKE_CUDA_ARCHITECTURES=$HDSSL_CUDA_ARCH (90,
+#      H100/H200, unless set), then build cuda_tests and bench with -j16
+#   3. the CPU-vs-CUDA parity tests, TF32 forced off (NVIDIA_TF32_OVERRIDE=0), one process per suite with
+#      HDSSL_REQUIRE_GPU=1: a missing or broken GPU fails every test instead of skipping it, and an empty
+#      list of suites is a failure; a PASS/FAIL line per suite
 #   4. ./bench: conv3d forward+backward and one full pretraining step at the paper's size, TF32 off,
 #      then the step again with --tf32 (PyTorch's fp32 default for convolutions) if time allows
 #   5. the PyTorch yardstick .devbench/torch_reference_bench.py on the same card (fp32 variants first)
 #   6. if time is left, compute-sanitizer memcheck over the tests of the hand-written kernels
-#   7. a short table, printed last
+#   7. a short table, printed last: PASS/FAIL per suite, then the bench table (ours, then PyTorch)
 # Logs and JSON land in $OUT (the run tool's folder; ./device-out when run by hand).
 set -u
 OUT=${OUT:-$PWD/device-out}
@@ -20,6 +24,8 @@ T0=$(date +%s)
 elapsed() { echo $(( $(date +%s) - T0 )); }
 note() { echo "[$(elapsed)s] $*" | tee -a "$OUT/summary.log"; }
 B=${HDSSL_BUILD_DIR:-/tmp/b}   # a dry run elsewhere: HDSSL_BUILD_DIR=build-cuda HDSSL_SKIP_BUILD=1
+ARCH=${HDSSL_CUDA_ARCH:-90}    # sm_90: H100/H200
+export HDSSL_REQUIRE_GPU=1     # tests/cuda/parity.h: "no CUDA device" is a failure here, never a skip
 status=0
 
 if [ -f .devdeps/unpack-debs.sh ]; then
@@ -33,11 +39,12 @@ nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1 || true
 note "GPU: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | head -1)"
 
 if [ -n "${HDSSL_SKIP_BUILD:-}" ]; then note "configure and build skipped (HDSSL_SKIP_BUILD), using $B"; else
-note "configure"
-if ! timeout 120 cmake -S . -B "$B" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 > "$OUT/configure.log" 2>&1; then
+note "configure (CUDA required, architecture $ARCH = -DCMAKE_CUDA_ARCHITECTURES=$ARCH, plots off)"
+if ! timeout 120 cmake -S . -B "$B" -DCMAKE_BUILD_TYPE=Release -DHDSSL_CUDA=ON -DHDSSL_PLOTS=OFF \
+    -DCMAKE_CUDA_ARCHITECTURES="$ARCH" > "$OUT/configure.log" 2>&1; then
   tail -30 "$OUT/configure.log"; note "FAILED: configure"; exit 1
 fi
-grep -E "hdssl: CUDA backend|cuDNN|CUDAToolkit" "$OUT/configure.log" | tee -a "$OUT/summary.log"
+grep -E "hdssl: CUDA|cuDNN|CUDAToolkit" "$OUT/configure.log" | tee -a "$OUT/summary.log"
 note "build cuda_tests bench"
 if ! timeout 240 cmake --build "$B" -j16 --target cuda_tests bench > "$OUT/build.log" 2>&1; then
   grep -E "error|Error" "$OUT/build.log" | head -40; note "FAILED: build"; exit 1
@@ -48,13 +55,19 @@ fi
 note "parity tests (TF32 off), one process per suite so a crash cannot hide the other suites"
 mkdir -p "$OUT/tests"
 : > "$OUT/cuda_tests.log"
-"$B/tests/cuda/cuda_tests" --gtest_list_tests | grep -E '^[A-Za-z0-9_]+\.$' | tr -d '.' > "$OUT/tests/suites.txt"
+"$B/tests/cuda/cuda_tests" --gtest_list_tests 2> "$OUT/tests/list.log" | grep -E '^[A-Za-z0-9_]+\.$' | tr -d '.' \
+  > "$OUT/tests/suites.txt"
+if [ ! -s "$OUT/tests/suites.txt" ]; then
+  status=1; note "FAIL: cuda_tests lists no test suites (see $OUT/tests/list.log)"
+fi
 for suite in $(cat "$OUT/tests/suites.txt"); do
-  if [ "$(elapsed)" -gt 330 ]; then note "SKIPPED suite $suite (time)"; echo "$suite" >> "$OUT/tests/skipped.txt"; continue; fi
+  if [ "$(elapsed)" -gt 330 ]; then
+    status=1; note "FAIL $suite (not run: out of time)"; echo "$suite" >> "$OUT/tests/skipped.txt"; continue
+  fi
   NVIDIA_TF32_OVERRIDE=0 timeout 150 "$B/tests/cuda/cuda_tests" --gtest_filter="$suite.*" \
     --gtest_output="json:$OUT/tests/$suite.json" >> "$OUT/cuda_tests.log" 2>&1
   rc=$?
-  [ $rc -ne 0 ] && { status=1; note "suite $suite: exit $rc"; }
+  if [ $rc -eq 0 ]; then note "PASS $suite"; else status=1; note "FAIL $suite (exit $rc)"; fi
 done
 grep -E "^\[  FAILED  \] .*\(" "$OUT/cuda_tests.log" | head -40
 grep -B2 -A6 "Failure" "$OUT/cuda_tests.log" | head -80
@@ -69,7 +82,7 @@ if [ $rc -eq 124 ] && [ "$(elapsed)" -lt 330 ]; then
   note "bench step again with --conv-heuristic"
   timeout 90 "$B/bench" --device cuda --what step --conv-heuristic --runs 5 --warmup 2 --json "$OUT/bench_heuristic.json" \
     > "$OUT/bench_heuristic.log" 2>&1 || tail -20 "$OUT/bench_heuristic.log"
-elif [ "$(elapsed)" -lt 300 ]; then
+elif [ $rc -eq 0 ] && [ "$(elapsed)" -lt 300 ]; then
   note "bench step with --tf32"
   timeout 90 "$B/bench" --device cuda --what step --tf32 --runs 5 --warmup 2 --json "$OUT/bench_tf32.json" \
     > "$OUT/bench_tf32.log" 2>&1 || tail -20 "$OUT/bench_tf32.log"
@@ -115,23 +128,38 @@ try:
     skipped = open(os.path.join(out, 'tests', 'skipped.txt')).read().split()
 except OSError:
     skipped = []
+# Per suite: PASS when its JSON is complete, at least one test ran and none failed. Skips are counted
+# but allowed: HDSSL_REQUIRE_GPU=1 already makes a missing GPU a failure, so a skip left here is a
+# test's own decision (e.g. the no-device test on a machine that has one).
 n = nf = 0
-lines = []
+verdicts, failed_tests = [], []
 for suite in suites:
-    if suite in skipped: continue
+    if suite in skipped:
+        verdicts.append(f"  FAIL {suite} (not run: out of time)"); nf += 1; continue
     t = load(os.path.join('tests', suite + '.json'))
     if not t:
-        lines.append(f"  CRASH {suite} (no complete JSON: see cuda_tests.log)"); nf += 1; continue
+        verdicts.append(f"  FAIL {suite} (crashed: no complete JSON, see cuda_tests.log)"); nf += 1; continue
+    bad = skips = ran = 0
     for s in t.get('testsuites', []):
         for c in s.get('testsuite', []):
-            n += 1
-            res = 'FAIL' if c.get('failures') else ('SKIP' if c.get('result') == 'SKIPPED' else 'ok')
-            nf += res == 'FAIL'
-            lines.append(f"  {res:4} {s['name']}.{c['name']}  {c.get('time', '')}")
-print(f"parity tests: {n} run in {len(suites)} suites, {nf} failed or crashed")
-print("\n".join(lines))
-if skipped: print("  skipped for time:", skipped)
+            ran += 1
+            if c.get('failures'):
+                bad += 1; failed_tests.append(f"{s['name']}.{c['name']}")
+            elif c.get('result') == 'SKIPPED':
+                skips += 1
+    n += ran
+    ok = ran > 0 and bad == 0
+    nf += not ok
+    verdicts.append(f"  {'PASS' if ok else 'FAIL'} {suite} ({ran} tests, {bad} failed, {skips} skipped)")
+if not suites:
+    verdicts.append("  FAIL no test suites were listed: nothing was checked")
+    nf += 1
+print(f"parity suites: {len(suites)}, tests: {n}, suites failed: {nf}")
+print("\n".join(verdicts))
+if failed_tests: print("  failed tests:", " ".join(failed_tests))
 print(f"{'what':34} {'median_ms':>10} {'peak_GiB':>9} {'mallocs':>8}")
+if not any(load(n) for n in ('bench.json', 'bench_tf32.json', 'bench_heuristic.json')):
+    print("bench: no results (see bench.log)")
 for name, suffix in (('bench.json', ''), ('bench_tf32.json', ' (tf32)'), ('bench_heuristic.json', ' (heuristic)')):
     b = load(name)
     if not b: continue
@@ -156,6 +184,8 @@ if rows:
             print(f"{'torch ' + r['name']:34} {r['median_s']*1e3:10.1f} {r.get('peak_gib', float('nan')):9.2f}")
         else:
             print(f"{'torch ' + r['name']:34} {str(r.get('error', r.get('skipped', '')))[:60]}")
+sys.exit(1 if nf else 0)
 PY
+[ $? -ne 0 ] && status=1
 note "exit status $status"
 exit $status

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # The test command: installs what is missing, builds, runs every test with ctest (CUDA tests skip
-# with a message where there is no GPU). Extra arguments go to ctest, e.g. scripts/test.sh -R gradcheck
+# with a message where there is no GPU). Extra arguments go to ctest; a filter that matches no test is
+# an error, not a green run. Test names are BINARY.Suite.Test, so select a room or a suite:
+#   scripts/test.sh -R Gradcheck          the float64 gradient checks (autograd_tests.Gradcheck*...)
+#   scripts/test.sh -R autograd_tests     a whole binary (engine_tests, autograd_tests, eval_tests, ...)
 #   scripts/test.sh --sanitize [ctest args]   the same suite built with ASan + UBSan (CPU only) in
 #                                             build-sanitize/; any finding fails its test
 set -euo pipefail
@@ -17,4 +20,4 @@ else
   bash scripts/build.sh
 fi
 cd "${BUILD_DIR:-build}"
-ctest --output-on-failure --timeout 1200 -j"${JOBS:-$(nproc)}" "$@"
+ctest --output-on-failure --no-tests=error --timeout 1200 -j"${JOBS:-$(nproc)}" "$@"

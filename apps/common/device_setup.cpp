@@ -45,4 +45,10 @@ Device open_device(const std::string& name) {
   return device;
 }
 
+std::string device_line(const std::string& requested, Device chosen) {
+  if (requested != "auto") return "device: " + chosen.str();
+  return "device: " + chosen.str() + " (--device auto: " + (chosen.is_cuda() ? "a CUDA device is usable" : "no usable CUDA device") +
+         ")";
+}
+
 }  // namespace hdssl::app

@@ -20,4 +20,11 @@ int set_math_threads(int threads);
 // hdssl::Error, saying why, when a GPU is asked for but none is usable.
 Device open_device(const std::string& name);
 
+// The line every program prints after open_device: which device, and for "auto" why ("device: cpu
+// (--device auto: no CUDA device)").
+std::string device_line(const std::string& requested, Device chosen);
+
+// Every program's --device default: the first GPU when one is usable, else the CPU.
+constexpr const char* kDefaultDevice = "auto";
+
 }  // namespace hdssl::app

@@ -6,6 +6,7 @@
 // so dx = dy * s, dgamma = sum(dy * xhat) with xhat = (x - running_mean) / sqrt(running_var + eps), and
 // dbeta = sum(dy). Both dx and xhat are themselves eval-mode batch norms (with beta = 0 and, for dx, mean
 // 0), so the eval gradient reuses batchnorm_forward_eval and runs on any backend.
+#include "autograd/batchnorm_sync.h"
 #include "autograd/functions.h"
 
 namespace hdssl::ag {
@@ -14,6 +15,8 @@ Variable batchnorm(const Variable& x, const Variable& gamma, const Variable& bet
                    Tensor& running_var, bool training, const BatchNormArgs& args) {
   const Tensor xv = x.value(), gv = gamma.value();
   HDSSL_CHECK(xv.dim() >= 2) << "batchnorm: expected [N,C,...], got " << xv.describe();
+  if (training && batchnorm_stats_reducer())  // --sync-bn: global batch statistics (autograd/batchnorm_sync.h)
+    return batchnorm_synced(x, gamma, beta, running_mean, running_var, args, *batchnorm_stats_reducer());
   Backend& be = backend(xv.device());
   Tensor y = Tensor::empty_like(xv);
   if (training) {

@@ -33,8 +33,6 @@
 namespace hdssl {
 namespace {
 
-
-
 constexpr int64_t kTileElems = int64_t(1) << 18;  // column-buffer elements per tile (1 MiB float32)
 constexpr int64_t kMinTileCols = 256;             // but at least this many columns, for GEMM efficiency
 
@@ -55,13 +53,9 @@ struct Geom {
   double macs() const { return double(N) * double(S()) * double(Co) * double(rows()); }
 };
 
-Geom geometry(const Tensor& x_like, const Tensor& w, const Conv3dArgs& a, const char* op) {
-  HDSSL_CHECK(x_like.dim() == 5 && w.dim() == 5) << op << ": expected 5D tensors, got " << x_like.describe()
-                                                  << " and weight " << w.describe();
-  const int64_t k = w.size(2);
-  HDSSL_CHECK(w.size(3) == k && w.size(4) == k && k == 2 * a.pad + 1 && a.pad >= 0)
-      << op << ": weight " << w.describe() << " needs a cubic kernel of size 2*pad+1 with pad " << a.pad;
-  return Geom{x_like.size(0), w.size(1), w.size(0), x_like.size(2), x_like.size(3), x_like.size(4), k, a.pad};
+// x_like is x or dx [N,Ci,X,Y,Z], w is w or dw [Co,Ci,k,k,k] (shapes checked by the dispatch).
+Geom geometry(const Tensor& x_like, const Tensor& w, const Conv3dArgs& a) {
+  return Geom{x_like.size(0), w.size(1), w.size(0), x_like.size(2), x_like.size(3), x_like.size(4), w.size(2), a.pad};
 }
 
 // Runs body(item, thread) for items [0, n) over OpenMP threads, with OpenBLAS held at one thread
@@ -188,12 +182,7 @@ void col2vol(const Geom& g, T* dcol, int64_t c0, int64_t c1, int64_t l0, int64_t
 }  // namespace
 
 void CpuBackend::conv3d_forward(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y, const Conv3dArgs& a) {
-  const Geom g = geometry(x, w, a, "conv3d_forward");
-  HDSSL_CHECK(x.size(1) == g.Ci && y.shape() == Shape({g.N, g.Co, g.X, g.Y, g.Z}) && w.dtype() == x.dtype() &&
-              y.dtype() == x.dtype())
-      << "conv3d_forward: x " << x.describe() << " w " << w.describe() << " y " << y.describe();
-  HDSSL_CHECK(!b.defined() || (b.numel() == g.Co && b.dtype() == x.dtype()))
-      << "conv3d_forward: bias " << b.describe() << " for " << g.Co << " output channels";
+  const Geom g = geometry(x, w, a);
   dispatch_float(x.dtype(), "conv3d_forward", [&](auto tag) {
     using T = decltype(tag);
     const T *px = x.data<T>(), *pw = w.data<T>(), *pb = b.defined() ? b.data<T>() : nullptr;
@@ -217,10 +206,7 @@ void CpuBackend::conv3d_forward(const Tensor& x, const Tensor& w, const Tensor& 
 }
 
 void CpuBackend::conv3d_backward_data(const Tensor& dy, const Tensor& w, Tensor& dx, const Conv3dArgs& a) {
-  const Geom g = geometry(dy, w, a, "conv3d_backward_data");
-  HDSSL_CHECK(dy.size(1) == g.Co && dx.shape() == Shape({g.N, g.Ci, g.X, g.Y, g.Z}) && w.dtype() == dy.dtype() &&
-              dx.dtype() == dy.dtype())
-      << "conv3d_backward_data: dy " << dy.describe() << " w " << w.describe() << " dx " << dx.describe();
+  const Geom g = geometry(dx, w, a);
   dispatch_float(dy.dtype(), "conv3d_backward_data", [&](auto tag) {
     using T = decltype(tag);
     const T *pdy = dy.data<T>(), *pw = w.data<T>();
@@ -256,10 +242,7 @@ void CpuBackend::conv3d_backward_data(const Tensor& dy, const Tensor& w, Tensor&
 }
 
 void CpuBackend::conv3d_backward_filter(const Tensor& x, const Tensor& dy, Tensor& dw, const Conv3dArgs& a) {
-  const Geom g = geometry(x, dw, a, "conv3d_backward_filter");
-  HDSSL_CHECK(x.size(1) == g.Ci && dy.shape() == Shape({g.N, g.Co, g.X, g.Y, g.Z}) && dw.dtype() == x.dtype() &&
-              dy.dtype() == x.dtype())
-      << "conv3d_backward_filter: x " << x.describe() << " dy " << dy.describe() << " dw " << dw.describe();
+  const Geom g = geometry(x, dw, a);
   dispatch_float(x.dtype(), "conv3d_backward_filter", [&](auto tag) {
     using T = decltype(tag);
     const T *px = x.data<T>(), *pdy = dy.data<T>();

@@ -1,13 +1,14 @@
 // The CPU backend: the readable reference implementation of engine/backend.h, float32 and float64.
+// Its members receive arguments already checked against the contract (engine/dispatch.cpp).
 // One file per op family implements these members (see engine/cpu/README.md); loops are plain and
 // parallelised with OpenMP over independent outputs, so results never depend on the thread count
 // except through the summation order inside OpenBLAS GEMMs.
 #pragma once
-#include "engine/backend.h"
+#include "engine/backend_impl.h"
 
 namespace hdssl {
 
-class CpuBackend final : public Backend {
+class CpuBackend final : public BackendImpl {
  public:
   CpuBackend();  // selects OpenBLAS's kernels once (engine/cpu/blas.h)
   Device device() const override { return Device::cpu(); }
@@ -90,19 +91,5 @@ class CpuBackend final : public Backend {
   void adam_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamArgs& a,
                  double grad_scale) override;
 };
-
-// Calls f(T{}) with T = float or double according to dtype; throws for other dtypes.
-template <class F>
-void dispatch_float(DType t, const char* op, F&& f) {
-  if (t == DType::F32) f(float{});
-  else if (t == DType::F64) f(double{});
-  else throw Error(std::string(op) + ": expected a float32 or float64 tensor, got " + dtype_name(t));
-}
-
-// Checks shared by the kernels: same shape and dtype, contiguous.
-inline void check_same(const Tensor& a, const Tensor& b, const char* op) {
-  HDSSL_CHECK(a.shape() == b.shape() && a.dtype() == b.dtype())
-      << op << ": " << a.describe() << " vs " << b.describe();
-}
 
 }  // namespace hdssl

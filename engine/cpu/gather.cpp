@@ -13,13 +13,9 @@
 
 namespace hdssl {
 namespace {
-// Checks shapes and every coordinate; returns the flat voxel index (within one [X,Y,Z] plane) of each row.
+// Checks every coordinate (the shapes are the dispatch's check); returns the flat voxel index (within one
+// [X,Y,Z] plane) of each row.
 std::vector<int64_t> voxel_offsets(const Tensor& feat, const Tensor& coords, int level, const char* op) {
-  HDSSL_CHECK(feat.dim() == 5) << op << ": features must be [B,C,X,Y,Z], got " << feat.describe();
-  HDSSL_CHECK(coords.dim() == 3 && coords.size(0) == feat.size(0) && coords.size(2) == 3 &&
-              coords.dtype() == DType::I32)
-      << op << ": coords must be int32 [B,n,3] with B = " << feat.size(0) << ", got " << coords.describe();
-  HDSSL_CHECK(level >= 0 && level < 31) << op << ": bad level " << level;
   const int64_t B = coords.size(0), n = coords.size(1), dims[3] = {feat.size(2), feat.size(3), feat.size(4)};
   const int32_t* pc = coords.data<int32_t>();
   std::vector<int64_t> off(size_t(B * n));
@@ -47,8 +43,6 @@ void CpuBackend::gather_voxels(const Tensor& feat, const Tensor& coords, int lev
   const std::vector<int64_t> off = voxel_offsets(feat, coords, level, "gather_voxels");
   const int64_t B = feat.size(0), C = feat.size(1), V = feat.size(2) * feat.size(3) * feat.size(4);
   const int64_t n = coords.size(1);
-  HDSSL_CHECK(out.shape() == Shape({B * n, C}) && out.dtype() == feat.dtype())
-      << "gather_voxels: out " << out.describe() << " for " << feat.describe() << " and " << n << " voxels";
   dispatch_float(feat.dtype(), "gather_voxels", [&](auto tag) {
     using T = decltype(tag);
     const T* pf = feat.data<T>();
@@ -65,8 +59,6 @@ void CpuBackend::gather_voxels_backward(const Tensor& dout, const Tensor& coords
   const std::vector<int64_t> off = voxel_offsets(dfeat, coords, level, "gather_voxels_backward");
   const int64_t B = dfeat.size(0), C = dfeat.size(1), V = dfeat.size(2) * dfeat.size(3) * dfeat.size(4);
   const int64_t n = coords.size(1);
-  HDSSL_CHECK(dout.shape() == Shape({B * n, C}) && dout.dtype() == dfeat.dtype())
-      << "gather_voxels_backward: dout " << dout.describe() << " for " << dfeat.describe();
   dispatch_float(dfeat.dtype(), "gather_voxels_backward", [&](auto tag) {
     using T = decltype(tag);
     const T* pd = dout.data<T>();

@@ -12,21 +12,7 @@
 
 namespace hdssl {
 namespace {
-struct View {
-  int64_t outer, C, inner;
-  int64_t count() const { return outer * inner; }
-};
-
-View view_of(const Tensor& x, const char* op) {
-  HDSSL_CHECK(x.dim() >= 2) << op << ": expected at least 2 dims (N, C, ...), got " << x.describe();
-  const int64_t outer = x.size(0), C = x.size(1);
-  return View{outer, C, outer * C == 0 ? 0 : x.numel() / (outer * C)};
-}
-
-void check_vec(const Tensor& v, const View& s, const Tensor& x, const char* what, const char* op) {
-  HDSSL_CHECK(v.defined() && v.dim() == 1 && v.size(0) == s.C && v.dtype() == x.dtype())
-      << op << ": " << what << " must be [" << s.C << "] of " << dtype_name(x.dtype()) << ", got " << v.describe();
-}
+using View = ChannelView;
 
 // Sum over one channel's values of f(value) or f(value, other value), in double.
 template <class T, class F>
@@ -53,16 +39,8 @@ void CpuBackend::batchnorm_forward_train(const Tensor& x, const Tensor& gamma, c
                                          Tensor& save_mean, Tensor& save_invstd, Tensor& running_mean,
                                          Tensor& running_var, const BatchNormArgs& a) {
   const char* op = "batchnorm_forward_train";
-  const View s = view_of(x, op);
-  check_same(x, y, op);
-  check_vec(gamma, s, x, "gamma", op);
-  check_vec(beta, s, x, "beta", op);
-  check_vec(save_mean, s, x, "save_mean", op);
-  check_vec(save_invstd, s, x, "save_invstd", op);
-  check_vec(running_mean, s, x, "running_mean", op);
-  check_vec(running_var, s, x, "running_var", op);
-  const int64_t M = s.count();
-  HDSSL_CHECK(M > 1) << op << ": expected more than 1 value per channel when training, got " << x.describe();
+  const View s = channel_view(x);
+  const int64_t M = s.count();  // > 1 (the dispatch's check)
   dispatch_float(x.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
     const T* px = x.data<T>();
@@ -90,12 +68,7 @@ void CpuBackend::batchnorm_forward_eval(const Tensor& x, const Tensor& gamma, co
                                         const Tensor& running_mean, const Tensor& running_var, Tensor& y,
                                         const BatchNormArgs& a) {
   const char* op = "batchnorm_forward_eval";
-  const View s = view_of(x, op);
-  check_same(x, y, op);
-  check_vec(gamma, s, x, "gamma", op);
-  check_vec(beta, s, x, "beta", op);
-  check_vec(running_mean, s, x, "running_mean", op);
-  check_vec(running_var, s, x, "running_var", op);
+  const View s = channel_view(x);
   dispatch_float(x.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
     const T *px = x.data<T>(), *pg = gamma.data<T>(), *pb = beta.data<T>();
@@ -112,14 +85,7 @@ void CpuBackend::batchnorm_forward_eval(const Tensor& x, const Tensor& gamma, co
 void CpuBackend::batchnorm_backward(const Tensor& x, const Tensor& dy, const Tensor& gamma, const Tensor& save_mean,
                                     const Tensor& save_invstd, Tensor& dx, Tensor& dgamma, Tensor& dbeta) {
   const char* op = "batchnorm_backward";
-  const View s = view_of(x, op);
-  check_same(x, dy, op);
-  check_same(x, dx, op);
-  check_vec(gamma, s, x, "gamma", op);
-  check_vec(save_mean, s, x, "save_mean", op);
-  check_vec(save_invstd, s, x, "save_invstd", op);
-  check_vec(dgamma, s, x, "dgamma", op);
-  check_vec(dbeta, s, x, "dbeta", op);
+  const View s = channel_view(x);
   const double M = double(s.count());
   dispatch_float(x.dtype(), op, [&](auto tag) {
     using T = decltype(tag);

@@ -11,10 +11,6 @@ namespace hdssl {
 
 void CpuBackend::adam_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamArgs& a,
                            double grad_scale) {
-  check_same(param, grad, "adam_step");
-  check_same(param, m, "adam_step");
-  check_same(param, v, "adam_step");
-  HDSSL_CHECK(a.step >= 1) << "adam_step: step is 1-based, got " << a.step;
   dispatch_float(param.dtype(), "adam_step", [&](auto tag) {
     using T = decltype(tag);
     T* pp = param.data<T>(); const T* pg = grad.data<T>(); T* pm = m.data<T>(); T* pv = v.data<T>();

@@ -25,7 +25,6 @@ double chunked_sum(const T* p, int64_t n, F term) {
 }  // namespace
 
 void CpuBackend::sum_all(const Tensor& x, Tensor& out) {
-  HDSSL_CHECK(out.numel() == 1 && out.dtype() == x.dtype()) << "sum_all: out must be [1] of x's dtype";
   dispatch_float(x.dtype(), "sum_all", [&](auto tag) {
     using T = decltype(tag);
     out.data<T>()[0] = T(chunked_sum(x.data<T>(), x.numel(), [](double v) { return v; }));
@@ -33,7 +32,6 @@ void CpuBackend::sum_all(const Tensor& x, Tensor& out) {
 }
 
 void CpuBackend::sum_squares(const Tensor& x, Tensor& out) {
-  HDSSL_CHECK(out.numel() == 1 && out.dtype() == x.dtype()) << "sum_squares: out must be [1] of x's dtype";
   dispatch_float(x.dtype(), "sum_squares", [&](auto tag) {
     using T = decltype(tag);
     out.data<T>()[0] += T(chunked_sum(x.data<T>(), x.numel(), [](double v) { return v * v; }));
@@ -41,9 +39,8 @@ void CpuBackend::sum_squares(const Tensor& x, Tensor& out) {
 }
 
 void CpuBackend::channel_sum(const Tensor& x, Tensor& out) {
-  HDSSL_CHECK(x.dim() >= 2 && out.numel() == x.size(1) && out.dtype() == x.dtype())
-      << "channel_sum: " << x.describe() << " -> " << out.describe();
-  const int64_t outer = x.size(0), C = x.size(1), inner = x.numel() / (outer * C == 0 ? 1 : outer * C);
+  const ChannelView v = channel_view(x);
+  const int64_t outer = v.outer, C = v.C, inner = v.inner;
   dispatch_float(x.dtype(), "channel_sum", [&](auto tag) {
     using T = decltype(tag);
     const T* p = x.data<T>();

@@ -6,10 +6,14 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <tuple>
+#include <utility>
+#include <vector>
 
 #include "apps/common/plot.h"
 #include "apps/common/progress.h"
 #include "apps/common/run_folder.h"
+#include "apps/common/settings.h"
 #include "engine/check.h"
 
 namespace fs = std::filesystem;
@@ -91,4 +95,123 @@ TEST(Plot, WritesAPngWithGapsAndSmoothing) {
   EXPECT_EQ(std::string(sig + 1, 3), "PNG");
   EXPECT_GT(fs::file_size(dir + "/p.png"), 5000u);
   EXPECT_THROW(app::plot_curves(dir + "/no/such/dir/p.png", "t", "x", {a}), Error);
+}
+
+// The settings table: one declaration gives the flag, the range check, the JSON and the resume rule.
+namespace {
+struct Demo {
+  double tau = 0.1, lr = 3e-4;
+  int64_t steps = 10;
+  std::vector<int64_t> patch{16, 16, 8};
+  std::string cache;
+  bool flag = false;
+};
+void declare(app::SettingsTable& t, Demo& d) {
+  t.add("--tau", "tau", d.tau, "temperature", app::Kind::Defines).above(0).finite();
+  t.add("--lr", "lr", d.lr, "learning rate", app::Kind::Resumable).above(0);
+  t.add("--steps", "steps", d.steps, "steps", app::Kind::Resumable).at_least(1);
+  t.add("--patch", "patch", d.patch, "patch", app::Kind::Defines, 3).at_least(1);
+  t.add("--cache", "cache", d.cache, "cache", app::Kind::NotSaved);
+  t.add("--flag", "flag", d.flag, "a switch", app::Kind::Defines);
+}
+int parse(CLI::App& app, std::vector<std::string> args) {
+  args.insert(args.begin(), "prog");
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  testing::internal::CaptureStdout();
+  testing::internal::CaptureStderr();
+  const int rc = app::parse_command_line(app, int(argv.size()), argv.data());
+  testing::internal::GetCapturedStdout();
+  testing::internal::GetCapturedStderr();
+  return rc;
+}
+}  // namespace
+
+TEST(SettingsTable, RangesAreCheckedOnGivenFlagsNamingTheFlagAndTheRange) {
+  for (const auto& [args, says] : std::vector<std::pair<std::vector<std::string>, std::string>>{
+           {{"--tau", "0"}, "--tau 0: out of range, must be > 0 and finite"},
+           {{"--tau", "inf"}, "--tau inf: out of range, must be > 0 and finite"},
+           {{"--steps", "0"}, "--steps 0: out of range, must be >= 1"},
+           {{"--patch", "16", "0", "8"}, "--patch 16 0 8: out of range, each value must be >= 1"}}) {
+    Demo d;
+    CLI::App cli;
+    app::SettingsTable t(cli);
+    declare(t, d);
+    ASSERT_EQ(parse(cli, args), -1);
+    try {
+      t.check_ranges();
+      ADD_FAILURE() << says << ": accepted";
+    } catch (const app::UsageError& e) {
+      EXPECT_EQ(std::string(e.what()), says);
+    }
+  }
+  Demo d;
+  CLI::App cli;
+  app::SettingsTable t(cli);
+  declare(t, d);
+  EXPECT_EQ(parse(cli, {"--tau", "0.5", "--patch", "1", "2", "3", "--steps", "1"}), -1);
+  EXPECT_NO_THROW(t.check_ranges());
+  EXPECT_EQ(parse(cli, {"--tau", "x"}), 2);  // not a number: CLI11's refusal, exit 2
+  EXPECT_NE(cli.get_option("--tau")->get_description().find("(> 0, finite)"), std::string::npos);
+}
+
+TEST(SettingsTable, JsonRoundTripAndTheResumeRule) {
+  Demo first;
+  CLI::App a;
+  app::SettingsTable ta(a);
+  declare(ta, first);
+  ASSERT_EQ(parse(a, {"--tau", "0.2", "--lr", "0.001", "--patch", "8", "8", "4", "--flag", "--cache", "/tmp/c"}), -1);
+  const nlohmann::json saved = ta.to_json();
+  EXPECT_EQ(saved.at("tau"), 0.2);
+  EXPECT_EQ(saved.at("patch"), nlohmann::json({8, 8, 4}));
+  EXPECT_EQ(saved.at("flag"), true);
+  EXPECT_FALSE(saved.contains("cache"));  // NotSaved
+
+  // A resumed session: no flags -> every saved value comes back.
+  Demo second;
+  CLI::App b;
+  app::SettingsTable tb(b);
+  declare(tb, second);
+  ASSERT_EQ(parse(b, {}), -1);
+  EXPECT_TRUE(tb.resume(saved).empty());
+  EXPECT_EQ(tb.to_json(), saved);
+
+  // Flags given on resume: a defining one is ignored with a note, a resumable one wins with a note.
+  Demo third;
+  CLI::App c;
+  app::SettingsTable tc(c);
+  declare(tc, third);
+  ASSERT_EQ(parse(c, {"--tau", "0.7", "--lr", "0.0005", "--steps", "10"}), -1);
+  nlohmann::json older = saved;
+  older.erase("steps");  // a run saved before the setting existed keeps its default
+  const std::vector<std::string> notes = tc.resume(older);
+  EXPECT_EQ(third.tau, 0.2);
+  EXPECT_EQ(third.lr, 0.0005);
+  EXPECT_EQ(third.steps, 10);
+  ASSERT_EQ(notes.size(), 2u);
+  EXPECT_EQ(notes[0], "note: --tau 0.7 ignored: a resumed run keeps its tau = 0.2");
+  EXPECT_EQ(notes[1], "note: lr changed on resume from 0.001 to 0.0005 (--lr)");
+}
+
+TEST(ResumeFlag, TakesTheRunFolderOrGoesWithO) {
+  for (const auto& [args, out, resumed] : std::vector<std::tuple<std::vector<std::string>, std::string, bool>>{
+           {{"--resume", "RUN"}, "RUN", true},
+           {{"-o", "RUN", "--resume"}, "RUN", true},
+           {{"--resume", "-o", "RUN"}, "RUN", true},
+           {{"--resume", "RUN", "-o", "RUN"}, "RUN", true},
+           {{"-o", "RUN"}, "RUN", false}}) {
+    CLI::App cli;
+    std::string o;
+    cli.add_option("-o", o);
+    app::ResumeFlag r(cli, "resume");
+    ASSERT_EQ(parse(cli, args), -1);
+    EXPECT_EQ(r.apply(&o, cli.count("-o") > 0), resumed);
+    EXPECT_EQ(o, out);
+  }
+  CLI::App cli;
+  std::string o;
+  cli.add_option("-o", o);
+  app::ResumeFlag r(cli, "resume");
+  ASSERT_EQ(parse(cli, {"--resume", "A", "-o", "B"}), -1);
+  EXPECT_THROW(r.apply(&o, true), app::UsageError);
 }

@@ -7,6 +7,11 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <unistd.h>
 
 #include "data/nifti.h"
 #include "eval/report.h"
@@ -35,11 +40,13 @@ const std::string kBin = HDSSL_BINARY_DIR;
 class Apps : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    dir_ = ::testing::TempDir() + "hdssl_eval_apps";
+    // One folder per process: ctest -j runs these tests in parallel processes (and other checkouts may too).
+    dir_ = ::testing::TempDir() + "hdssl_eval_apps_" + std::to_string(::getpid());
     fs::remove_all(dir_);
     Result r = sh(kBin + "/synth -o " + dir_ + "/data --cases 3 --seed 5 --spacing 8 8 16");
     ASSERT_EQ(r.rc, 0) << r.out;
   }
+  static void TearDownTestSuite() { fs::remove_all(dir_); }
   static std::string eval_cmd(const std::string& run, const std::string& extra) {
     return kBin + "/evaluate --mode linear --data " + dir_ + "/data -o " + dir_ + "/" + run +
            " --steps 2 --batch 1 --patch 16 16 8 --spacing 8 8 16 --base-channels 4 --scales 2 --blocks 1 --folds 3"
@@ -73,14 +80,16 @@ TEST_F(Apps, EvaluateWritesTheRunFolderAndPredictOverlaysInputs) {
     EXPECT_EQ(lines, 3);  // header + 2 steps
   }
 
-  // A second run into the same folder is refused without --resume; with --resume the settings must match.
+  // A second run into the same folder is refused without --resume. With --resume the run keeps its own
+  // settings (the resume rule of ./pretrain): a different flag that defines the run is ignored, with a note.
   r = sh(eval_cmd("run", ""));
   EXPECT_EQ(r.rc, 2);
   EXPECT_NE(r.out.find("--resume"), std::string::npos) << r.out;
   r = sh(eval_cmd("run", "--resume --lr 0.1"));
-  EXPECT_EQ(r.rc, 2);
-  EXPECT_NE(r.out.find("'lr'"), std::string::npos) << r.out;
-  r = sh(eval_cmd("run", "--resume"));
+  EXPECT_EQ(r.rc, 0) << r.out;
+  EXPECT_NE(r.out.find("--lr 0.1 ignored: a resumed run keeps its lr = 0.0003"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("already done"), std::string::npos) << r.out;
+  r = sh(kBin + "/evaluate --resume " + run + " --threads 1");  // the run folder alone: its settings from config.json
   EXPECT_EQ(r.rc, 0) << r.out;
   EXPECT_NE(r.out.find("already done"), std::string::npos) << r.out;
 
@@ -118,6 +127,24 @@ TEST_F(Apps, Refusals) {
   EXPECT_NE(r.out.find("there are 3 folds"), std::string::npos) << r.out;
   r = sh(kBin + "/predict -i " + dir_ + "/data/imagesTr -o " + dir_ + "/p2 -m " + dir_ + "/nothing");
   EXPECT_NE(r.rc, 0);
+  // Ranges at the command line: exit 2, the flag and its range named.
+  for (const auto& [flags, says] : std::vector<std::pair<std::string, std::string>>{
+           {"--lr 0", "--lr 0: out of range, must be > 0"},
+           {"--steps 0", "--steps 0: out of range, must be >= 1"},
+           {"--fg-prob 1.5", "--fg-prob 1.5: out of range, must be >= 0 and <= 1"},
+           {"--patch 16 0 8", "--patch 16 0 8: out of range, each value must be >= 1"},
+           {"--spacing 8 -8 16", "--spacing 8 -8 16: out of range, each value must be > 0"},
+           {"--folds 1", "--folds 1: out of range, must be >= 2"}}) {
+    r = sh(eval_cmd("bad4", flags));
+    EXPECT_EQ(r.rc, 2) << flags << "\n" << r.out;
+    EXPECT_NE(r.out.find(says), std::string::npos) << r.out;
+  }
+  EXPECT_FALSE(fs::exists(dir_ + "/bad4")) << "refused at the command line, before the run folder";
+  r = sh(kBin + "/predict -i x -o y -m z --window-batch 0");
+  EXPECT_EQ(r.rc, 2);
+  EXPECT_NE(r.out.find("--window-batch 0: out of range, must be >= 1"), std::string::npos) << r.out;
+  r = sh(kBin + "/predict -i x -o y");  // -m missing: a usage error, exit 2 like every program
+  EXPECT_EQ(r.rc, 2) << r.out;
 }
 
 TEST_F(Apps, FineTuneAliasWithSplitsFileOneFoldAndFewCases) {

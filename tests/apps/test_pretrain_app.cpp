@@ -2,7 +2,8 @@
 // kill -9 then --resume reproducing the uninterrupted losses bit for bit (CPU), a second process on the
 // same folder refused, a corrupted or truncated latest checkpoint refused by name with the previous one
 // used, and each failure (empty folder, unreadable volumes, volumes smaller than the patch, non-finite
-// loss, out of memory, CUDA without a GPU) a clear message and a non-zero exit.
+// loss, out of memory, CUDA without a GPU) a clear message and a non-zero exit; every out-of-range flag
+// refused with exit 2 before anything is created, and --resume RUN keeping the run's own settings.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -14,6 +15,10 @@
 #include <fstream>
 #include <sstream>
 #include <thread>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "apps/common/run_folder.h"
 #include "data/phantom.h"
@@ -233,22 +238,22 @@ TEST(PretrainApp, FailuresAreClearAndExitNonZero) {
   const std::string base = scratch() + "/fail";
   fs::create_directories(base + "/empty");
   Result empty = run("--data " + base + "/empty -o " + base + "/r1" + kTiny + " --steps 2");
-  EXPECT_NE(empty.code, 0);
+  EXPECT_EQ(empty.code, 3);  // input data refused (apps/README.md, exit codes)
   EXPECT_NE(empty.output.find("no NIfTI files"), std::string::npos) << empty.output;
 
   fs::create_directories(base + "/garbage");
   std::ofstream(base + "/garbage/broken.nii.gz") << "this is not a NIfTI file";
   Result garbage = run("--data " + base + "/garbage -o " + base + "/r2" + kTiny + " --steps 2");
-  EXPECT_NE(garbage.code, 0);
+  EXPECT_EQ(garbage.code, 3);
   EXPECT_NE(garbage.output.find("no usable volume"), std::string::npos) << garbage.output;
   EXPECT_NE(garbage.output.find("broken.nii.gz"), std::string::npos) << garbage.output;
 
   Result small = run("--data " + phantoms() + " -o " + base + "/r3" + kTiny + " --patch 400 16 8 --steps 2");
-  EXPECT_NE(small.code, 0);
+  EXPECT_EQ(small.code, 3);
   EXPECT_NE(small.output.find("smaller than the patch"), std::string::npos) << small.output;
 
   Result nan = run("--data " + phantoms() + " -o " + base + "/r4" + kTiny + " --steps 5 --save-every 1 --debug-nan-at 3");
-  EXPECT_NE(nan.code, 0);
+  EXPECT_EQ(nan.code, 4);  // diverged
   // Caught at the loss, or (when a ReLU maps NaN to 0 in the forward pass) at the gradient norm, which
   // names the first parameter with a non-finite gradient. Either way: the step and the tensor are named.
   EXPECT_NE(nan.output.find("step 3: the"), std::string::npos) << nan.output;
@@ -271,7 +276,7 @@ TEST(PretrainApp, FailuresAreClearAndExitNonZero) {
   EXPECT_NE(cuda.output.find("no CUDA device"), std::string::npos) << cuda.output;
 
   Result again = run("--data " + phantoms() + " -o " + base + "/r4" + kTiny + " --steps 5");
-  EXPECT_NE(again.code, 0);
+  EXPECT_EQ(again.code, 2);  // a run folder that needs --resume: the command line's fault, as in ./evaluate
   EXPECT_NE(again.output.find("--resume"), std::string::npos) << again.output;
 }
 
@@ -288,4 +293,73 @@ TEST(PretrainApp, DemoRunsFromAnEmptyFolder) {
   ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << out;
   EXPECT_NE(out.find("synthetic CT phantoms"), std::string::npos) << out;
   EXPECT_TRUE(fs::exists(cwd + "/hdssl-demo/run/backbone.safetensors")) << out;
+}
+
+TEST(PretrainApp, OutOfRangeFlagsAreRefusedAtTheCommandLineWithExit2) {
+  const std::string out = scratch() + "/refused";
+  for (const auto& [flags, says] : std::vector<std::pair<std::string, std::string>>{
+           {"--tau 0", "--tau 0: out of range, must be > 0 and finite"},
+           {"--lr 0", "--lr 0: out of range, must be > 0 and finite"},
+           {"--lambda -1", "--lambda -1: out of range, must be >= 0 and finite"},
+           {"--clip -0.5", "--clip -0.5: out of range, must be >= 0 and finite"},
+           {"--steps 0", "--steps 0: out of range, must be >= 1"},
+           {"--batch-pairs 0", "--batch-pairs 0: out of range, must be >= 1"},
+           {"--voxels-per-pair 0", "--voxels-per-pair 0: out of range, must be >= 1"},
+           {"--patch 16 0 8", "--patch 16 0 8: out of range, each value must be >= 1"},
+           {"--patch 16 12 8 --scales 4", "--patch 16 12 8: each size must be a multiple of 2^(scales-1) = 8"},
+           {"--spacing 6 0 12", "--spacing 6 0 12: out of range, each value must be > 0 and finite"},
+           {"--spacing 6 nan 12", "--spacing 6 nan 12: out of range, each value must be > 0 and finite"},
+           {"--base-channels 0", "--base-channels 0: out of range, must be >= 1"},
+           {"--scales 0", "--scales 0: out of range, must be >= 1"},
+           {"--threads -1", "--threads -1: out of range, must be >= 0"},
+           {"--save-every 0", "--save-every 0: out of range, must be >= 1"},
+           {"--arch resnet", "--arch: resnet not in {ours,vox2vec}"}}) {
+    // The range flag comes after the tiny settings, so it is the one that counts (the last wins).
+    Result r = run("--data " + phantoms() + " -o " + out + kTiny + " " + flags);
+    EXPECT_EQ(r.code, 2) << flags << "\n" << r.output;
+    EXPECT_NE(r.output.find(says), std::string::npos) << r.output;
+  }
+  EXPECT_FALSE(fs::exists(out)) << "nothing is created for a refused command line";
+}
+
+// --resume RUN (what users type) and -o RUN --resume are the same; the run's settings come back from its
+// checkpoint whatever the flags say, except those that may change (--steps, --lr, --save-every, --data).
+TEST(PretrainApp, ResumeRunDirKeepsTheSettingsOfTheRun) {
+  const std::string out = scratch() + "/roundtrip";
+  Result r = run("--data " + phantoms() + " -o " + out + kTiny +
+                 " --steps 2 --save-every 1 --tau 0.2 --lambda 3 --clip 0.5 --seed 9 --aug none --blocks 1");
+  ASSERT_EQ(r.code, 0) << r.output;
+  auto config = [&] {
+    std::ifstream f(out + "/config.json");
+    return nlohmann::json::parse(f);
+  };
+  const nlohmann::json first = config();
+  EXPECT_EQ(first.at("tau"), 0.2);
+  EXPECT_EQ(first.at("lambda"), 3.0);
+  EXPECT_EQ(first.at("clip"), 0.5);
+  EXPECT_EQ(first.at("seed"), 9);
+  EXPECT_EQ(first.at("aug"), "none");
+  EXPECT_EQ(first.at("blocks"), 1);
+  EXPECT_EQ(first.at("lr"), 1e-3);
+  EXPECT_EQ(first.at("patch"), nlohmann::json({16, 16, 8}));
+  EXPECT_EQ(first.at("device"), "cpu");
+  // The checkpoint's copy of the settings is the same record.
+  models::SafeTensors st = models::read_safetensors(out + "/checkpoint_latest.safetensors");
+  const nlohmann::json meta = nlohmann::json::parse(st.metadata.at("data"));
+  for (auto& [k, v] : meta.items()) EXPECT_EQ(first.at(k), v) << k;
+
+  Result rr = run("--resume " + out + " --steps 4 --tau 0.5 --lr 5e-4 --threads 1 --loader-threads 1 --device cpu");
+  ASSERT_EQ(rr.code, 0) << rr.output;
+  EXPECT_NE(rr.output.find("resumed at step 2"), std::string::npos) << rr.output;
+  EXPECT_NE(rr.output.find("--tau 0.5 ignored: a resumed run keeps its tau = 0.2"), std::string::npos) << rr.output;
+  EXPECT_NE(rr.output.find("lr changed on resume from 0.001 to 0.0005"), std::string::npos) << rr.output;
+  const nlohmann::json second = config();
+  for (const char* k : {"tau", "lambda", "clip", "seed", "aug", "blocks", "patch", "batch_pairs", "voxels_per_pair",
+                        "base_channels", "scales", "spacing", "modality", "arch", "save_every", "data"})
+    EXPECT_EQ(second.at(k), first.at(k)) << k;
+  EXPECT_EQ(second.at("steps"), 4);
+  EXPECT_EQ(second.at("lr"), 5e-4);
+  auto m = metrics(out);
+  ASSERT_EQ(m.size(), 4u);
+  EXPECT_EQ(m[3][2], 5e-4);  // metrics.csv's lr column: the new rate is the one used
 }

@@ -2,6 +2,8 @@
 // both backends, compare with a tolerance written next to each check.
 //
 // HDSSL_PARITY_SELFTEST=1 (ctest: cuda_tests_cpu_selftest) runs them CPU against CPU, to check the tests.
+// HDSSL_REQUIRE_GPU=1 (set by scripts/device-check.sh) turns every "no CUDA device" skip into a failure,
+// so a GPU machine whose CUDA set-up is broken can never end green with everything skipped.
 //
 // Pattern of a test:
 //   HDSSL_REQUIRE_CUDA();
@@ -60,11 +62,23 @@ inline bool cuda_ready(std::string* why = nullptr) {
   return ok;
 }
 
-#define HDSSL_REQUIRE_CUDA()                                      \
-  do {                                                            \
-    std::string hdssl_why_;                                       \
-    if (!::hdssl::test::cuda_ready(&hdssl_why_))                  \
-      GTEST_SKIP() << "no CUDA device: " << hdssl_why_;           \
+// HDSSL_REQUIRE_GPU=1: a missing CUDA device is a failure, not a skip.
+inline bool gpu_required() {
+  static const bool on = [] {
+    const char* e = std::getenv("HDSSL_REQUIRE_GPU");
+    return e && std::string(e) == "1";
+  }();
+  return on;
+}
+
+#define HDSSL_REQUIRE_CUDA()                                                                        \
+  do {                                                                                              \
+    std::string hdssl_why_;                                                                         \
+    if (!::hdssl::test::cuda_ready(&hdssl_why_)) {                                                  \
+      if (::hdssl::test::gpu_required())                                                            \
+        FAIL() << "no CUDA device, and HDSSL_REQUIRE_GPU=1 makes that a failure: " << hdssl_why_;   \
+      GTEST_SKIP() << "no CUDA device: " << hdssl_why_;                                             \
+    }                                                                                               \
   } while (0)
 
 inline const std::vector<DType> kFloatTypes = {DType::F32, DType::F64};

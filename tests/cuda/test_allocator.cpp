@@ -75,7 +75,12 @@ TEST(CudaInit, NoDeviceMeansNoBackendAndAClearError) {
   if (cuda_ready() || selftest()) GTEST_SKIP() << "a CUDA device is present; this test covers the no-device path";
   EXPECT_FALSE(cuda::init());
   EXPECT_FALSE(cuda_available());
-  EXPECT_THROW(backend(Device::cuda()), Error);
+  try {
+    backend(Device::cuda());
+    ADD_FAILURE() << "backend(cuda) without a device did not throw";
+  } catch (const Error& e) {  // the engine library knows it was built with CUDA (engine/CMakeLists.txt)
+    EXPECT_NE(std::string(e.what()).find("built with CUDA; no device found"), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace

@@ -1,5 +1,5 @@
 // End-to-end parity: one pretraining step of a small models::Pretrainer (every primitive, through autograd
-// and the modules) on CUDA against the same step on the CPU - loss terms, every parameter gradient, the
+// and the modules; models::PretrainStep, the step ./pretrain runs) on CUDA against the same step on the CPU - loss terms, every parameter gradient, the
 // BatchNorm running statistics, the gradient norm and the parameters after one clipped Adam step. Both
 // models are built from the same seed on the CPU; one is moved to CUDA. float64 makes the comparison
 // tight (every difference is summation order); float32 is checked against the largest gradient.
@@ -7,8 +7,7 @@
 #include <cmath>
 #include <memory>
 
-#include "autograd/optim.h"
-#include "models/pretrainer.h"
+#include "models/pretrain_step.h"
 #include "tests/cuda/parity.h"
 
 namespace hdssl::test {
@@ -50,20 +49,17 @@ StepResult run_step(Device d, DType t) {
   in.coords_b = coords();
 
   StepResult r;
-  models::PretrainLoss l = model.loss(in);
-  r.loss = l.total.value().item();
-  r.lc = l.contrastive.value().item();
-  r.lr = l.restoration.defined() ? l.restoration.value().item() : 0.0;
-  l.total.backward();
-  l = {};
+  models::PretrainStep step(model);  // lr 3e-4, clip 1.0
+  models::StepResult s = step.compute_gradients(in);
+  r.loss = s.l();
+  r.lc = s.lc();
+  r.lr = s.lr();
   for (auto& [name, v] : model.named_parameters())
     r.grads.emplace_back(name, v.grad().defined() ? host_doubles(v.grad()) : std::vector<double>{});
   for (auto& [name, b] : model.named_buffers())
     if (b.tensor) r.buffers_after.emplace_back(name, host_doubles(*b.tensor));
-  std::vector<Variable> params = model.parameters();
-  r.grad_norm = grad_norm(params);
-  Adam adam(params);
-  adam.step(clip_coefficient(r.grad_norm, 1.0));
+  step.apply(s, 1);
+  r.grad_norm = s.grad_norm;
   for (auto& [name, v] : model.named_parameters()) r.params_after.emplace_back(name, host_doubles(v.value()));
   return r;
 }

@@ -254,3 +254,72 @@ TEST(Augment, Vox2vecWindowBlurAndNoise) {
   augment_vox2vec(r.data(), d, w, rng);
   EXPECT_EQ(r, before);
 }
+
+// Issue 11 (e): a twentieth of 32x32x16 is 1x1x1, a no-op; the minimum block side keeps the shuffle alive.
+TEST(Augment, PixelShuffleMinimumBlockSide) {
+  const Dims3 d{32, 32, 16};
+  auto p = random_patch(d, 21);
+  auto before = p;
+  Rng rng(4);
+  auto tiny = local_pixel_shuffle(p.data(), d, 200, 20, Dims3{1, 1, 1}, rng);
+  EXPECT_EQ(tiny[0].size, (Dims3{1, 1, 1}));
+  EXPECT_EQ(p, before) << "1x1x1 blocks cannot change a patch";
+  auto blocks = local_pixel_shuffle(p.data(), d, 200, 20, Dims3{2, 2, 1}, rng);
+  EXPECT_EQ(blocks[0].size, (Dims3{2, 2, 1}));
+  EXPECT_NE(p, before);
+  // At the paper's patch the minimum changes nothing: 128/20 = 6, 32/20 = 1.
+  const Dims3 big{128, 128, 32};
+  std::vector<float> q(size_t(128 * 128 * 32), 0.f);
+  EXPECT_EQ(local_pixel_shuffle(q.data(), big, 1, 20, LocalAugConfig{}.shuffle_block_min, rng)[0].size, (Dims3{6, 6, 1}));
+  // And augment_local uses it: with only the shuffle on, the default config changes a 32x32x16 patch.
+  LocalAugConfig c;
+  c.bezier = c.inpaint = false;
+  c.shuffle_p = 1;
+  auto r = before;
+  Rng r2(5);
+  augment_local(r.data(), d, c, r2);
+  EXPECT_NE(r, before);
+}
+
+// Issue 11 (f): program order ends with the window and its clip; the noise is in HU of the data window.
+TEST(Augment, Vox2vecProgramOrderClipsLastAndScalesNoiseInHu) {
+  const Dims3 d{16, 16, 6};
+  Vox2vecAugConfig c;
+  ASSERT_TRUE(c.program_order);
+  c.blur_sharpen = false;
+  c.noise_p = 1;
+  c.window_p = 0;  // no random window: the final clip to the data window alone
+  auto p0 = random_patch(d, 9);
+  for (size_t i = 0; i < p0.size(); i += 7) p0[i] = (i / 7) % 2 ? 1.f : 0.f;  // values at both ends of [0, 1]
+  auto p = p0;
+  Rng rng(1);
+  augment_vox2vec(p.data(), d, c, rng);
+  EXPECT_NE(p, p0);
+  for (float v : p) { ASSERT_GE(v, 0.f); ASSERT_LE(v, 1.f); }
+  Vox2vecAugConfig legacy = c;
+  legacy.program_order = false;
+  bool outside = false;
+  for (uint64_t s = 0; s < 10 && !outside; ++s) {
+    auto q = p0;
+    Rng r(s);
+    augment_vox2vec(q.data(), d, legacy, r);
+    for (float v : q) outside |= v < 0.f || v > 1.f;
+  }
+  EXPECT_TRUE(outside) << "the legacy order adds noise after the clip";
+  // Noise of up to 30 HU: in the program window [-175, 250] that is up to 30/425 of [0, 1], and it is
+  // more than the 30/2350 of the paper's window for most draws.
+  c.data_window_lo = -175;
+  c.data_window_hi = 250;
+  int above = 0;
+  for (uint64_t s = 0; s < 20; ++s) {
+    std::vector<float> q(p0.size(), 0.5f);
+    Rng r(100 + s);
+    augment_vox2vec(q.data(), d, c, r);
+    double ss = 0;
+    for (float v : q) ss += (v - 0.5) * (v - 0.5);
+    const double sd = std::sqrt(ss / double(q.size()));
+    EXPECT_LT(sd, 1.15 * 30.0 / 425.0);
+    above += sd > 1.15 * 30.0 / 2350.0;
+  }
+  EXPECT_GE(above, 10);
+}

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <set>
 #include <cstring>
 #include <thread>
 
@@ -142,4 +143,36 @@ TEST(Loader, RefusesVolumesSmallerThanThePatch) {
   auto c = small_config(PretrainConfig::Aug::None);
   c.patch = {512, 32, 16};
   EXPECT_THROW(PretrainLoader(volumes(), c, 0), DataError);
+}
+
+// Issue 11 (a): the published program cuts all B pairs of a step from one volume; PerPair draws one per pair.
+TEST(Loader, OneVolumePerStepCutsEveryPairFromTheSameVolume) {
+  PretrainConfig c = small_config(PretrainConfig::Aug::None);
+  c.batch_pairs = 4;
+  ASSERT_EQ(c.volumes, PretrainConfig::Volumes::OneVolume) << "the program's batch composition is the default";
+  PretrainLoader one(volumes(), c, 0, 1);
+  std::set<int> seen;
+  for (int k = 0; k < 12; ++k) {
+    PretrainBatch b = one.next();
+    for (int p = 1; p < 4; ++p) EXPECT_EQ(b.volume[size_t(p)], b.volume[0]) << "batch " << k << " mixes volumes";
+    seen.insert(b.volume[0]);
+  }
+  EXPECT_EQ(seen.size(), 2u) << "both volumes should be drawn over 12 steps";
+  c.volumes = PretrainConfig::Volumes::PerPair;
+  PretrainLoader per(volumes(), c, 0, 1);
+  int mixed = 0;
+  for (int k = 0; k < 12; ++k) {
+    PretrainBatch b = per.next();
+    for (int p = 1; p < 4; ++p) mixed += b.volume[size_t(p)] != b.volume[0];
+  }
+  EXPECT_GT(mixed, 0) << "per-pair volumes should mix patients within a batch";
+}
+
+TEST(Loader, OneVolumePerStepIsTheSameWhateverTheThreadCount) {
+  for (auto mode : {PretrainConfig::Volumes::OneVolume, PretrainConfig::Volumes::PerPair}) {
+    PretrainConfig c = small_config(PretrainConfig::Aug::Local);
+    c.volumes = mode;
+    PretrainLoader l0(volumes(), c, 0, 1), l3(volumes(), c, 3, 3);
+    for (int k = 0; k < 4; ++k) EXPECT_TRUE(same(l0.next(), l3.next())) << "batch " << k;
+  }
 }

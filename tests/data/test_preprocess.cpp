@@ -224,3 +224,40 @@ TEST(BodyMask, FillsInnerAirAndExcludesOutsideAir) {
   EXPECT_EQ(m.data[size_t(m.index(0, 0, 1))], 0);
   EXPECT_EQ(m.data[size_t(m.index(19, 10, 1))], 0);
 }
+
+// Issue 11 (d): the CT window is a recorded parameter; the program's abdomen window spreads soft tissue.
+TEST(Preprocess, CtWindowByNameIsPartOfTheKeyAndTheResult) {
+  PreprocessConfig paper = PreprocessConfig::ct(), program = PreprocessConfig::ct();
+  EXPECT_EQ(paper.ct_clip_lo, -1350);
+  EXPECT_EQ(paper.ct_clip_hi, 1000);
+  program.set_ct_window("program");
+  EXPECT_EQ(program.ct_clip_lo, -175);
+  EXPECT_EQ(program.ct_clip_hi, 250);
+  EXPECT_NE(paper.key(), program.key()) << "the cache key must hold the window";
+  PreprocessConfig custom = PreprocessConfig::ct();
+  custom.set_ct_window("-100,300");
+  EXPECT_EQ(custom.ct_clip_lo, -100);
+  EXPECT_EQ(custom.ct_clip_hi, 300);
+  custom.set_ct_window("paper");
+  EXPECT_EQ(custom.key(), paper.key());
+  for (const char* bad : {"", "abdomen", "250,-175", "5,5", "1,2,3", "1,2x"}) EXPECT_THROW(custom.set_ct_window(bad), DataError) << bad;
+  // On a phantom: soft tissue (liver ~ 60 HU, spleen ~ 45 HU, fat ~ -100 HU) spreads over far more of
+  // [0, 1] in the program window.
+  Phantom ph = make_phantom(test::small_phantom_config(), 11, 0);
+  for (PreprocessConfig* c : {&paper, &program}) {
+    c->spacing = {3.0, 3.0, 5.0};
+    c->min_size = {32, 32, 16};
+  }
+  PreprocessedVolume a = preprocess(test::as_nifti(ph.image, "ct"), paper), b = preprocess(test::as_nifti(ph.image, "ct"), program);
+  ASSERT_EQ(a.image.dims, b.image.dims);
+  auto to_hu = [](float v, const PreprocessConfig& c) { return c.ct_clip_lo + double(v) * (c.ct_clip_hi - c.ct_clip_lo); };
+  int checked = 0;
+  for (size_t i = 0; i < a.image.data.size(); ++i) {
+    const double h = to_hu(a.image.data[i], paper);
+    if (h > -100 && h < 200) {
+      EXPECT_NEAR(to_hu(b.image.data[i], program), h, 2.0) << "the same HU value, another scale";
+      ++checked;
+    }
+  }
+  EXPECT_GT(checked, 100);
+}

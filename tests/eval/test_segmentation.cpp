@@ -237,3 +237,49 @@ TEST(Segmentation, SlidingWindowOfTheNetworkEqualsOneWholeVolumeForward) {
   std::vector<float> direct = fwd(Tensor::from_vector(v.data, {1, 1, 12, 10, 6})).to_vector<float>();
   EXPECT_EQ(sw, direct);
 }
+
+// Issue 11 (b): the frozen backbone's BatchNorm in fine-tuning - training mode (the program's Lightning
+// BackboneFinetuning: running statistics re-estimated, weights untouched) or eval mode (nothing changes).
+// Linear probing keeps eval mode whatever the setting (the program's probing.py runs eval_mode + no_grad).
+TEST(Trainer, FrozenBackboneBatchNormModes) {
+  auto run = [](Mode mode, bool bn_train) {
+    Rng rng(12);
+    Segmenter m(tiny(mode == Mode::Linear ? HeadKind::Linear : HeadKind::NonLinear), rng);
+    TrainConfig c;
+    c.mode = mode;
+    c.freeze_steps = 100;
+    c.frozen_bn_training = bn_train;
+    Trainer t(m, c, Device::cpu());
+    auto before = snapshot(m);
+    for (int s = 0; s < 2; ++s) t.step(toy_batch(30 + s), s);
+    auto after = snapshot(m);
+    int params_changed = 0, buffers_changed = 0;
+    for (auto& [n, p] : m.backbone().named_parameters()) params_changed += before.at("backbone." + n) != after.at("backbone." + n);
+    for (auto& [n, b] : m.backbone().named_buffers()) buffers_changed += before.at("backbone." + n) != after.at("backbone." + n);
+    return std::pair{params_changed, buffers_changed};
+  };
+  TrainConfig defaults;
+  EXPECT_TRUE(defaults.frozen_bn_training) << "the program's behaviour is the default";
+  auto [p1, b1] = run(Mode::Finetune, true);
+  EXPECT_EQ(p1, 0) << "frozen weights moved";
+  EXPECT_GT(b1, 0) << "training-mode BatchNorm should re-estimate the running statistics";
+  auto [p2, b2] = run(Mode::Finetune, false);
+  EXPECT_EQ(p2, 0);
+  EXPECT_EQ(b2, 0) << "eval-mode BatchNorm must leave the pretraining statistics alone";
+  auto [p3, b3] = run(Mode::Linear, true);
+  EXPECT_EQ(p3, 0);
+  EXPECT_EQ(b3, 0) << "linear probing keeps eval-mode BatchNorm";
+}
+
+// Issue 11 (g): fine-tuning and scratch use the chosen head; the probes keep theirs.
+TEST(Trainer, FineTuningHeadChoice) {
+  EXPECT_EQ(head_of(Mode::Finetune), HeadKind::NonLinear);
+  EXPECT_EQ(head_of(Mode::Scratch), HeadKind::NonLinear);
+  EXPECT_EQ(head_of(Mode::Finetune, HeadKind::Linear), HeadKind::Linear);
+  EXPECT_EQ(head_of(Mode::Scratch, HeadKind::Linear), HeadKind::Linear);
+  EXPECT_EQ(head_of(Mode::Linear, HeadKind::NonLinear), HeadKind::Linear);
+  EXPECT_EQ(head_of(Mode::NonLinear, HeadKind::Linear), HeadKind::NonLinear);
+  TrainConfig c;
+  c.frozen_bn_training = false;
+  EXPECT_EQ(train_config_to_json(c).at("frozen_bn_training"), false);
+}

@@ -2,7 +2,9 @@
 // the decoder's crop are exercised) against PyTorch: the same weights (loaded by name from the fixture,
 // written by tests/reference/make_fixture_pretrain_step.py with Debian's torch 1.13) and the same inputs
 // must give the same loss terms, every parameter gradient, the BatchNorm running statistics, and the
-// parameters after one clipped Adam step, all in float64.
+// parameters after one clipped Adam step, all in float64. The step is models::PretrainStep, the one
+// ./pretrain and ./bench run; the tests at the end check its hooks (gradient reducer, clipping switch)
+// and its refusal of non-finite values.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -10,7 +12,7 @@
 
 #include "autograd/optim.h"
 #include "models/checkpoint.h"
-#include "models/pretrainer.h"
+#include "models/pretrain_step.h"
 
 using namespace hdssl;
 using namespace hdssl::models;
@@ -67,14 +69,15 @@ INSTANTIATE_TEST_SUITE_P(Architectures, PretrainFixture,
 
 TEST_P(PretrainFixture, FirstStepLossGradientsAndAdamMatchPyTorch) {
   Fixture f(GetParam());
-  PretrainLoss l = f.model->loss(f.in);
-  const double loss = l.total.value().item(), lc = l.contrastive.value().item(), lr = l.restoration.value().item();
+  // PyTorch's step: clip_grad_norm_(1.0), then Adam with lr 3e-4 (StepSettings' defaults).
+  PretrainStep step(*f.model);
+  StepResult r = step.compute_gradients(f.in);
+  const double loss = r.l(), lc = r.lc(), lr = r.lr();
   std::printf("loss %.15g (torch %.15g)  Lc %.15g (torch %.15g)  Lr %.15g (torch %.15g)\n", loss,
               values(f.fx, "out.loss")[0], lc, values(f.fx, "out.lc")[0], lr, values(f.fx, "out.lr")[0]);
   EXPECT_NEAR(loss, values(f.fx, "out.loss")[0], 1e-9 * std::abs(loss));
   EXPECT_NEAR(lc, values(f.fx, "out.lc")[0], 1e-9 * std::abs(lc));
   EXPECT_NEAR(lr, values(f.fx, "out.lr")[0], 1e-9 * std::abs(lr));
-  l.total.backward();
 
   double global = 0;  // the largest gradient element of the whole network (PyTorch's)
   for (auto& [name, v] : f.model->named_parameters())
@@ -98,12 +101,92 @@ TEST_P(PretrainFixture, FirstStepLossGradientsAndAdamMatchPyTorch) {
     EXPECT_LT(rel_diff(b.tensor->to_vector<double>(), values(f.fx, "after." + name)), 1e-9) << name;
   }
 
-  // One step: clip the global gradient norm to 1.0, then Adam (lr 3e-4).
-  std::vector<Variable> params = f.model->parameters();
-  const double norm = clip_grad_norm(params, 1.0);
-  EXPECT_NEAR(norm, values(f.fx, "out.grad_norm")[0], 1e-9 * norm);
-  Adam adam(params);
-  adam.step();
-  for (auto& [name, v] : f.model->named_parameters())
+  // The rest of the step: the norm (before clipping), clipping to 1.0, Adam, zero_grad.
+  step.apply(r, 1);
+  EXPECT_NEAR(r.grad_norm, values(f.fx, "out.grad_norm")[0], 1e-9 * r.grad_norm);
+  for (auto& [name, v] : f.model->named_parameters()) {
     EXPECT_LT(rel_diff(v.value().to_vector<double>(), values(f.fx, "step1." + name)), 1e-9) << "after Adam: " << name;
+    EXPECT_FALSE(v.grad().defined()) << name << ": gradients are dropped after the step";
+  }
+}
+
+// run() is compute_gradients() + apply(), and equals the sequence ./pretrain ran before PretrainStep
+// existed (loss, backward, grad_norm, Adam::step(clip_coefficient(norm, 1)), zero_grad), bit for bit.
+TEST(PretrainStep, RunEqualsTheHandWrittenSequence) {
+  Fixture a("pretrain_step_tiny.safetensors"), b("pretrain_step_tiny.safetensors");
+  PretrainStep step(*a.model);
+  StepResult r = step.run(a.in, 1);
+
+  PretrainLoss l = b.model->loss(b.in);
+  const double total = l.total.value().item();
+  l.total.backward();
+  l = {};
+  std::vector<Variable> params = b.model->parameters();
+  Adam adam(params);
+  const double gn = grad_norm(params);
+  adam.step(clip_coefficient(gn, 1.0));
+  adam.zero_grad();
+
+  EXPECT_EQ(r.l(), total);
+  EXPECT_EQ(r.grad_norm, gn);
+  auto pa = a.model->named_parameters(), pb = b.model->named_parameters();
+  ASSERT_EQ(pa.size(), pb.size());
+  for (size_t i = 0; i < pa.size(); ++i)
+    EXPECT_EQ(pa[i].second.value().to_vector<double>(), pb[i].second.value().to_vector<double>()) << pa[i].first;
+}
+
+// The reducer runs once per step, after the backward pass and before the norm: a reducer that doubles
+// every gradient doubles the reported norm.
+TEST(PretrainStep, GradientReducerRunsBetweenBackwardAndTheNorm) {
+  struct Doubler : GradientReducer {
+    int calls = 0;
+    void reduce(const std::vector<Variable>& params) override {
+      ++calls;
+      for (Variable p : params)
+        if (p.grad().defined()) p.grad() = doubled(p.grad());
+    }
+    static Tensor doubled(const Tensor& g) {
+      std::vector<double> v = g.to_vector<double>();
+      for (double& x : v) x *= 2;
+      return Tensor::from_vector(v, g.shape(), g.device());
+    }
+  };
+  Fixture a("pretrain_step_tiny.safetensors"), b("pretrain_step_tiny.safetensors");
+  Doubler twice;
+  PretrainStep plain(*a.model), doubled(*b.model, StepSettings{}, &twice);
+  StepResult ra = plain.run(a.in, 1), rb = doubled.run(b.in, 1);
+  EXPECT_EQ(twice.calls, 1);
+  EXPECT_NEAR(rb.grad_norm, 2 * ra.grad_norm, 1e-12 * ra.grad_norm);
+}
+
+// --clip 0 turns clipping off: Adam sees the raw gradients (coefficient 1 whatever the norm).
+TEST(PretrainStep, ClipZeroMeansNoClipping) {
+  Fixture f("pretrain_step_tiny.safetensors");
+  StepSettings off;
+  off.clip = 0;
+  PretrainStep on_step(*f.model), off_step(*f.model, off);
+  EXPECT_EQ(off_step.clip_coefficient(1e6), 1.0);
+  EXPECT_EQ(on_step.clip_coefficient(1e6), clip_coefficient(1e6, 1.0));
+  EXPECT_EQ(on_step.clip_coefficient(0.5), 1.0);
+}
+
+// A NaN in the batch stops the step before Adam, naming the step and the loss term or the parameter.
+TEST(PretrainStep, NonFiniteValuesThrowStepDivergedNamingTheStep) {
+  Fixture f("pretrain_step_tiny.safetensors");
+  std::vector<std::vector<double>> before;
+  for (auto& [name, v] : f.model->named_parameters()) before.push_back(v.value().to_vector<double>());
+  f.in.view_a = Tensor::full(f.in.view_a.shape(), NAN, DType::F64, Device::cpu());
+  PretrainStep step(*f.model);
+  try {
+    step.run(f.in, 7);
+    FAIL() << "a NaN batch went through";
+  } catch (const StepDiverged& e) {
+    EXPECT_EQ(e.step, 7);
+    const std::string m = e.what();
+    EXPECT_NE(m.find("step 7: the"), std::string::npos) << m;
+    EXPECT_NE(m.find("is not finite"), std::string::npos) << m;
+  }
+  size_t i = 0;
+  for (auto& [name, v] : f.model->named_parameters())
+    EXPECT_EQ(v.value().to_vector<double>(), before[i++]) << name << " changed by a refused step";
 }
