@@ -35,8 +35,9 @@ namespace fs = std::filesystem;
 void require_writable_folder(const std::string& dir, const char* flag) {
   std::error_code ec;
   fs::create_directories(dir, ec);
-  if (ec || !fs::is_directory(dir)) throw Error(std::string(flag) + " " + dir + ": cannot create the output folder: " +
-                                                (ec ? ec.message() : "not a folder"));
+  if (ec || !fs::is_directory(dir))
+    throw Error(std::string(flag) + " " + dir +
+                ": cannot create the output folder: " + (ec ? ec.message() : "not a folder"));
   const std::string probe = dir + "/.hdssl-write-test-" + std::to_string(::getpid());
   bool ok = false;
   int err = 0;

@@ -8,8 +8,8 @@
 
 #include <atomic>
 #include <cerrno>
-#include <cstring>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -103,7 +103,8 @@ void save_preprocessed(const std::string& path, const PreprocessedVolume& v, con
     if (!f) {
       const int err = errno;
       std::remove(tmp.c_str());
-      throw DataError(path + ": cannot write cache entry (" + std::strerror(err) + "); the previous entry, if any, is unchanged");
+      throw DataError(path + ": cannot write cache entry (" + std::strerror(err) +
+                      "); the previous entry, if any, is unchanged");
     }
   }
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {

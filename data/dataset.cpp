@@ -179,7 +179,8 @@ LabeledDataset read_labeled_dataset(const std::string& root) {
       for (auto& [k, v] : j["labels"].items()) {
         if (v.is_array()) throw DataError(jpath + ": labels: region-based label '" + k + "' is not supported");
         // get<int64_t> of a float or a huge number is undefined behaviour in nlohmann::json: check first.
-        if (!v.is_number_integer()) throw DataError(jpath + ": labels: value of '" + k + "' is not an integer: " + v.dump());
+        if (!v.is_number_integer())
+          throw DataError(jpath + ": labels: value of '" + k + "' is not an integer: " + v.dump());
         set_label(ds, v.is_number_unsigned() && v.get<uint64_t>() > 65535 ? 65536 : v.get<int64_t>(), k, jpath);
       }
       if (j.contains("channel_names")) {

@@ -232,10 +232,13 @@ int check_extensions(const std::string& path, const RawHeader& h, bool single, i
     int32_t eh[2];
     int64_t got = in.read(eh, 8);
     if (got == 0 && end < 0) break;
-    if (got < 8) fail(path, "extension " + std::to_string(count + 1) + " at byte " + std::to_string(pos) + ": file ends inside its 8-byte size/code");
+    if (got < 8)
+      fail(path, "extension " + std::to_string(count + 1) + " at byte " + std::to_string(pos) +
+                     ": file ends inside its 8-byte size/code");
     if (h.swapped) nifti_swap_4bytes(2, eh);
     const int64_t esize = eh[0];
-    const std::string where = "extension " + std::to_string(count + 1) + " at byte " + std::to_string(pos) + ": esize " + std::to_string(esize);
+    const std::string where = "extension " + std::to_string(count + 1) + " at byte " + std::to_string(pos) +
+                              ": esize " + std::to_string(esize);
     if (esize < 8) fail(path, where + " is smaller than its own 8-byte size/code");
     if (end >= 0 && pos + esize > end) fail(path, where + " runs past " + room);
     int64_t body = esize - 8, skipped = 0;
@@ -340,7 +343,8 @@ Prepared prepare(const std::string& path_in) {
   // Scaling: slope 0 means unscaled (the standard), and so does NaN (nibabel writes NaN, NaN for "unset" and
   // reads it as unscaled). An infinite slope or intercept is refused, and so is a NaN intercept with a slope.
   info.datatype = h.datatype;
-  if (std::isinf(h.scl_slope)) fail(path, "scl_slope is " + std::to_string(h.scl_slope) + " (must be finite; 0 or NaN = unscaled)");
+  if (std::isinf(h.scl_slope))
+    fail(path, "scl_slope is " + std::to_string(h.scl_slope) + " (must be finite; 0 or NaN = unscaled)");
   if (std::isinf(h.scl_inter)) fail(path, "scl_inter is " + std::to_string(h.scl_inter) + " (must be finite)");
   if (!std::isnan(h.scl_slope) && h.scl_slope != 0) {
     if (std::isnan(h.scl_inter)) fail(path, "scl_inter is NaN while scl_slope is " + std::to_string(h.scl_slope));
@@ -363,7 +367,8 @@ Prepared prepare(const std::string& path_in) {
   // written in this grid, and other tools read it as the voxel size.
   for (int i = 1; i <= 3; ++i)
     if (!std::isfinite(h.pixdim[i]) || h.pixdim[i] == 0)
-      fail(path, "pixdim[" + std::to_string(i) + "] is " + std::to_string(h.pixdim[i]) + " (voxel size must be finite and non-zero)");
+      fail(path, "pixdim[" + std::to_string(i) + "] is " + std::to_string(h.pixdim[i]) +
+                     " (voxel size must be finite and non-zero)");
   Mat44 A = identity44();
   if (use_sform) {
     for (int i = 0; i < 3; ++i)
@@ -397,7 +402,8 @@ Prepared prepare(const std::string& path_in) {
   for (int i = 0; i < 3; ++i)
     if (sp[size_t(i)] < kMinSpacing || sp[size_t(i)] > kMaxSpacing) {
       std::ostringstream os;
-      os << source << ": " << spacing.str() << ": axis " << i << " is outside [" << kMinSpacing << ", " << kMaxSpacing << "]";
+      os << source << ": " << spacing.str() << ": axis " << i << " is outside [" << kMinSpacing << ", " << kMaxSpacing
+         << "]";
       fail(path, os.str());
     }
   g.affine = A;
@@ -408,11 +414,11 @@ bool is_integer_type(int dt) { return dt != kFloat32 && dt != kFloat64; }
 
 // Where converted voxels go and what is counted on the way (one per file, updated chunk by chunk).
 struct VoxelSink {
-  bool swap = false;                  // file byte order differs from ours
-  bool scaled = false;                // apply value * slope + inter
+  bool swap = false;    // file byte order differs from ours
+  bool scaled = false;  // apply value * slope + inter
   double slope = 1, inter = 0;
   Dims3 dims{0, 0, 0};
-  float* out = nullptr;               // z-fastest, dims[0]*dims[1]*dims[2]
+  float* out = nullptr;  // z-fastest, dims[0]*dims[1]*dims[2]
   double mn = std::numeric_limits<double>::infinity(), mx = -std::numeric_limits<double>::infinity(), sum = 0;
   int64_t nonfinite = 0;
   std::vector<uint8_t>* seen = nullptr;  // label values 0..65535 present (integer unscaled files), else null
@@ -511,9 +517,13 @@ NiftiImage read_nifti(const std::string& path) {
   }
   in.drain();  // gzip CRC / length check
   if (sink.nonfinite > 0)
-    fail(path, "voxel data: " + std::to_string(sink.nonfinite) + " of " + std::to_string(p.nvox) + " voxels are not finite (NaN or Inf)");
+    fail(path, "voxel data: " + std::to_string(sink.nonfinite) + " of " + std::to_string(p.nvox) +
+                   " voxels are not finite (NaN or Inf)");
   VoxelStats& st = img.info.stats;
-  st.min = sink.mn; st.max = sink.mx; st.sum = sink.sum; st.mean = sink.sum / double(p.nvox);
+  st.min = sink.mn;
+  st.max = sink.mx;
+  st.sum = sink.sum;
+  st.mean = sink.sum / double(p.nvox);
   if (want_labels) {
     for (size_t k = 0; k < seen.size(); ++k)
       if (seen[k]) st.labels.push_back(int64_t(k));

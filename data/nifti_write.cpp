@@ -71,7 +71,8 @@ std::string pair_image_name(const std::string& hdr) {
 std::string temporary_name(const std::string& path) {
   static std::atomic<uint64_t> counter{0};
   size_t cut = path.size() - (has_suffix(path, ".gz") ? 7 : 4);
-  return path.substr(0, cut) + ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(counter++) + path.substr(cut);
+  return path.substr(0, cut) + ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(counter++) +
+         path.substr(cut);
 }
 
 // Reads a just-written file to its end (gzip CRC and length included); returns its uncompressed size.
@@ -82,7 +83,10 @@ int64_t written_size(const std::string& path) {
   int64_t total = 0;
   for (;;) {
     int r = gzread(g, buf.data(), unsigned(buf.size()));
-    if (r < 0) { gzclose(g); throw DataError(path + ": written file is corrupt or truncated"); }
+    if (r < 0) {
+      gzclose(g);
+      throw DataError(path + ": written file is corrupt or truncated");
+    }
     if (r == 0) break;
     total += r;
   }
@@ -199,7 +203,8 @@ void write_nifti_channels(const std::string& path, const std::vector<const Volum
     } else {
       int type = pair ? NIFTI_FTYPE_NIFTI1_2 : NIFTI_FTYPE_NIFTI1_1;
       nim->nifti_type = type;
-      if (nifti_set_filenames(nim, tmp.c_str(), 0, 1) != 0) throw DataError(path + ": nifti_clib rejected the file name");
+      if (nifti_set_filenames(nim, tmp.c_str(), 0, 1) != 0)
+        throw DataError(path + ": nifti_clib rejected the file name");
       nim->nifti_type = type;
       nifti_image_write(nim);
     }
@@ -212,7 +217,8 @@ void write_nifti_channels(const std::string& path, const std::vector<const Volum
     remove_temporaries();
     throw DataError(path + ": writing failed, the previous file (if any) is unchanged: " + e.what());
   }
-  if ((pair && std::rename(tmp_img.c_str(), pair_image_name(path).c_str()) != 0) || std::rename(tmp.c_str(), path.c_str()) != 0) {
+  if ((pair && std::rename(tmp_img.c_str(), pair_image_name(path).c_str()) != 0) ||
+      std::rename(tmp.c_str(), path.c_str()) != 0) {
     remove_temporaries();
     throw DataError(path + ": cannot rename the written file into place: " + std::strerror(errno));
   }

@@ -150,7 +150,10 @@ SafeTensors read_safetensors(const std::string& path) {
       bool empty = false;
       for (int64_t d : en.shape) {
         if (d < 0) fail(path, "tensor " + en.name + " has a negative dimension");
-        if (d == 0) { empty = true; continue; }
+        if (d == 0) {
+          empty = true;
+          continue;
+        }
         if (__builtin_mul_overflow(elements, uint64_t(d), &elements) || elements > (uint64_t(1) << 40))
           fail(path, "tensor " + en.name + " has an impossible shape " + shape_str(en.shape));
       }

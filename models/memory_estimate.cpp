@@ -14,8 +14,8 @@
 namespace hdssl::models {
 namespace {
 
-constexpr int64_t kFloat = 4;       // float32 activations and parameters
-constexpr int64_t kIndex = 4;       // int32 max-pool indices and coordinates
+constexpr int64_t kFloat = 4;          // float32 activations and parameters
+constexpr int64_t kIndex = 4;          // int32 max-pool indices and coordinates
 constexpr int64_t kInfoNCERows = 256;  // rows of the similarity matrix per block (engine/cpu/losses.cpp)
 constexpr int64_t kMiB = int64_t(1) << 20;
 
@@ -104,7 +104,8 @@ int64_t pretrain_parameter_count(const PretrainConfig& m) {
   int64_t p = conv_params(1, ch(0), 3);
   for (int i = 0; i < L; ++i) p += m.blocks * resblock_params(ch(i)) + conv_params(ch(i), 2 * ch(i), 1);
   p += m.blocks * resblock_params(ch(L));
-  for (int l = 0; l < L; ++l) p += conv_params(2 * ch(l), ch(l), 1) + conv_params(ch(l), ch(l), 1) + m.blocks * resblock_params(ch(l));
+  for (int l = 0; l < L; ++l)
+    p += conv_params(2 * ch(l), ch(l), 1) + conv_params(ch(l), ch(l), 1) + m.blocks * resblock_params(ch(l));
   if (m.balanced)
     for (int i = 0; i < m.scales; ++i) p += conv_params(ch(i), m.proj_width, 1);
   const int64_t d = m.voxel_dim();
@@ -135,8 +136,7 @@ MemoryEstimate estimate_pretrain_memory(const MemoryConfig& c) {
   e.infonce = kFloat * (std::min<int64_t>(kInfoNCERows, 2 * N) * 2 * N + 4 * 2 * N * m.embed_dim);
   if (c.cuda)
     e.workspace = 64 * kMiB + e.activations / 20;  // cuDNN's chosen algorithms; the caching allocator's rounding
-  else
-    e.workspace = int64_t(std::max(1, c.threads)) * 4 * kMiB;  // conv column buffers (1 MiB tiles), per thread
+  else e.workspace = int64_t(std::max(1, c.threads)) * 4 * kMiB;  // conv column buffers (1 MiB tiles), per thread
   e.batches = int64_t(c.prefetch + 1) * (4 * kFloat * B * V0 + 2 * kIndex * N * 3);
   e.dataset = c.dataset_bytes;
   e.baseline = c.cuda ? 1024 * kMiB : 48 * kMiB + int64_t(std::max(1, c.threads)) * 2 * kMiB;
@@ -161,17 +161,24 @@ int64_t available_host_memory(std::string* source) {
   int64_t best = -1;
   std::string which;
   auto consider = [&](int64_t v, const std::string& name) {
-    if (v >= 0 && (best < 0 || v < best)) { best = v; which = name; }
+    if (v >= 0 && (best < 0 || v < best)) {
+      best = v;
+      which = name;
+    }
   };
   consider(proc_kb("/proc/meminfo", "MemAvailable"), "MemAvailable in /proc/meminfo");
   const int64_t max2 = read_int_file("/sys/fs/cgroup/memory.max");
-  if (max2 >= 0) consider(max2 - std::max<int64_t>(0, read_int_file("/sys/fs/cgroup/memory.current")), "the cgroup limit (memory.max)");
+  if (max2 >= 0)
+    consider(max2 - std::max<int64_t>(0, read_int_file("/sys/fs/cgroup/memory.current")),
+             "the cgroup limit (memory.max)");
   const int64_t max1 = read_int_file("/sys/fs/cgroup/memory/memory.limit_in_bytes");
   if (max1 >= 0 && max1 < (int64_t(1) << 60))
-    consider(max1 - std::max<int64_t>(0, read_int_file("/sys/fs/cgroup/memory/memory.usage_in_bytes")), "the cgroup limit (memory.limit_in_bytes)");
+    consider(max1 - std::max<int64_t>(0, read_int_file("/sys/fs/cgroup/memory/memory.usage_in_bytes")),
+             "the cgroup limit (memory.limit_in_bytes)");
   rlimit rl{};
   if (getrlimit(RLIMIT_AS, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
-    consider(int64_t(rl.rlim_cur) - std::max<int64_t>(0, proc_kb("/proc/self/status", "VmSize")), "RLIMIT_AS (ulimit -v)");
+    consider(int64_t(rl.rlim_cur) - std::max<int64_t>(0, proc_kb("/proc/self/status", "VmSize")),
+             "RLIMIT_AS (ulimit -v)");
   if (source) *source = which;
   return best;
 }
@@ -219,7 +226,8 @@ std::string memory_refusal(const MemoryConfig& c, int64_t host_available, const 
       any = true;
     }
   }
-  if (!any) os << " none found by reducing --batch-pairs or --patch alone (is the dataset too large for this machine?);";
+  if (!any)
+    os << " none found by reducing --batch-pairs or --patch alone (is the dataset too large for this machine?);";
   std::string s = os.str();
   s.back() = '.';
   return s;

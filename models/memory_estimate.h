@@ -28,20 +28,20 @@ namespace hdssl::models {
 
 struct MemoryConfig {
   PretrainConfig model;
-  int64_t batch_pairs = 10;                   // --batch-pairs (B)
-  std::array<int64_t, 3> patch{128, 128, 32}; // --patch
-  int64_t voxels_per_pair = 1024;             // --voxels-per-pair (n)
-  bool cuda = false;                          // model and graph on the GPU
-  int threads = 1;                            // CPU math threads (conv scratch is per thread)
-  int prefetch = 2;                           // loader batches in flight
-  int64_t dataset_bytes = 0;                  // preprocessed volumes held in host memory
+  int64_t batch_pairs = 10;                    // --batch-pairs (B)
+  std::array<int64_t, 3> patch{128, 128, 32};  // --patch
+  int64_t voxels_per_pair = 1024;              // --voxels-per-pair (n)
+  bool cuda = false;                           // model and graph on the GPU
+  int threads = 1;                             // CPU math threads (conv scratch is per thread)
+  int prefetch = 2;                            // loader batches in flight
+  int64_t dataset_bytes = 0;                   // preprocessed volumes held in host memory
 };
 
 struct MemoryEstimate {
   int64_t activations = 0, backward = 0, parameters = 0, infonce = 0, workspace = 0;  // model side
-  int64_t batches = 0, dataset = 0, baseline = 0;                                      // host side
-  int64_t host = 0;    // everything in host memory (the process's peak RSS)
-  int64_t device = 0;  // everything in GPU memory (0 on the CPU)
+  int64_t batches = 0, dataset = 0, baseline = 0;                                     // host side
+  int64_t host = 0;         // everything in host memory (the process's peak RSS)
+  int64_t device = 0;       // everything in GPU memory (0 on the CPU)
   std::string str() const;  // "host 3.2 GiB (activations 2.1 GiB, ...)"
 };
 

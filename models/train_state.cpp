@@ -91,9 +91,13 @@ TrainingMeta read_training_meta(const SafeTensors& st, const std::string& path) 
 namespace {
 // The settings that decide the model's tensors, as "name value" pairs, for a by-name comparison.
 std::vector<std::pair<std::string, std::string>> architecture_of(const PretrainConfig& c) {
-  return {{"arch", c.arch}, {"base_channels", std::to_string(c.base)}, {"scales", std::to_string(c.scales)},
-          {"blocks", std::to_string(c.blocks)}, {"balanced", std::to_string(c.balanced)},
-          {"proj_width", std::to_string(c.proj_width)}, {"embed_dim", std::to_string(c.embed_dim)},
+  return {{"arch", c.arch},
+          {"base_channels", std::to_string(c.base)},
+          {"scales", std::to_string(c.scales)},
+          {"blocks", std::to_string(c.blocks)},
+          {"balanced", std::to_string(c.balanced)},
+          {"proj_width", std::to_string(c.proj_width)},
+          {"embed_dim", std::to_string(c.embed_dim)},
           {"restoration", std::to_string(c.restoration)},
           {"restoration_single_conv", std::to_string(c.restoration_single_conv)}};
 }

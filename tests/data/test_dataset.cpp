@@ -13,11 +13,11 @@
 #include <nlohmann/json.hpp>
 
 #include "data/cache.h"
-#include "tests/file_size_limit.h"
 #include "data/dataset.h"
 #include "data/nifti.h"
 #include "data/phantom.h"
 #include "tests/data/test_util.h"
+#include "tests/file_size_limit.h"
 
 using namespace hdssl::data;
 namespace fs = std::filesystem;
@@ -261,7 +261,8 @@ TEST(Cache, AFullDiskKeepsThePreviousEntryAndSaysWhy) {
   PreprocessedVolume bigger = ref;
   bigger.image.data.insert(bigger.image.data.end(), ref.image.data.begin(), ref.image.data.end());
   bigger.image.dims[0] *= 2;
-  std::string err = hdssl::test::error_with_file_size_limit(good_size / 2, [&] { save_preprocessed(entry, bigger, "key"); });
+  std::string err =
+      hdssl::test::error_with_file_size_limit(good_size / 2, [&] { save_preprocessed(entry, bigger, "key"); });
   EXPECT_NE(err.find(entry), std::string::npos) << err;
   EXPECT_NE(err.find("cannot write cache entry"), std::string::npos) << err;
   EXPECT_NE(err.find("File too large"), std::string::npos) << err;
@@ -278,7 +279,8 @@ TEST(DatasetJson, FuzzRegressionsAreRefusedByName) {
   // naming dataset.json. The folder mirrors the harness's.
   std::string root = test::temp_dir("fuzz_regressions_dataset");
   for (const char* sub : {"/imagesTr", "/labelsTr"}) fs::create_directories(root + sub);
-  for (const char* f : {"/imagesTr/case_001_0000.nii.gz", "/labelsTr/case_001.nii.gz", "/imagesTr/la_003.nii.gz", "/labelsTr/la_003.nii.gz"})
+  for (const char* f : {"/imagesTr/case_001_0000.nii.gz", "/labelsTr/case_001.nii.gz", "/imagesTr/la_003.nii.gz",
+                        "/labelsTr/la_003.nii.gz"})
     std::ofstream(root + f).put('x');
   int n = 0;
   for (const auto& e : fs::directory_iterator(std::string(HDSSL_SOURCE_DIR) + "/fuzz/regressions/fuzz_dataset_json")) {

@@ -16,8 +16,8 @@
 #include <nlohmann/json.hpp>
 
 #include "data/dataset.h"
-#include "engine/random.h"
 #include "data/nifti.h"
+#include "engine/random.h"
 #include "tests/data/test_util.h"
 #include "tests/file_size_limit.h"
 
@@ -210,7 +210,8 @@ TEST(NiftiWrite, AFullDiskLeavesThePreviousFileIntact) {
     NiftiImage back = read_nifti(p);
     EXPECT_EQ(back.volume.data, small.data);
     size_t files = 0;
-    for (auto& e : fs::directory_iterator(dir)) files += e.path().filename().string().find(".tmp-") != std::string::npos;
+    for (auto& e : fs::directory_iterator(dir))
+      files += e.path().filename().string().find(".tmp-") != std::string::npos;
     EXPECT_EQ(files, 0u) << "temporary files left behind";
   }
   // Without a limit the same write goes through and replaces the file.
@@ -426,11 +427,15 @@ TEST(NiftiBad, ScaledFilesWithZeroOrNaNSlopeAreUnscaled) {
 TEST(NiftiBad, InfiniteScalingIsRefused) {
   std::string dir = test::temp_dir("bad_scaling");
   for (float s : {INFINITY, -INFINITY})
-    expect_refused(patched(dir, "slopeinf.nii", [&](auto& b) { poke<float>(b, offsetof(nifti_1_header, scl_slope), s); }), "scl_slope");
-  expect_refused(patched(dir, "interinf.nii", [](auto& b) {
-    poke<float>(b, offsetof(nifti_1_header, scl_slope), 0.f);
-    poke<float>(b, offsetof(nifti_1_header, scl_inter), INFINITY);
-  }), "scl_inter");
+    expect_refused(
+        patched(dir, "slopeinf.nii", [&](auto& b) { poke<float>(b, offsetof(nifti_1_header, scl_slope), s); }),
+        "scl_slope");
+  expect_refused(patched(dir, "interinf.nii",
+                         [](auto& b) {
+                           poke<float>(b, offsetof(nifti_1_header, scl_slope), 0.f);
+                           poke<float>(b, offsetof(nifti_1_header, scl_inter), INFINITY);
+                         }),
+                 "scl_inter");
 }
 
 TEST(NiftiBad, SpacingFromEachGeometrySourceMustBePlausible) {
@@ -442,14 +447,38 @@ TEST(NiftiBad, SpacingFromEachGeometrySourceMustBePlausible) {
     poke<int16_t>(b, offsetof(nifti_1_header, sform_code), 0);
   };
   // pixdim 0 while the sform supplies the geometry (inspect used to report spacing 0 with "ok": true).
-  expect_refused(patched(dir, "sform_pix0.nii", [](auto& b) { poke<float>(b, offsetof(nifti_1_header, pixdim) + 4, 0.f); }), "pixdim[1]");
-  expect_refused(patched(dir, "sform_tiny.nii", [](auto& b) { poke<float>(b, offsetof(nifti_1_header, srow_x), 1e-5f); }), "sform: voxel spacing");
-  expect_refused(patched(dir, "sform_huge.nii", [](auto& b) { poke<float>(b, offsetof(nifti_1_header, srow_z) + 8, 1e5f); }), "outside");
-  expect_refused(patched(dir, "qform_tiny.nii", [&](auto& b) { only_qform(b); poke<float>(b, offsetof(nifti_1_header, pixdim) + 8, 1e-6f); }), "qform: voxel spacing");
-  expect_refused(patched(dir, "pix_huge.nii", [&](auto& b) { no_forms(b); poke<float>(b, offsetof(nifti_1_header, pixdim) + 12, 1e6f); }), "pixdim: voxel spacing");
-  expect_refused(patched(dir, "qform_quat.nii", [&](auto& b) { only_qform(b); poke<float>(b, offsetof(nifti_1_header, quatern_b), 1.5f); }), "quaternion");
+  expect_refused(
+      patched(dir, "sform_pix0.nii", [](auto& b) { poke<float>(b, offsetof(nifti_1_header, pixdim) + 4, 0.f); }),
+      "pixdim[1]");
+  expect_refused(
+      patched(dir, "sform_tiny.nii", [](auto& b) { poke<float>(b, offsetof(nifti_1_header, srow_x), 1e-5f); }),
+      "sform: voxel spacing");
+  expect_refused(
+      patched(dir, "sform_huge.nii", [](auto& b) { poke<float>(b, offsetof(nifti_1_header, srow_z) + 8, 1e5f); }),
+      "outside");
+  expect_refused(patched(dir, "qform_tiny.nii",
+                         [&](auto& b) {
+                           only_qform(b);
+                           poke<float>(b, offsetof(nifti_1_header, pixdim) + 8, 1e-6f);
+                         }),
+                 "qform: voxel spacing");
+  expect_refused(patched(dir, "pix_huge.nii",
+                         [&](auto& b) {
+                           no_forms(b);
+                           poke<float>(b, offsetof(nifti_1_header, pixdim) + 12, 1e6f);
+                         }),
+                 "pixdim: voxel spacing");
+  expect_refused(patched(dir, "qform_quat.nii",
+                         [&](auto& b) {
+                           only_qform(b);
+                           poke<float>(b, offsetof(nifti_1_header, quatern_b), 1.5f);
+                         }),
+                 "quaternion");
   // A negative pixdim is a size of |pixdim| (the sign lives in qfac / the affine), as in nibabel.
-  NiftiImage neg = read_nifti(patched(dir, "pix_neg.nii", [&](auto& b) { no_forms(b); poke<float>(b, offsetof(nifti_1_header, pixdim) + 4, -1.5f); }));
+  NiftiImage neg = read_nifti(patched(dir, "pix_neg.nii", [&](auto& b) {
+    no_forms(b);
+    poke<float>(b, offsetof(nifti_1_header, pixdim) + 4, -1.5f);
+  }));
   EXPECT_DOUBLE_EQ(neg.volume.spacing[0], 1.5);
 }
 

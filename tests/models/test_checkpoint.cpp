@@ -213,7 +213,8 @@ TEST(Checkpoint, TrainingCheckpointOfAnotherArchitectureIsRefusedByName) {
 TEST(Checkpoint, FuzzRegressionsAreRefusedByName) {
   // Each file the fuzzer (fuzz/fuzz_checkpoint.cpp) found a bug with: now a CheckpointError naming it.
   int n = 0;
-  for (const auto& e : std::filesystem::directory_iterator(std::string(HDSSL_SOURCE_DIR) + "/fuzz/regressions/fuzz_checkpoint")) {
+  for (const auto& e :
+       std::filesystem::directory_iterator(std::string(HDSSL_SOURCE_DIR) + "/fuzz/regressions/fuzz_checkpoint")) {
     const std::string p = e.path().string();
     std::string err = error_of(p);
     EXPECT_NE(err.find(p), std::string::npos) << p << ": " << err;

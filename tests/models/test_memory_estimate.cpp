@@ -102,7 +102,12 @@ TEST(MemoryEstimate, MatchesMeasuredPeakOfRealSteps) {
   // against the child's peak RSS growth. Printed for the record. Never more than 20 % under (an
   // underestimate lets the OOM killer in) nor 35 % over (the smallest case, where fixed terms dominate,
   // is ~27 % over; the larger ones within 10 %).
-  struct Case { PretrainConfig m; int64_t B; std::array<int64_t, 3> patch; int64_t n; };
+  struct Case {
+    PretrainConfig m;
+    int64_t B;
+    std::array<int64_t, 3> patch;
+    int64_t n;
+  };
   const Case cases[] = {{small(8, 3, 1), 2, {32, 32, 32}, 256},
                         {small(16, 4, 2), 2, {64, 64, 32}, 512},
                         {PretrainConfig::ours(), 1, {64, 64, 16}, 1024}};
@@ -118,9 +123,10 @@ TEST(MemoryEstimate, MatchesMeasuredPeakOfRealSteps) {
     const int64_t est = e.host - e.baseline;
     const int64_t got = measured_step_peak(c);
     ASSERT_GT(got, 0);
-    std::printf("base %d scales %d blocks %d, B %lld, patch %lldx%lldx%lld: estimate %.1f MiB, measured %.1f MiB (%.2fx)\n",
-                k.m.base, k.m.scales, k.m.blocks, (long long)k.B, (long long)k.patch[0], (long long)k.patch[1],
-                (long long)k.patch[2], est / 1048576.0, got / 1048576.0, double(est) / double(got));
+    std::printf(
+        "base %d scales %d blocks %d, B %lld, patch %lldx%lldx%lld: estimate %.1f MiB, measured %.1f MiB (%.2fx)\n",
+        k.m.base, k.m.scales, k.m.blocks, (long long)k.B, (long long)k.patch[0], (long long)k.patch[1],
+        (long long)k.patch[2], est / 1048576.0, got / 1048576.0, double(est) / double(got));
     EXPECT_GT(double(est), 0.80 * double(got)) << e.str();
     EXPECT_LT(double(est), 1.35 * double(got)) << e.str();
   }
