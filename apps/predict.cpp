@@ -10,7 +10,12 @@
 // plus OUT/<case>.png, the axial slice with the most foreground. nnU-Net's "_0000" suffix is dropped.
 // Exit codes: apps/README.md.
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <iostream>
 #include <new>
@@ -25,6 +30,25 @@
 
 using namespace hdssl;
 namespace fs = std::filesystem;
+
+// Creates `dir` if needed and proves it writable with a probe file; throws naming the flag and the reason.
+void require_writable_folder(const std::string& dir, const char* flag) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec || !fs::is_directory(dir))
+    throw Error(std::string(flag) + " " + dir +
+                ": cannot create the output folder: " + (ec ? ec.message() : "not a folder"));
+  const std::string probe = dir + "/.hdssl-write-test-" + std::to_string(::getpid());
+  bool ok = false;
+  int err = 0;
+  if (std::FILE* f = std::fopen(probe.c_str(), "wb")) {
+    ok = std::fputc('x', f) != EOF;
+    ok = std::fclose(f) == 0 && ok;
+  }
+  if (!ok) err = errno;
+  std::remove(probe.c_str());
+  if (!ok) throw Error(std::string(flag) + " " + dir + ": the output folder is not writable: " + std::strerror(err));
+}
 
 int main(int argc, char** argv) {
   std::string input, out, model_path, device_name = app::kDefaultDevice;
@@ -59,6 +83,7 @@ int main(int argc, char** argv) {
   }
   std::cout << app::device_line(device_name, device) << "\n";
   try {
+    require_writable_folder(out, "-o");  // refused before any model is loaded or any work is done
     app::set_math_threads(threads);
     std::vector<std::string> ckpts;
     if (fs::is_directory(model_path)) {
