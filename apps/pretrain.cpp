@@ -38,6 +38,7 @@
 #include "data/phantom.h"
 #include "data/preprocess.h"
 #include "engine/backend.h"
+#include "models/memory_estimate.h"
 #include "models/pretrain_step.h"
 #include "models/train_state.h"
 
@@ -57,6 +58,7 @@ struct Options {
   std::vector<int64_t> patch{128, 128, 32};
   std::vector<double> spacing;  // empty: the modality's preset
   double lr = 3e-4, lambda = 10.0, tau = 0.1, clip = 1.0;
+  bool skip_memory_check = false;
   bool no_restoration = false, restoration_1x1 = false, freeze_projections = false, resume = false, demo = false;
   uint64_t seed = 0;
   int64_t debug_nan_at = -1;  // testing hook: poisons view A of this step
@@ -112,6 +114,8 @@ void declare_settings(app::SettingsTable& t, Options& o) {
   t.add("--device", "device", o.device, "cpu | cuda | cuda:N | auto (the first GPU when there is one, else cpu)", K::Recorded);
   t.add("--threads", "threads", o.threads, "CPU threads for the math (0: all cores)", K::NotSaved).at_least(0);
   t.add("--loader-threads", "loader_threads", o.loader_threads, "threads preparing batches ahead", K::NotSaved).at_least(1);
+  t.add("--skip-memory-check", "skip_memory_check", o.skip_memory_check,
+        "start even when the estimated peak memory exceeds what is available (models/memory_estimate.h)", K::NotSaved);
   t.add("--seed", "seed", o.seed, "seed of the initialization and of the data sampling", K::Defines);
   t.add("--save-every", "save_every", o.save_every, "steps between checkpoints", K::Resumable).at_least(1);
 }
@@ -274,6 +278,22 @@ void check_combinations(const Options& o) {
                             std::to_string(m) + " with " + std::to_string(scales) + " scales (--scales, --arch)");
 }
 
+// Refuses (exit 3) a configuration whose estimated peak memory does not fit what this process may use.
+void check_memory(const Options& o, const models::PretrainConfig& mc, Device device, int threads,
+                  const std::vector<data::PreprocessedVolume>& vols, app::RunFolder& run) {
+  models::MemoryConfig mem{mc, o.batch_pairs, {o.patch[0], o.patch[1], o.patch[2]}, o.voxels_per_pair,
+                           device.is_cuda(), threads, /*prefetch=*/2, /*dataset_bytes=*/0};
+  for (const auto& v : vols) mem.dataset_bytes += int64_t(v.image.data.size() * sizeof(float) + v.body.data.size());
+  std::string source;
+  const int64_t host = models::available_host_memory(&source);
+  // The GPU's free memory is not queried yet (-1: only the host side is checked).
+  if (std::string why = models::memory_refusal(mem, host, source, /*device_available=*/-1); !why.empty())
+    throw Fatal{why, 3};
+  const models::MemoryEstimate e = models::estimate_pretrain_memory(mem);
+  run.log("memory estimate: " + fmt("%.2f", double(e.host) / double(1 << 30)) + " GiB host" +
+          (host > 0 ? " of " + fmt("%.2f", double(host) / double(1 << 30)) + " GiB available (" + source + ")" : ""));
+}
+
 int run_pretraining(Options& o, app::SettingsTable& table, const CLI::App& app) {
   if (o.demo) apply_demo(o, app);
   if (o.out.empty()) {
@@ -324,8 +344,10 @@ int run_pretraining(Options& o, app::SettingsTable& table, const CLI::App& app) 
   std::string modality_used;
   std::vector<data::PreprocessedVolume> vols = load_volumes(o, run, &modality_used);
 
-  // Model and optimizer.
+  // Model and optimizer, after checking that the step's memory fits (models/memory_estimate.h): a run
+  // that cannot fit is refused now with exit 3 and settings that would fit, not killed by the OOM killer.
   models::PretrainConfig mc = model_config(o);
+  if (!o.skip_memory_check) check_memory(o, mc, device, threads, vols, run);
   Rng init_rng(o.seed, /*stream=*/1);
   models::Pretrainer model(mc, init_rng, {DType::F32, Device::cpu()});
   model.to(device);
