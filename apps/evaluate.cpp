@@ -56,7 +56,7 @@ extern "C" void on_signal(int s) { g_signal = s; }
 // Every setting of a run; written to config.json.
 struct Options {
   std::string mode, data, out, weights, splits, name, device = "cpu", cache;
-  std::string finetune_head = "nonlinear", frozen_bn = "train", ct_window = "paper";  // issue 11 (b), (d), (g)
+  std::string finetune_head = "nonlinear", frozen_bn = "train", ct_window = "program";  // issue 11 (b), (d), (g)
   double val_fraction = 0.2;                                                             // issue 11 (c)
   int64_t val_every = 1000;
   std::vector<std::string> table;
@@ -308,6 +308,15 @@ int run_evaluation(Options o) {
     throw Fatal{std::string("--mode: ") + e.what(), 2};
   }
   o.mode = eval::mode_name(mode);
+  if (o.finetune_head != "linear" && o.finetune_head != "nonlinear") throw Fatal{"--finetune-head: expected linear or nonlinear, got '" + o.finetune_head + "'", 2};
+  if (o.frozen_bn != "train" && o.frozen_bn != "eval") throw Fatal{"--frozen-bn: expected train or eval, got '" + o.frozen_bn + "'", 2};
+  if (o.val_fraction < 0 || o.val_fraction >= 1) throw Fatal{"--val-fraction: expected a value in [0, 1)", 2};
+  if (o.val_every < 0) throw Fatal{"--val-every: expected steps >= 0", 2};
+  try {
+    data::PreprocessConfig().set_ct_window(o.ct_window);
+  } catch (const std::exception& e) {
+    throw Fatal{std::string("--ct-window: ") + e.what(), 2};
+  }
   if (mode == eval::Mode::Scratch && !o.weights.empty()) throw Fatal{"--mode scratch trains from a random initialization; drop --weights", 2};
   app::set_math_threads(o.threads);
   const Device device = pick_device(o);
@@ -328,9 +337,6 @@ int run_evaluation(Options o) {
   // Architecture: from the weights when given, else from the flags.
   eval::SegmenterMeta meta;
   meta.mode = o.mode;
-  if (o.finetune_head != "linear" && o.finetune_head != "nonlinear") throw Fatal{"--finetune-head: expected linear or nonlinear, got '" + o.finetune_head + "'", 2};
-  if (o.frozen_bn != "train" && o.frozen_bn != "eval") throw Fatal{"--frozen-bn: expected train or eval, got '" + o.frozen_bn + "'", 2};
-  if (o.val_fraction < 0 || o.val_fraction >= 1) throw Fatal{"--val-fraction: expected a value in [0, 1)", 2};
   meta.model.head = eval::head_of(mode, models::parse_head_kind(o.finetune_head));
   meta.model.fpn.base = o.base;
   meta.model.fpn.scales = o.scales;
@@ -344,11 +350,7 @@ int run_evaluation(Options o) {
   data::LabeledDataset ds = data::read_labeled_dataset(o.data);
   meta.preprocess = ds.modality == data::Modality::CT ? data::PreprocessConfig::ct() : data::PreprocessConfig::mri();
   if (!o.spacing.empty()) meta.preprocess.spacing = {o.spacing[0], o.spacing[1], o.spacing[2]};
-  try {
-    meta.preprocess.set_ct_window(o.ct_window);
-  } catch (const std::exception& e) {
-    throw Fatal{std::string("--ct-window: ") + e.what(), 2};
-  }
+  meta.preprocess.set_ct_window(o.ct_window);  // checked above
   meta.preprocess.min_size = meta.patch;
 
   // Folds.

@@ -46,7 +46,7 @@ namespace {
 // Every setting of a run; written to config.json and into each checkpoint.
 struct Options {
   std::string data, out, cache, modality = "auto", arch = "ours", aug = "local", device = "auto";
-  std::string batch_volumes = "one", ct_window = "paper", vox2vec_order = "program";  // issue 11 (a), (d), (f)
+  std::string batch_volumes = "one", ct_window = "program", vox2vec_order = "program";  // issue 11 (a), (d), (f)
   std::vector<int64_t> shuffle_block_min{2, 2, 1};                                    // issue 11 (e)
   int64_t steps = 50000, save_every = 1000;
   int batch_pairs = 10, voxels_per_pair = 1024, base = 0, scales = 0, blocks = 2, threads = 0, loader_threads = 2;
