@@ -51,7 +51,7 @@ namespace {
 // Every setting of a run. Declared (flag, JSON key, range, help, kind) in declare_settings() only.
 struct Options {
   std::string data, out, cache, modality = "auto", arch = "ours", aug = "local", device = app::kDefaultDevice;
-  std::string batch_volumes = "one", ct_window = "paper", vox2vec_order = "program";  // issue 11 (a), (d), (f)
+  std::string batch_volumes = "one", ct_window = "program", vox2vec_order = "program";  // issue 11 (a), (d), (f)
   std::vector<int64_t> shuffle_block_min{2, 2, 1};                                    // issue 11 (e)
   int64_t steps = 50000, save_every = 1000;
   int batch_pairs = 10, voxels_per_pair = 1024, base = 0, scales = 0, blocks = 2, threads = 0, loader_threads = 2;
