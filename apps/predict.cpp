@@ -1,6 +1,7 @@
 // ./predict: label maps for new images with a model trained by ./evaluate.
 //
-//   ./predict -i IMAGE_OR_DIR -o OUT -m RUN          every fold's checkpoint_final, probabilities averaged
+//   ./predict -i IMAGE_OR_DIR -o OUT -m RUN          every finished fold's tested model (checkpoint_best when
+//                                                    ./evaluate selected one, else checkpoint_final), averaged
 //   ./predict -i IMAGE_OR_DIR -o OUT -m RUN --fold 0
 //   ./predict -i IMAGE_OR_DIR -o OUT -m RUN/fold_0/checkpoint_final.safetensors
 //
@@ -59,7 +60,7 @@ int main(int argc, char** argv) {
   using K = app::Kind;
   t.add("-i,--input", "input", input, "a NIfTI image or a folder searched recursively", K::NotSaved).required();
   t.add("-o,--out", "out", out, "output folder", K::NotSaved).required();
-  t.add("-m,--model", "model", model_path, "an ./evaluate run folder or one checkpoint_final.safetensors", K::NotSaved)
+  t.add("-m,--model", "model", model_path, "an ./evaluate run folder or one checkpoint_{best,final}.safetensors", K::NotSaved)
       .required();
   t.add("--fold", "fold", fold, "use only this fold of the run (default: all finished folds, averaged)", K::NotSaved).at_least(0);
   t.add("--window-batch", "window_batch", window_batch, "sliding windows per forward", K::NotSaved).at_least(1);
@@ -90,7 +91,10 @@ int main(int argc, char** argv) {
       for (const auto& e : fs::directory_iterator(model_path)) {
         const std::string n = e.path().filename().string();
         if (n.rfind("fold_", 0) != 0 || (fold >= 0 && n != "fold_" + std::to_string(fold))) continue;
-        if (fs::exists(e.path() / "checkpoint_final.safetensors")) ckpts.push_back((e.path() / "checkpoint_final.safetensors").string());
+        // A finished fold: the model ./evaluate tested, i.e. the best on validation when it selected one.
+        if (!fs::exists(e.path() / "checkpoint_final.safetensors")) continue;
+        const bool selected = fs::exists(e.path() / "checkpoint_best.safetensors");
+        ckpts.push_back((e.path() / (selected ? "checkpoint_best.safetensors" : "checkpoint_final.safetensors")).string());
       }
       std::sort(ckpts.begin(), ckpts.end());
       if (ckpts.empty())
@@ -110,6 +114,7 @@ int main(int argc, char** argv) {
       else if (eval::meta_to_json(m) != eval::meta_to_json(meta)) throw Error(c + ": model/preprocessing differ from " + ckpts[0]);
     }
     std::cout << "model: " << ckpts.size() << " checkpoint(s), " << meta.model.classes << " classes, mode " << meta.mode << "\n";
+    for (const std::string& c : ckpts) std::cout << "  " << c << "\n";
     std::vector<std::string> inputs = data::find_nifti_files(input);
     inputs.erase(std::remove_if(inputs.begin(), inputs.end(),
                                 [](const std::string& p) { return p.find("/labelsTr/") != std::string::npos || p.find("/labelsTs/") != std::string::npos; }),
