@@ -343,12 +343,18 @@ class CudaBackend final : public BackendImpl {
 
   // ---- optimizer ----
   void adam_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamArgs& a,
-                 double grad_scale) override {
+                 double grad_scale, const Tensor& scale) override {
     const double bc1 = 1.0 - std::pow(a.beta1, double(a.step)), bc2 = 1.0 - std::pow(a.beta2, double(a.step));
     dispatch_float(param.dtype(), "adam_step", [&](auto tag) {
       using T = decltype(tag);
       k::adam_step<T>(param.data<T>(), grad.data<T>(), m.data<T>(), v.data<T>(), param.numel(), a.lr, a.beta1,
-                      a.beta2, a.eps, bc1, bc2, grad_scale);
+                      a.beta2, a.eps, bc1, bc2, grad_scale, scale.defined() ? scale.data<T>() : nullptr);
+    });
+  }
+  void clip_scale(const Tensor& sum_squares, double max_norm, double eps, Tensor& scale) override {
+    dispatch_float(scale.dtype(), "clip_scale", [&](auto tag) {
+      using T = decltype(tag);
+      k::clip_scale<T>(sum_squares.data<T>(), max_norm, eps, scale.data<T>());
     });
   }
 };

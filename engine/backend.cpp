@@ -2,12 +2,18 @@
 // implementation. The CPU backend is made on first use; CUDA registers its implementation from cuda/.
 #include "engine/backend.h"
 
+#include <atomic>
+
 #include "engine/cpu/cpu_backend.h"
 
 namespace hdssl {
 namespace {
 Backend* g_cuda = nullptr;
-}
+std::atomic<uint64_t> g_host_syncs{0};
+}  // namespace
+
+uint64_t host_sync_count() { return g_host_syncs.load(); }
+void count_host_sync() { g_host_syncs.fetch_add(1, std::memory_order_relaxed); }
 
 void register_backend(DeviceKind kind, BackendImpl* impl) {
   HDSSL_CHECK(kind == DeviceKind::CUDA && impl) << "only the CUDA backend registers itself";

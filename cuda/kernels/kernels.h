@@ -82,8 +82,11 @@ template <class T>
 void soft_dice_backward(const T* p, const T* g, const T* sums, const T* dloss, T* dp, int64_t planes, int64_t inner);
 
 // ---- adam.cu ----
+// scale: optional (nullptr) device [1]; the gradient factor is then T(grad_scale) * scale[0]
 template <class T>
 void adam_step(T* param, const T* grad, T* m, T* v, int64_t n, double lr, double beta1, double beta2, double eps,
-               double bias_correction1, double bias_correction2, double grad_scale);
+               double bias_correction1, double bias_correction2, double grad_scale, const T* scale);
+// scale[0] = min(1, max_norm / (sqrt(sum_squares[0]) + eps)) in double, one thread
+template <class T> void clip_scale(const T* sum_squares, double max_norm, double eps, T* scale);
 
 }  // namespace hdssl::cuda::kernels
