@@ -59,6 +59,7 @@ struct Options {
   std::vector<double> spacing;  // empty: the modality's preset
   double lr = 3e-4, lambda = 10.0, tau = 0.1, clip = 1.0;
   bool no_restoration = false, restoration_1x1 = false, freeze_projections = false, resume = false, demo = false;
+  bool deterministic = false;
   uint64_t seed = 0;
   int64_t debug_nan_at = -1;  // testing hook: poisons view A of this step
 };
@@ -111,6 +112,9 @@ void declare_settings(app::SettingsTable& t, Options& o) {
   t.add("--spacing", "spacing", o.spacing, "resample to X Y Z mm (default: CT 1 1 2, MRI 1.5 1.5 1.5)", K::Defines, 3)
       .above(0).finite();
   t.add("--device", "device", o.device, "cpu | cuda | cuda:N | auto (the first GPU when there is one, else cpu)", K::Recorded);
+  t.add("--deterministic", "deterministic", o.deterministic,
+        "the same bits run after run on a GPU too: deterministic cuDNN algorithms, no float atomics (slower)",
+        K::Recorded);
   t.add("--threads", "threads", o.threads, "CPU threads for the math (0: all cores)", K::NotSaved).at_least(0);
   t.add("--loader-threads", "loader_threads", o.loader_threads, "threads preparing batches ahead", K::NotSaved).at_least(1);
   t.add("--seed", "seed", o.seed, "seed of the initialization and of the data sampling", K::Defines);
@@ -324,6 +328,8 @@ int run_pretraining(Options& o, app::SettingsTable& table, const CLI::App& app) 
   }
   run.log("hdssl pretrain: " + o.out + (o.resume ? " (resuming from " + ckpt + ")" : ""));
   run.log(app::device_line(o.device, device));
+  hdssl::set_deterministic(o.deterministic);
+  if (o.deterministic) run.log("deterministic mode: deterministic cuDNN algorithms, no float atomics");
   o.device = device.str();  // "auto" resolved, as recorded in config.json
   std::string modality_used;
   std::vector<data::PreprocessedVolume> vols = load_volumes(o, run, &modality_used);

@@ -253,7 +253,8 @@ class CudaBackend final : public BackendImpl {
     dispatch_float(dfeat.dtype(), "gather_voxels_backward", [&](auto tag) {
       using T = decltype(tag);
       k::gather_voxels_backward<T>(dout.data<T>(), coords.data<int32_t>(), dfeat.data<T>(), dfeat.size(0),
-                                   coords.size(1), dfeat.size(1), dfeat.size(2), dfeat.size(3), dfeat.size(4), level);
+                                   coords.size(1), dfeat.size(1), dfeat.size(2), dfeat.size(3), dfeat.size(4), level,
+                                   deterministic());
     });
   }
 

@@ -170,4 +170,12 @@ bool cuda_available();  // a CUDA backend was built in and found a device
 uint64_t host_sync_count();
 void count_host_sync();  // adds one (engine/ only)
 
+// Deterministic mode (--deterministic): every primitive gives the same bits for the same inputs, run after
+// run. The CPU backend always does (for a fixed thread count); the CUDA backend then takes only cuDNN
+// algorithms that cuDNN reports deterministic and runs the voxel-gather backward without float atomics
+// (one thread per (b, c) feature plane adding its rows in order: the CPU's order, so the same bits).
+// Off by default. Set it before the first convolution of a shape (the algorithm cache keys on it).
+void set_deterministic(bool on);
+bool deterministic();
+
 }  // namespace hdssl

@@ -53,7 +53,7 @@ void gather_voxels(const T* feat, const int32_t* coords, T* out, int64_t B, int6
                    int64_t Y, int64_t Z, int level);
 template <class T>
 void gather_voxels_backward(const T* dout, const int32_t* coords, T* dfeat, int64_t B, int64_t n, int64_t C,
-                            int64_t X, int64_t Y, int64_t Z, int level);
+                            int64_t X, int64_t Y, int64_t Z, int level, bool deterministic);  // no atomics
 
 // ---- rowwise.cu: [rows, cols] ----
 template <class T> void l2norm_forward(const T* x, T* y, T* norms, int64_t rows, int64_t cols, double eps);
