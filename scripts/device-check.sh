@@ -78,6 +78,18 @@ for suite in $(cat "$OUT/tests/suites.txt"); do
   rc=$?
   if [ $rc -eq 0 ]; then note "PASS $suite"; else status=1; note "FAIL $suite (exit $rc)"; fi
 done
+# The paper-shape conv parity once more with TF32 allowed (NVIDIA_TF32_OVERRIDE=0 above forces it off, so the
+# test's TF32-on half is only checked here): a suite of its own in the table.
+tf32_suite=CudaConv3dTf32Allowed
+echo "$tf32_suite" >> "$OUT/tests/suites.txt"
+if [ "$(elapsed)" -gt 330 ]; then
+  status=1; note "FAIL $tf32_suite (not run: out of time)"; echo "$tf32_suite" >> "$OUT/tests/skipped.txt"
+else
+  timeout 150 "$B/tests/cuda/cuda_tests" --gtest_filter='CudaConv3d.PaperNetworkShapesTf32OffAndOn' \
+    --gtest_output="json:$OUT/tests/$tf32_suite.json" >> "$OUT/cuda_tests.log" 2>&1
+  rc=$?
+  if [ $rc -eq 0 ]; then note "PASS $tf32_suite"; else status=1; note "FAIL $tf32_suite (exit $rc)"; fi
+fi
 grep -E "^\[  FAILED  \] .*\(" "$OUT/cuda_tests.log" | head -40
 grep -B2 -A6 "Failure" "$OUT/cuda_tests.log" | head -80
 
