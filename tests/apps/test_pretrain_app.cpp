@@ -34,7 +34,7 @@ const std::string kPretrain = std::string(HDSSL_BINARY_DIR) + "/pretrain";
 // A tiny configuration: each step takes a fraction of a second on one core.
 const std::string kTinyAnyDevice =
     " --patch 16 16 8 --batch-pairs 2 --voxels-per-pair 64 --base-channels 4 --scales 2 --spacing 6 6 12"
-    " --modality ct --threads 1 --loader-threads 1 --lr 1e-3";
+    " --modality ct --threads 1 --loader-threads 1 --lr 1e-3 --log-every 1";  // a metrics.csv row every step
 const std::string kTiny = kTinyAnyDevice + " --device cpu";  // bitwise comparisons are a CPU promise
 
 std::string scratch() {
@@ -289,6 +289,27 @@ TEST(PretrainApp, FailuresAreClearAndExitNonZero) {
   Result again = run("--data " + phantoms() + " -o " + base + "/r4" + kTiny + " --steps 5");
   EXPECT_EQ(again.code, 2);  // a run folder that needs --resume: the command line's fault, as in ./evaluate
   EXPECT_NE(again.output.find("--resume"), std::string::npos) << again.output;
+}
+
+// --log-every N: a metrics.csv row at every N-th step and at every step that saves (the last one too),
+// and a NaN between log steps is caught at the next log step, which names itself; nothing is saved then.
+TEST(PretrainApp, LogEveryWritesRowsAtLogStepsAndCatchesNaNAtTheNextOne) {
+  const std::string out = scratch() + "/log_every";
+  Result r = run("--data " + phantoms() + " -o " + out + kTiny + " --steps 10 --save-every 100 --log-every 4");
+  ASSERT_EQ(r.code, 0) << r.output;
+  auto m = metrics(out);
+  ASSERT_EQ(m.size(), 3u);
+  EXPECT_EQ(m[0][0], 4);
+  EXPECT_EQ(m[1][0], 8);
+  EXPECT_EQ(m[2][0], 10);
+
+  const std::string nan_out = scratch() + "/log_every_nan";
+  Result nan = run("--data " + phantoms() + " -o " + nan_out + kTiny +
+                   " --steps 8 --save-every 4 --log-every 3 --debug-nan-at 5");
+  EXPECT_EQ(nan.code, 4) << nan.output;
+  EXPECT_NE(nan.output.find("step 6: the"), std::string::npos) << nan.output;
+  EXPECT_NE(nan.output.find("is not finite"), std::string::npos) << nan.output;
+  EXPECT_EQ(models::read_safetensors(nan_out + "/checkpoint_latest.safetensors").metadata.at("step"), "4");
 }
 
 TEST(PretrainApp, DemoRunsFromAnEmptyFolder) {
