@@ -87,7 +87,7 @@ void declare_settings(app::SettingsTable& t, Options& o) {
   t.add("--weights", "weights", o.weights,
         "pretrained backbone: backbone.safetensors or a pretraining checkpoint (absent: random init)", K::Defines);
   t.add("--allow-preprocess-mismatch", "allow_preprocess_mismatch", o.allow_preprocess_mismatch,
-        "use --weights whose recorded preprocessing (modality, spacing, window) differs from this run's", K::NotSaved);
+        "use --weights whose recorded preprocessing (modality, spacing, window) differs from this run's", K::Recorded);
   t.add("--name", "name", o.name, "method name in tables (default: the mode)", K::NotSaved);
   t.add("--steps", "steps", o.steps, "training steps per fold", K::Defines).at_least(1);
   t.add("--batch", "batch", o.batch, "patches per step", K::Defines).at_least(1);

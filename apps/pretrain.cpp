@@ -133,7 +133,7 @@ void declare_settings(app::SettingsTable& t, Options& o) {
         "start from this backbone (backbone.safetensors, imported or a pretraining checkpoint); heads start fresh",
         K::Defines);
   t.add("--allow-preprocess-mismatch", "allow_preprocess_mismatch", o.allow_preprocess_mismatch,
-        "use --init weights whose recorded preprocessing differs from this run's", K::NotSaved);
+        "use --init weights whose recorded preprocessing differs from this run's", K::Recorded);
   t.add("--probe-data", "probe_data", o.probe_data,
         "online probe: labeled dataset (nnU-Net v2 or MSD); a linear probe every --probe-every steps",
         K::Resumable);

@@ -207,4 +207,5 @@ TEST_F(ProbeInitApp, EvaluateWeightsAcceptsRefusesAndOverrides) {
   ASSERT_EQ(r.rc, 0) << r.out;
   EXPECT_NE(slurp(dir_ + "/ev_allowed/log.txt").find("warning (--allow-preprocess-mismatch): spacing"),
             std::string::npos);
+  EXPECT_NE(slurp(dir_ + "/ev_allowed/config.json").find("\"allow_preprocess_mismatch\": true"), std::string::npos);
 }
