@@ -22,6 +22,7 @@
 #include <filesystem>
 #include <iostream>
 #include <new>
+#include <optional>
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
@@ -32,6 +33,7 @@
 #include "apps/common/run_folder.h"
 #include "apps/common/settings.h"
 #include "data/dataset.h"
+#include "data/preprocess_compat.h"
 #include "engine/backend.h"
 #include "models/checkpoint.h"
 #include "eval/dice.h"
@@ -70,6 +72,7 @@ struct Options {
   double lr = 3e-4, backbone_lr_start = 3e-5, fg_prob = 0.5;
   uint64_t seed = 0;
   bool resume = false;
+  bool allow_preprocess_mismatch = false;  // issue 15 (3)
 };
 
 // The one declaration of every setting. The saved ones (Defines, Resumable) are config.json's
@@ -83,6 +86,8 @@ void declare_settings(app::SettingsTable& t, Options& o) {
   t.add("-o,--out", "out", o.out, "run folder (with --table: output prefix)", K::NotSaved);
   t.add("--weights", "weights", o.weights,
         "pretrained backbone: backbone.safetensors or a pretraining checkpoint (absent: random init)", K::Defines);
+  t.add("--allow-preprocess-mismatch", "allow_preprocess_mismatch", o.allow_preprocess_mismatch,
+        "use --weights whose recorded preprocessing (modality, spacing, window) differs from this run's", K::Recorded);
   t.add("--name", "name", o.name, "method name in tables (default: the mode)", K::NotSaved);
   t.add("--steps", "steps", o.steps, "training steps per fold", K::Defines).at_least(1);
   t.add("--batch", "batch", o.batch, "patches per step", K::Defines).at_least(1);
@@ -211,6 +216,27 @@ void load_backbone(models::Segmenter& m, const std::string& path, app::RunFolder
   const std::string prefix = models::backbone_prefix_of(st);
   models::load_module_state(m.backbone(), st, prefix, true);
   run.log("backbone weights: " + path + (prefix.empty() ? "" : " (prefix " + prefix + ")"));
+}
+
+// Refuses (exit 2) weights that record another preprocessing than this run's (data/preprocess_compat.h),
+// unless --allow-preprocess-mismatch; weights that record none are used with a note.
+void check_weights_preprocessing(const Options& o, const models::SafeTensors& st, const data::PreprocessConfig& pc,
+                                 app::RunFolder& run) {
+  const std::string what = "--weights " + o.weights;
+  std::optional<data::PreprocessConfig> expected;
+  try {
+    expected = data::expected_preprocessing(st.metadata, what);
+  } catch (const data::DataError& e) {
+    throw Fatal{e.what(), 1};
+  }
+  if (!expected) {
+    run.log(what + " records no preprocessing: not checked");
+    return;
+  }
+  const std::string why = data::preprocess_mismatch_message(what, *expected, pc, "--allow-preprocess-mismatch");
+  if (why.empty()) return;
+  if (!o.allow_preprocess_mismatch) throw Fatal{why, 2};
+  run.log("warning (--allow-preprocess-mismatch): " + data::preprocess_differences(*expected, pc));
 }
 
 void plot_progress(const std::string& dir) {
@@ -394,9 +420,10 @@ int run_evaluation(Options& o, app::SettingsTable& table) {
   meta.model.fpn.base = o.base;
   meta.model.fpn.scales = o.scales;
   meta.model.fpn.blocks = o.blocks;
+  models::SafeTensors weights_st;
   if (!o.weights.empty()) {
-    models::SafeTensors st = models::read_safetensors(o.weights);
-    meta.model.fpn = models::fpn_config_of(st, models::backbone_prefix_of(st));
+    weights_st = models::read_safetensors(o.weights);
+    meta.model.fpn = models::fpn_config_of(weights_st, models::backbone_prefix_of(weights_st));
   }
   meta.patch = {o.patch[0], o.patch[1], o.patch[2]};
 
@@ -405,6 +432,7 @@ int run_evaluation(Options& o, app::SettingsTable& table) {
   if (!o.spacing.empty()) meta.preprocess.spacing = {o.spacing[0], o.spacing[1], o.spacing[2]};
   meta.preprocess.set_ct_window(o.ct_window);  // checked in main()
   meta.preprocess.min_size = meta.patch;
+  if (!o.weights.empty()) check_weights_preprocessing(o, weights_st, meta.preprocess, run);
 
   // Folds.
   std::vector<std::string> ids;

@@ -22,6 +22,7 @@
 #include <filesystem>
 #include <iostream>
 #include <new>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -38,9 +39,13 @@
 #include "data/nifti.h"
 #include "data/phantom.h"
 #include "data/preprocess.h"
+#include "data/preprocess_compat.h"
 #include "engine/backend.h"
+#include "eval/online_probe.h"
+#include "models/checkpoint.h"
 #include "models/memory_estimate.h"
 #include "models/pretrain_step.h"
+#include "models/segmentation.h"
 #include "models/train_state.h"
 
 using namespace hdssl;
@@ -64,6 +69,11 @@ struct Options {
   bool deterministic = false;
   uint64_t seed = 0;
   int64_t debug_nan_at = -1;  // testing hook: poisons view A of this step
+  std::string init;                        // issue 15 (3): start from this backbone
+  bool allow_preprocess_mismatch = false;
+  std::string probe_data;                  // issue 11 (5): the online probe
+  int64_t probe_every = 500, probe_steps = 50;
+  int probe_cases = 2, probe_val_cases = 1;
 };
 
 // The one declaration of every setting: its flag, its key in config.json and in the checkpoint, its
@@ -126,6 +136,21 @@ void declare_settings(app::SettingsTable& t, Options& o) {
   t.add("--log-every", "log_every", o.log_every,
         "steps between reads of the loss terms and the gradient norm to the host (metrics.csv rows, the NaN/Inf "
         "check; checkpoint steps are always checked)", K::Resumable).at_least(1);
+  t.add("--init", "init", o.init,
+        "start from this backbone (backbone.safetensors, imported or a pretraining checkpoint); heads start fresh",
+        K::Defines);
+  t.add("--allow-preprocess-mismatch", "allow_preprocess_mismatch", o.allow_preprocess_mismatch,
+        "use --init weights whose recorded preprocessing differs from this run's", K::Recorded);
+  t.add("--probe-data", "probe_data", o.probe_data,
+        "online probe: labeled dataset (nnU-Net v2 or MSD); a linear probe every --probe-every steps",
+        K::Resumable);
+  t.add("--probe-every", "probe_every", o.probe_every, "online probe: steps between probes", K::Resumable).at_least(1);
+  t.add("--probe-cases", "probe_cases", o.probe_cases, "online probe: cases the head trains on (the first ones)",
+        K::Resumable).at_least(1);
+  t.add("--probe-val-cases", "probe_val_cases", o.probe_val_cases,
+        "online probe: held-out cases giving the Dice (the next ones)", K::Resumable).at_least(1);
+  t.add("--probe-steps", "probe_steps", o.probe_steps, "online probe: head training steps per probe", K::Resumable)
+      .at_least(1);
 }
 
 std::atomic<int> g_signal{0};
@@ -276,6 +301,7 @@ void check_combinations(const Options& o) {
   } catch (const std::exception& e) {
     throw app::UsageError(std::string("--ct-window: ") + e.what());
   }
+  if (!o.init.empty() && o.scales == 0) return;  // --init: the backbone file tells, checked again after read_init()
   const int scales = o.scales > 0 ? o.scales : (o.arch == "vox2vec" ? models::PretrainConfig::vox2vec().scales
                                                                     : models::PretrainConfig::ours().scales);
   const int64_t m = int64_t(1) << (scales - 1);
@@ -300,6 +326,68 @@ void check_memory(const Options& o, const models::PretrainConfig& mc, Device dev
   const models::MemoryEstimate e = models::estimate_pretrain_memory(mem);
   run.log("memory estimate: " + fmt("%.2f", double(e.host) / double(1 << 30)) + " GiB host" +
           (host > 0 ? " of " + fmt("%.2f", double(host) / double(1 << 30)) + " GiB available (" + source + ")" : ""));
+}
+
+// --init: reads the backbone file and takes its architecture (base, scales, blocks) where the flags leave
+// it open; a flag that contradicts the file is refused (exit 2).
+models::SafeTensors read_init(Options& o, const app::SettingsTable& table) {
+  models::SafeTensors st;
+  models::FPN3dConfig f;
+  try {
+    st = models::read_safetensors(o.init);
+    f = models::fpn_config_of(st, models::backbone_prefix_of(st));
+  } catch (const Error& e) {
+    throw Fatal{std::string("--init: ") + e.what(), 1};
+  }
+  auto take = [&](const char* flag, int& v, int file, bool given) {
+    if (given && v != file)
+      throw Fatal{std::string("--init ") + o.init + ": the backbone has " + flag + " " + std::to_string(file) +
+                  ", the command line asks for " + std::to_string(v) + " (drop " + flag + ")", 2};
+    v = file;
+  };
+  take("--base-channels", o.base, f.base, o.base > 0);
+  take("--scales", o.scales, f.scales, o.scales > 0);
+  take("--blocks", o.blocks, f.blocks, table.given("--blocks"));
+  return st;
+}
+
+// --init: refuses (exit 2) weights that expect another preprocessing than this run's, unless allowed.
+void check_init_preprocessing(const Options& o, const models::SafeTensors& st, const data::PreprocessConfig& pc,
+                              app::RunFolder& run) {
+  std::optional<data::PreprocessConfig> expected = data::expected_preprocessing(st.metadata, "--init " + o.init);
+  if (!expected) {
+    run.log("--init " + o.init + " records no preprocessing: not checked");
+    return;
+  }
+  const std::string why =
+      data::preprocess_mismatch_message("--init " + o.init, *expected, pc, "--allow-preprocess-mismatch");
+  if (why.empty()) return;
+  if (!o.allow_preprocess_mismatch) throw Fatal{why, 2};
+  run.log("warning (--allow-preprocess-mismatch): " + data::preprocess_differences(*expected, pc));
+}
+
+// --probe-data: the online probe's cases, read and preprocessed once as the pretraining preprocesses.
+std::unique_ptr<eval::OnlineProbe> make_probe(const Options& o, const data::PreprocessConfig& pc, app::RunFolder& run) {
+  if (o.probe_data.empty()) return nullptr;
+  eval::OnlineProbeConfig c;
+  c.train_cases = o.probe_cases;
+  c.val_cases = o.probe_val_cases;
+  c.steps = o.probe_steps;
+  c.patch = {o.patch[0], o.patch[1], o.patch[2]};
+  c.seed = o.seed;
+  try {
+    if (data::read_labeled_dataset(o.probe_data).modality != pc.modality)
+      throw Fatal{"--probe-data " + o.probe_data + ": its modality differs from the pretraining data's", 2};
+    auto p = std::make_unique<eval::OnlineProbe>(o.probe_data, pc, c, o.cache);
+    std::string tr, va;
+    for (const auto& id : p->train_ids()) tr += " " + id;
+    for (const auto& id : p->val_ids()) va += " " + id;
+    run.log("online probe every " + std::to_string(o.probe_every) + " steps: linear head, " +
+            std::to_string(o.probe_steps) + " steps on" + tr + "; Dice on" + va + " (" + o.probe_data + ")");
+    return p;
+  } catch (const data::DataError& e) {
+    throw Fatal{std::string("--probe-data: ") + e.what(), 3};
+  }
 }
 
 int run_pretraining(Options& o, app::SettingsTable& table, const CLI::App& app) {
@@ -337,6 +425,15 @@ int run_pretraining(Options& o, app::SettingsTable& table, const CLI::App& app) 
     throw Fatal{"the run folder " + o.out + " already holds a checkpoint: add --resume to continue it, or choose another -o", 2};
   }
   if (o.data.empty()) throw Fatal{"--data DIR is required (or --demo)", 2};
+  models::SafeTensors init_st;
+  if (!o.init.empty() && !o.resume) {  // on --resume the checkpoint holds the backbone
+    init_st = read_init(o, table);
+    try {
+      check_combinations(o);
+    } catch (const app::UsageError& e) {
+      throw Fatal{std::string("--init ") + o.init + ": " + e.what(), 2};
+    }
+  }
 
   // Threads and device.
   const int threads = app::set_math_threads(o.threads);
@@ -353,6 +450,10 @@ int run_pretraining(Options& o, app::SettingsTable& table, const CLI::App& app) 
   o.device = device.str();  // "auto" resolved, as recorded in config.json
   std::string modality_used;
   std::vector<data::PreprocessedVolume> vols = load_volumes(o, run, &modality_used);
+  const data::PreprocessConfig run_pc =
+      preprocess_config(o, modality_used == "mri" ? data::Modality::MRI : data::Modality::CT);
+  if (!o.init.empty() && !o.resume) check_init_preprocessing(o, init_st, run_pc, run);
+  std::unique_ptr<eval::OnlineProbe> probe = make_probe(o, run_pc, run);
 
   // Model and optimizer, after checking that the step's memory fits (models/memory_estimate.h): a run
   // that cannot fit is refused now with exit 3 and settings that would fit, not killed by the OOM killer.
@@ -360,6 +461,14 @@ int run_pretraining(Options& o, app::SettingsTable& table, const CLI::App& app) 
   if (!o.skip_memory_check) check_memory(o, mc, device, threads, vols, run);
   Rng init_rng(o.seed, /*stream=*/1);
   models::Pretrainer model(mc, init_rng, {DType::F32, Device::cpu()});
+  if (!o.init.empty() && !o.resume) {
+    try {
+      models::load_module_state(model.backbone(), init_st, models::backbone_prefix_of(init_st), /*strict=*/true);
+    } catch (const Error& e) {
+      throw Fatal{std::string("--init: ") + e.what(), 1};
+    }
+    run.log("backbone initialised from " + o.init + "; heads start fresh");
+  }
   model.to(device);
   model.train();
   models::StepSettings ss;
@@ -410,7 +519,8 @@ int run_pretraining(Options& o, app::SettingsTable& table, const CLI::App& app) 
           std::to_string(o.patch[1]) + "x" + std::to_string(o.patch[2]) + ", " + std::to_string(o.voxels_per_pair) +
           " voxels each; " + std::to_string(o.steps) + " steps on " + device.str() + " with " + std::to_string(threads) + " threads");
 
-  const std::vector<std::string> columns{"step", "time_s", "lr", "Lc", "Lr", "L", "grad_norm", "steps_per_s"};
+  const std::vector<std::string> columns{"step", "time_s", "lr", "Lc", "Lr", "L", "grad_norm", "steps_per_s",
+                                         "probe_dice"};  // probe_dice: nan on steps without a probe
   app::MetricsCsv metrics(run.path("metrics.csv"), columns, start);
 
   auto metadata_for = [&](int64_t step) {
@@ -430,14 +540,17 @@ int run_pretraining(Options& o, app::SettingsTable& table, const CLI::App& app) 
     std::vector<std::string> cols;
     std::vector<std::vector<double>> rows;
     app::MetricsCsv::read(run.path("metrics.csv"), cols, rows);
-    app::Series lc{"Lc", {}, {}}, lr{"lambda x Lr", {}, {}}, l{"L", {}, {}};
+    app::Series lc{"Lc", {}, {}}, lr{"lambda x Lr", {}, {}}, l{"L", {}, {}}, pd{"probe Dice", {}, {}};
+    pd.right_axis = true;
     for (auto& r : rows) {
+      if (r.size() > 8 && std::isfinite(r[8])) pd.x.push_back(r[0]), pd.y.push_back(r[8]);
       lc.x.push_back(r[0]); lc.y.push_back(r[3]);
       lr.x.push_back(r[0]); lr.y.push_back(o.lambda * r[4]);
       l.x.push_back(r[0]); l.y.push_back(r[5]);
     }
     std::vector<app::Series> s{l, lc};
     if (mc.restoration) s.push_back(lr);
+    if (!pd.x.empty()) s.push_back(pd);
     const int smooth = rows.size() >= 40 ? int(rows.size() / 20) : 0;
     app::plot_curves(run.path("progress.png"), "pretraining loss", "step", s, false, smooth);
   };
@@ -461,13 +574,15 @@ int run_pretraining(Options& o, app::SettingsTable& table, const CLI::App& app) 
     // the other steps read nothing (no host sync), so a NaN there is seen at the next log step, up to
     // --log-every - 1 steps later. Every step that saves a checkpoint is a log step.
     const bool saves = step % o.save_every == 0 || step == o.steps;
+    const bool probe_step = probe && step % o.probe_every == 0;  // eval/online_probe.h
     models::StepResult r;
     auto diverged = [&](const std::string& what) {
       return Fatal{what + "; stopping without saving. The last checkpoint in " + o.out +
                        " is intact: continue with --resume, perhaps with a smaller --lr.", 4};
     };
     try {
-      r = step_fn.run(in, step, /*check=*/saves || g_signal != 0);
+      // A probe step is a log step too, so that its metrics row (with probe_dice) is written.
+      r = step_fn.run(in, step, /*check=*/saves || probe_step || g_signal != 0);
     } catch (const models::StepDiverged& e) {
       throw diverged(e.what());
     }
@@ -488,7 +603,10 @@ int run_pretraining(Options& o, app::SettingsTable& table, const CLI::App& app) 
     terms.push_back({"L", l});
     terms.push_back({"|g|", gn});
     std::string line = progress.update(step, terms);
-    metrics.row({double(step), elapsed, adam.lr(), lc, lr, l, gn, progress.steps_per_second()});
+    // The online probe (eval/online_probe.h) reads a copy of the backbone: the pretraining is unchanged.
+    const double probe_dice = probe_step ? probe->run(model.backbone(), device) : NAN;
+    if (std::isfinite(probe_dice)) run.log("step " + std::to_string(step) + ": probe Dice " + fmt("%.4f", probe_dice));
+    metrics.row({double(step), elapsed, adam.lr(), lc, lr, l, gn, progress.steps_per_second(), probe_dice});
     if (!line.empty()) run.log_file_only(line);
     if (saves || stop) {
       try {

@@ -30,13 +30,26 @@ const double kColors[][3] = {{0.12, 0.47, 0.71}, {1.0, 0.50, 0.05}, {0.17, 0.63,
 void plot_curves(const std::string& png_path, const std::string& title, const std::string& xlabel,
                  const std::vector<Series>& series, bool log_y, int smooth, int width, int height) {
   auto ty = [&](double y) { return log_y ? std::log10(y) : y; };
-  double x0 = INFINITY, x1 = -INFINITY, y0 = INFINITY, y1 = -INFINITY;
+  double x0 = INFINITY, x1 = -INFINITY, y0 = INFINITY, y1 = -INFINITY, r0 = INFINITY, r1 = -INFINITY;
+  bool right = false;
   for (const auto& s : series)
     for (size_t i = 0; i < s.x.size() && i < s.y.size(); ++i) {
-      if (!std::isfinite(s.y[i]) || (log_y && s.y[i] <= 0)) continue;
+      if (s.right_axis && std::isfinite(s.y[i])) {  // linear, own range
+        right = true;
+        x0 = std::min(x0, s.x[i]); x1 = std::max(x1, s.x[i]);
+        r0 = std::min(r0, s.y[i]); r1 = std::max(r1, s.y[i]);
+        continue;
+      }
+      if (s.right_axis || !std::isfinite(s.y[i]) || (log_y && s.y[i] <= 0)) continue;
       x0 = std::min(x0, s.x[i]); x1 = std::max(x1, s.x[i]);
       y0 = std::min(y0, ty(s.y[i])); y1 = std::max(y1, ty(s.y[i]));
     }
+  if (!std::isfinite(y0)) { y0 = 0; y1 = 1; }
+  if (right) {
+    if (r1 <= r0) { r0 -= 0.5; r1 += 0.5; }
+    const double rp = 0.05 * (r1 - r0);
+    r0 -= rp; r1 += rp;
+  }
   if (!std::isfinite(x0)) { x0 = 0; x1 = 1; y0 = 0; y1 = 1; }
   if (x1 <= x0) x1 = x0 + 1;
   if (y1 <= y0) { y0 -= 0.5; y1 += 0.5; }
@@ -47,7 +60,7 @@ void plot_curves(const std::string& png_path, const std::string& title, const st
   cairo_t* cr = cairo_create(surf);
   cairo_set_source_rgb(cr, 1, 1, 1);
   cairo_paint(cr);
-  const double L = 70, R = width - 20, T = 40, B = height - 50;  // plot box
+  const double L = 70, R = width - (right ? 70 : 20), T = 40, B = height - 50;  // plot box
   auto px = [&](double x) { return L + (x - x0) / (x1 - x0) * (R - L); };
   auto py = [&](double y) { return B - (y - y0) / (y1 - y0) * (B - T); };
   cairo_select_font_face(cr, "sans-serif", CAIRO_FONT_SLANT_NORMAL, CAIRO_FONT_WEIGHT_NORMAL);
@@ -71,6 +84,13 @@ void plot_curves(const std::string& png_path, const std::string& title, const st
     cairo_text_extents_t e; cairo_text_extents(cr, buf, &e);
     cairo_move_to(cr, px(v) - e.width / 2, B + 16); cairo_show_text(cr, buf);
   }
+  auto pr = [&](double y) { return B - (y - r0) / (r1 - r0) * (B - T); };
+  if (right)
+    for (double v : ticks(r0, r1)) {  // the right axis: labels only (the grid is the left axis')
+      std::snprintf(buf, sizeof(buf), "%.4g", v);
+      cairo_set_source_rgb(cr, 0.2, 0.2, 0.2);
+      cairo_move_to(cr, R + 6, pr(v) + 4); cairo_show_text(cr, buf);
+    }
   cairo_set_source_rgb(cr, 0, 0, 0);
   cairo_rectangle(cr, L, T, R - L, B - T); cairo_stroke(cr);
   { cairo_text_extents_t e; cairo_text_extents(cr, xlabel.c_str(), &e);
@@ -97,6 +117,22 @@ void plot_curves(const std::string& png_path, const std::string& title, const st
   };
   for (size_t k = 0; k < series.size(); ++k) {
     const auto& c = kColors[k % 8];
+    if (series[k].right_axis) {  // sparse points: a line with a dot at each
+      cairo_set_source_rgb(cr, c[0], c[1], c[2]);
+      cairo_set_line_width(cr, 1.6);
+      const auto& s = series[k];
+      bool pen = false;
+      for (size_t i = 0; i < s.x.size() && i < s.y.size(); ++i) {
+        if (!std::isfinite(s.y[i])) { pen = false; continue; }
+        if (pen) cairo_line_to(cr, px(s.x[i]), pr(s.y[i]));
+        else cairo_move_to(cr, px(s.x[i]), pr(s.y[i]));
+        pen = true;
+      }
+      cairo_stroke(cr);
+      for (size_t i = 0; i < s.x.size() && i < s.y.size(); ++i)
+        if (std::isfinite(s.y[i])) { cairo_arc(cr, px(s.x[i]), pr(s.y[i]), 3, 0, 2 * M_PI); cairo_fill(cr); }
+      continue;
+    }
     if (smooth <= 1) {
       cairo_set_line_width(cr, 1.6);
       cairo_set_source_rgb(cr, c[0], c[1], c[2]);
@@ -125,9 +161,11 @@ void plot_curves(const std::string& png_path, const std::string& title, const st
     const double yk = T + 16 + 18 * double(k);
     cairo_set_source_rgb(cr, c[0], c[1], c[2]);
     cairo_set_line_width(cr, 3);
-    cairo_move_to(cr, R - 130, yk - 4); cairo_line_to(cr, R - 108, yk - 4); cairo_stroke(cr);
+    const double lx = R - (right ? 200 : 130);  // legend: room for "(right axis)"
+    cairo_move_to(cr, lx, yk - 4); cairo_line_to(cr, lx + 22, yk - 4); cairo_stroke(cr);
     cairo_set_source_rgb(cr, 0, 0, 0);
-    cairo_move_to(cr, R - 102, yk); cairo_show_text(cr, series[k].name.c_str());
+    const std::string name = series[k].name + (series[k].right_axis ? " (right axis)" : "");
+    cairo_move_to(cr, lx + 28, yk); cairo_show_text(cr, name.c_str());
   }
   const std::string tmp = png_path + ".tmp." + std::to_string(::getpid());
   cairo_status_t st = cairo_surface_write_to_png(surf, tmp.c_str());

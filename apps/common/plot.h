@@ -11,6 +11,7 @@ namespace hdssl::app {
 struct Series {
   std::string name;
   std::vector<double> x, y;  // same length; non-finite y are skipped
+  bool right_axis = false;   // drawn on an axis of its own, ticks on the right (e.g. a Dice next to losses)
 };
 
 // Draws every series on shared axes with a legend; throws hdssl::Error if the file cannot be written.

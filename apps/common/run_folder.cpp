@@ -85,13 +85,21 @@ MetricsCsv::MetricsCsv(const std::string& path, std::vector<std::string> columns
   std::string kept;
   if (keep_until_step >= 0 && std::filesystem::exists(path)) {
     std::ifstream in(path);
-    std::string line;
-    std::getline(in, line);  // header
+    std::string line, header;
+    std::getline(in, header);
+    // A file written before columns were appended (its header a proper prefix of ours): its whole rows
+    // are kept with "nan" in the new columns.
+    std::string ours, pad;
+    for (size_t i = 0; i < columns_.size(); ++i) ours += (i ? "," : "") + columns_[i];
+    const size_t file_cells = size_t(std::count(header.begin(), header.end(), ',')) + 1;
+    if (file_cells < columns_.size() && ours.compare(0, header.size() + 1, header + ",") == 0)
+      for (size_t i = file_cells; i < columns_.size(); ++i) pad += ",nan";
+    const size_t cells = pad.empty() ? columns_.size() : file_cells;
     while (std::getline(in, line)) {
       if (line.empty()) continue;
       try {
-        const bool whole = size_t(std::count(line.begin(), line.end(), ',')) + 1 == columns_.size();
-        if (whole && std::stoll(line.substr(0, line.find(','))) <= keep_until_step) kept += line + "\n";
+        const bool whole = size_t(std::count(line.begin(), line.end(), ',')) + 1 == cells;
+        if (whole && std::stoll(line.substr(0, line.find(','))) <= keep_until_step) kept += line + pad + "\n";
       } catch (...) {  // a torn last line from a killed run
       }
     }

@@ -43,7 +43,8 @@ class RunFolder {
 
 // metrics.csv: one header line, then one row per call. Opening an existing file keeps its rows with
 // step (first column) <= keep_until_step and drops the later ones (a resumed run redoes those steps);
-// keep_until_step < 0 starts a new file.
+// keep_until_step < 0 starts a new file. A file from before columns were appended to the list (its header a
+// prefix of `columns`) keeps its rows, with nan in the new columns.
 class MetricsCsv {
  public:
   MetricsCsv(const std::string& path, std::vector<std::string> columns, int64_t keep_until_step);

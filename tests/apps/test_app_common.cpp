@@ -68,6 +68,32 @@ TEST(MetricsCsv, ResumeKeepsRowsUpToTheStepAndDropsTornLines) {
   EXPECT_EQ(rows[1][1], 0.2);  // 17 digits: a double comes back exactly
 }
 
+// A run folder from before a column was appended (pretrain's probe_dice): resumed, its rows stay, padded.
+TEST(MetricsCsv, ResumeOfAFileWithFewerColumnsPadsItsRowsWithNan) {
+  const std::string dir = scratch("metrics_appended");
+  fs::create_directories(dir);
+  const std::string path = dir + "/metrics.csv";
+  {
+    app::MetricsCsv m(path, {"step", "a"}, -1);
+    for (int s = 1; s <= 3; ++s) m.row({double(s), 0.1 * s});
+  }
+  std::ofstream(path, std::ios::app) << "4,0.";  // a row cut by a kill
+  app::MetricsCsv resumed(path, {"step", "a", "b"}, 2);
+  resumed.row({3, 7, 0.5});
+  std::vector<std::string> cols;
+  std::vector<std::vector<double>> rows;
+  app::MetricsCsv::read(path, cols, rows);
+  ASSERT_EQ(cols, (std::vector<std::string>{"step", "a", "b"}));
+  ASSERT_EQ(rows.size(), 3u);
+  EXPECT_EQ(rows[1][1], 0.2);
+  EXPECT_TRUE(std::isnan(rows[1][2]));
+  EXPECT_EQ(rows[2][2], 0.5);
+  // A header that is not a prefix (another column list): nothing kept, as before.
+  app::MetricsCsv other(path, {"step", "z", "b", "c"}, 10);
+  app::MetricsCsv::read(path, cols, rows);
+  EXPECT_TRUE(rows.empty());
+}
+
 TEST(Progress, DurationsReadLikeAClock) {
   EXPECT_EQ(app::format_duration(12.4), "12s");
   EXPECT_EQ(app::format_duration(185), "3m05s");

@@ -102,7 +102,7 @@ std::vector<std::string> losses(const std::string& run_dir) {
     std::stringstream ss(line);
     std::string c;
     while (std::getline(ss, c, ',')) cells.push_back(c);
-    if (cells.size() == 8) out.push_back(cells[0] + " " + cells[3] + " " + cells[4] + " " + cells[5] + " " + cells[6]);
+    if (cells.size() == 9) out.push_back(cells[0] + " " + cells[3] + " " + cells[4] + " " + cells[5] + " " + cells[6]);
   }
   return out;
 }
