@@ -83,8 +83,8 @@ void declare_settings(app::SettingsTable& t, Options& o) {
   t.add("--modality", "modality", o.modality, "ct | mri | auto (auto: CT when a volume has values below -200)", K::Defines)
       .one_of({"ct", "mri", "auto"});
   t.add("--steps", "steps", o.steps, "optimizer steps in total (on --resume: extends the run)", K::Resumable).at_least(1);
-  t.add("--batch-pairs", "batch_pairs", o.batch_pairs, "patch pairs per step and rank (B; mpirun -np N: global batch N x B)",
-        K::Defines).at_least(1);
+  t.add("--batch-pairs", "batch_pairs", o.batch_pairs,
+        "patch pairs per step and rank (B; mpirun -np N: global batch N x B)", K::Defines).at_least(1);
   t.add("--patch", "patch", o.patch, "patch size X Y Z in voxels, each divisible by 2^(scales-1)", K::Defines, 3).at_least(1);
   t.add("--voxels-per-pair", "voxels_per_pair", o.voxels_per_pair, "positive voxel pairs per patch pair (n)", K::Defines)
       .at_least(1);
@@ -122,8 +122,8 @@ void declare_settings(app::SettingsTable& t, Options& o) {
   t.add("--spacing", "spacing", o.spacing, "resample to X Y Z mm (default: CT 1 1 2, MRI 1.5 1.5 1.5)", K::Defines, 3)
       .above(0).finite();
   t.add("--device", "device", o.device, "cpu | cuda | cuda:N | auto (the first GPU when there is one, else cpu)", K::Recorded);
-  t.add("--threads", "threads", o.threads, "CPU threads for the math (0: all cores; under mpirun: cores / ranks on the node)",
-        K::NotSaved).at_least(0);
+  t.add("--threads", "threads", o.threads,
+        "CPU threads for the math (0: all cores; under mpirun: cores / ranks on the node)", K::NotSaved).at_least(0);
   t.add("--loader-threads", "loader_threads", o.loader_threads, "threads preparing batches ahead", K::NotSaved).at_least(1);
   t.add("--seed", "seed", o.seed, "seed of the initialization and of the data sampling", K::Defines);
   t.add("--save-every", "save_every", o.save_every, "steps between checkpoints", K::Resumable).at_least(1);
@@ -348,7 +348,8 @@ int run_pretraining(Options& o, app::SettingsTable& table, const CLI::App& app, 
   // Rank 0 owns the run folder (lock, log, metrics, checkpoints); the other ranks only read from it.
   std::unique_ptr<app::RunFolder> run_ptr;
   try {
-    run_ptr = root ? std::make_unique<app::RunFolder>(o.out) : std::make_unique<app::RunFolder>(o.out, app::RunFolder::Reader{});
+    run_ptr = root ? std::make_unique<app::RunFolder>(o.out)
+                   : std::make_unique<app::RunFolder>(o.out, app::RunFolder::Reader{});
   } catch (const Error& e) {
     throw Fatal{e.what(), 1};
   }
@@ -366,7 +367,8 @@ int run_pretraining(Options& o, app::SettingsTable& table, const CLI::App& app, 
     ckpt = pick_checkpoint(run);
     if (ckpt.empty()) throw Fatal{"--resume: no intact checkpoint in " + o.out + " (see the refusals above)"};
   } else if (root && has_checkpoint) {
-    throw Fatal{"the run folder " + o.out + " already holds a checkpoint: add --resume to continue it, or choose another -o", 2};
+    throw Fatal{"the run folder " + o.out +
+                    " already holds a checkpoint: add --resume to continue it, or choose another -o", 2};
   }
   if (ranks > 1) {  // rank 0's choice (it may have set a refused checkpoint aside); the run folder is shared
     ckpt = broadcast_string(comm, ckpt);
@@ -423,14 +425,16 @@ int run_pretraining(Options& o, app::SettingsTable& table, const CLI::App& app, 
     start = meta.step;
     run.log("resumed at step " + std::to_string(start) + " from " + ckpt);
     if (saved_ranks != ranks)
-      run.log("note: the checkpoint was written by a run of " + std::to_string(saved_ranks) + " rank(s), this session has " +
-              std::to_string(ranks) + ": --batch-pairs " + std::to_string(o.batch_pairs) +
-              " is per rank, so the global batch changes from " + std::to_string(saved_ranks * o.batch_pairs) + " to " +
+      run.log("note: the checkpoint was written by a run of " + std::to_string(saved_ranks) +
+              " rank(s), this session has " + std::to_string(ranks) + ": --batch-pairs " +
+              std::to_string(o.batch_pairs) + " is per rank, so the global batch changes from " +
+              std::to_string(saved_ranks * o.batch_pairs) + " to " +
               std::to_string(ranks * o.batch_pairs) + " pairs; from step " + std::to_string(start + 1) +
               " on the batches are those of a " + std::to_string(ranks) + "-rank run (docs/scaling.md)");
   }
   if (ranks > 1 && !dist::parameters_identical_across_ranks(comm, params))
-    comm.abort("pretrain: error: the ranks start from different parameters (is " + ckpt + " the same file on every node?)");
+    comm.abort("pretrain: error: the ranks start from different parameters (is " + ckpt +
+               " the same file on every node?)");
 
   // Data.
   data::PretrainConfig dc;
@@ -568,8 +572,8 @@ int run_pretraining(Options& o, app::SettingsTable& table, const CLI::App& app, 
     }
     if (stop) {
       if (root) progress.finish();
-      run.log("interrupted by " + (g_signal ? "signal " + std::to_string(int(g_signal)) : std::string("a signal to another rank")) +
-              " after step " + std::to_string(step) +
+      const std::string by = g_signal ? "signal " + std::to_string(int(g_signal)) : "a signal to another rank";
+      run.log("interrupted by " + by + " after step " + std::to_string(step) +
               "; checkpoint saved. Continue with: pretrain --resume " + o.out);
       return 130;
     }

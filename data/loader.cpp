@@ -57,7 +57,7 @@ PretrainBatch PretrainLoader::make_empty_batch(uint64_t k) const {
 
 void PretrainLoader::build_pair(uint64_t k, int b, PretrainBatch& batch) const {
   const Rng step = Rng(cfg_.seed, 0x5eed).split(k);
-  Rng rng = step.split(uint64_t(cfg_.group) * uint64_t(cfg_.batch_pairs) + uint64_t(b));  // the global item
+  Rng rng = step.split(uint64_t(cfg_.group) * uint64_t(cfg_.batch_pairs) + uint64_t(b));  // global item
   const auto& vols = *volumes_;
   int vi = int(rng.randint(0, int64_t(vols.size())));  // drawn in both modes, so the rest of the pair's stream is the same
   if (cfg_.volumes == PretrainConfig::Volumes::OneVolume) {

@@ -30,7 +30,8 @@ namespace {
 const std::string kBin = HDSSL_BINARY_DIR;
 const std::string kPretrain = kBin + "/pretrain";
 // Root in CI needs Open MPI's pair; oversubscription lets 2 ranks share fewer cores (tests/dist does the same).
-const std::string kEnv = "env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1 ";
+const std::string kEnv =
+    "env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1 ";
 std::string launch(int ranks) { return kEnv + HDSSL_MPIEXEC + std::string(" -n ") + std::to_string(ranks) + " "; }
 
 // The tiny configuration of test_pretrain_app.cpp: each step takes a fraction of a second on one core.
@@ -51,7 +52,9 @@ Result sh(const std::string& cmd) {
   int status = ::pclose(p);
   return {WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), out};
 }
-Result pretrain(int ranks, const std::string& args) { return sh((ranks ? launch(ranks) : "") + kPretrain + " " + args); }
+Result pretrain(int ranks, const std::string& args) {  // ranks 0: a plain run, no launcher
+  return sh((ranks ? launch(ranks) : "") + kPretrain + " " + args);
+}
 
 std::string scratch() {
   static std::string dir = [] {
@@ -133,9 +136,9 @@ TEST(PretrainMpi, TwoRanksWriteOneRunFolderThatEvaluateConsumes) {
   EXPECT_EQ(meta.step, 6);
   EXPECT_EQ(meta.extra.at("ranks"), "2");
 
-  Result e = sh("OMP_WAIT_POLICY=PASSIVE " + kBin + "/synth -o " + scratch() + "/labeled --cases 3 --seed 5 --spacing 8 8 16");
+  Result e = sh(kBin + "/synth -o " + scratch() + "/labeled --cases 3 --seed 5 --spacing 8 8 16");
   ASSERT_EQ(e.code, 0) << e.output;
-  e = sh("OMP_WAIT_POLICY=PASSIVE " + kBin + "/evaluate --mode linear --data " + scratch() + "/labeled -o " + scratch() +
+  e = sh(kBin + "/evaluate --mode linear --data " + scratch() + "/labeled -o " + scratch() +
          "/eval --steps 2 --batch 1 --patch 16 16 8 --spacing 8 8 16 --base-channels 4 --scales 2 --folds 3 --threads 1"
          " --weights " + out + "/backbone.safetensors");
   ASSERT_EQ(e.code, 0) << e.output;
@@ -190,8 +193,8 @@ TEST(PretrainMpi, ResumesAcrossRankCountsWithTheNoteOnTheBatch) {
   ASSERT_EQ(r.code, 0) << r.output;
   r = pretrain(2, "--resume " + b + " --steps 5 --threads 1 --loader-threads 1 --device cpu");
   ASSERT_EQ(r.code, 0) << r.output;
-  EXPECT_NE(r.output.find("note: the checkpoint was written by a run of 1 rank(s), this session has 2"), std::string::npos)
-      << r.output;
+  EXPECT_NE(r.output.find("note: the checkpoint was written by a run of 1 rank(s), this session has 2"),
+            std::string::npos) << r.output;
   EXPECT_EQ(losses(b).size(), 5u);
   EXPECT_EQ(nlohmann::json::parse(read_text(b + "/config.json")).at("batch_pairs_global"), 4);
   EXPECT_NE(read_text(b + "/log.txt").find("step 5: parameters identical on all 2 ranks"), std::string::npos);
@@ -227,7 +230,8 @@ TEST(PretrainMpi, KillingOneRankEndsTheJobAndKeepsTheLastCheckpoint) {
   while (!fs::exists(out + "/checkpoint_previous.safetensors") && std::chrono::steady_clock::now() < deadline &&
          !(ended = ::waitpid(launcher, &status, WNOHANG) == launcher))
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  if (!ended && !fs::exists(out + "/checkpoint_previous.safetensors")) ::kill(launcher, SIGKILL), ::waitpid(launcher, &status, 0);
+  if (!ended && !fs::exists(out + "/checkpoint_previous.safetensors"))
+    ::kill(launcher, SIGKILL), ::waitpid(launcher, &status, 0);
   ASSERT_TRUE(!ended && fs::exists(out + "/checkpoint_previous.safetensors")) << read_text(log_path);
   pid_t rank1 = -1;
   for (const auto& e : fs::directory_iterator("/proc")) {
