@@ -492,7 +492,8 @@ int run_pretraining(Options& o, app::SettingsTable& table, const CLI::App& app, 
     m.data_json = table.to_json().dump();
     const RngState& s = init_rng.state();
     m.rng_json = json{{"model_init", {{"seed", s.seed}, {"stream", s.stream}, {"counter", s.counter}}},
-                      {"loader", {{"seed", dc.seed}, {"rule", "pair b of batch k uses Rng(seed).split(k).split(b)"}}}}.dump();
+                      {"loader", {{"seed", dc.seed}, {"ranks", ranks},
+                                  {"rule", "pair b of rank r's batch k: Rng(seed).split(k).split(r * B + b)"}}}}.dump();
     m.extra["preprocessing"] = cfg["preprocessing"];
     m.extra["program"] = "hdssl pretrain";
     m.extra["ranks"] = std::to_string(ranks);
