@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <csignal>
 #include <cstdlib>
 #include <cstdio>
@@ -48,6 +49,7 @@
 #include "dist/gradient_allreduce.h"
 #include "dist/sync_batchnorm.h"
 #include "engine/backend.h"
+#include "models/memory_estimate.h"
 #include "models/pretrain_step.h"
 #include "models/train_state.h"
 
@@ -60,15 +62,17 @@ namespace {
 // Every setting of a run. Declared (flag, JSON key, range, help, kind) in declare_settings() only.
 struct Options {
   std::string data, out, cache, modality = "auto", arch = "ours", aug = "local", device = app::kDefaultDevice;
-  std::string batch_volumes = "one", ct_window = "paper", vox2vec_order = "program";  // issue 11 (a), (d), (f)
+  std::string batch_volumes = "one", ct_window = "program", vox2vec_order = "program";  // issue 11 (a), (d), (f)
   std::vector<int64_t> shuffle_block_min{2, 2, 1};                                    // issue 11 (e)
-  int64_t steps = 50000, save_every = 1000;
+  int64_t steps = 50000, save_every = 1000, log_every = 10;
   int batch_pairs = 10, voxels_per_pair = 1024, base = 0, scales = 0, blocks = 2, threads = 0, loader_threads = 2;
   std::vector<int64_t> patch{128, 128, 32};
   std::vector<double> spacing;  // empty: the modality's preset
   double lr = 3e-4, lambda = 10.0, tau = 0.1, clip = 1.0;
+  bool skip_memory_check = false;
   bool no_restoration = false, restoration_1x1 = false, freeze_projections = false, resume = false, demo = false;
   bool sync_bn = false, gather_negatives = false;  // issue 12: only under mpirun with N > 1 ranks
+  bool deterministic = false;
   uint64_t seed = 0;
   int64_t debug_nan_at = -1;  // testing hook: poisons view A of this step
 };
@@ -122,11 +126,19 @@ void declare_settings(app::SettingsTable& t, Options& o) {
   t.add("--spacing", "spacing", o.spacing, "resample to X Y Z mm (default: CT 1 1 2, MRI 1.5 1.5 1.5)", K::Defines, 3)
       .above(0).finite();
   t.add("--device", "device", o.device, "cpu | cuda | cuda:N | auto (the first GPU when there is one, else cpu)", K::Recorded);
+  t.add("--deterministic", "deterministic", o.deterministic,
+        "the same bits run after run on a GPU too: deterministic cuDNN algorithms, no float atomics (slower)",
+        K::Recorded);
   t.add("--threads", "threads", o.threads,
         "CPU threads for the math (0: all cores; under mpirun: cores / ranks on the node)", K::NotSaved).at_least(0);
   t.add("--loader-threads", "loader_threads", o.loader_threads, "threads preparing batches ahead", K::NotSaved).at_least(1);
+  t.add("--skip-memory-check", "skip_memory_check", o.skip_memory_check,
+        "start even when the estimated peak memory exceeds what is available (models/memory_estimate.h)", K::NotSaved);
   t.add("--seed", "seed", o.seed, "seed of the initialization and of the data sampling", K::Defines);
   t.add("--save-every", "save_every", o.save_every, "steps between checkpoints", K::Resumable).at_least(1);
+  t.add("--log-every", "log_every", o.log_every,
+        "steps between reads of the loss terms and the gradient norm to the host (metrics.csv rows, the NaN/Inf "
+        "check; checkpoint steps are always checked)", K::Resumable).at_least(1);
   // Data parallelism (mpirun -np N, docs/scaling.md); no effect on a single process.
   t.add("--sync-bn", "sync_bn", o.sync_bn, "mpirun: BatchNorm statistics over all ranks' batches (default: per rank)",
         K::Defines);
@@ -332,6 +344,22 @@ void check_combinations(const Options& o) {
                             std::to_string(m) + " with " + std::to_string(scales) + " scales (--scales, --arch)");
 }
 
+// Refuses (exit 3) a configuration whose estimated peak memory does not fit what this process may use.
+void check_memory(const Options& o, const models::PretrainConfig& mc, Device device, int threads,
+                  const std::vector<data::PreprocessedVolume>& vols, app::RunFolder& run) {
+  models::MemoryConfig mem{mc, o.batch_pairs, {o.patch[0], o.patch[1], o.patch[2]}, o.voxels_per_pair,
+                           device.is_cuda(), threads, /*prefetch=*/2, /*dataset_bytes=*/0};
+  for (const auto& v : vols) mem.dataset_bytes += int64_t(v.image.data.size() * sizeof(float) + v.body.data.size());
+  std::string source;
+  const int64_t host = models::available_host_memory(&source);
+  // The GPU's free memory is not queried yet (-1: only the host side is checked).
+  if (std::string why = models::memory_refusal(mem, host, source, /*device_available=*/-1); !why.empty())
+    throw Fatal{why, 3};
+  const models::MemoryEstimate e = models::estimate_pretrain_memory(mem);
+  run.log("memory estimate: " + fmt("%.2f", double(e.host) / double(1 << 30)) + " GiB host" +
+          (host > 0 ? " of " + fmt("%.2f", double(host) / double(1 << 30)) + " GiB available (" + source + ")" : ""));
+}
+
 int run_pretraining(Options& o, app::SettingsTable& table, const CLI::App& app, dist::Communicator& comm) {
   const bool root = comm.is_root();
   const int ranks = comm.size();
@@ -394,6 +422,8 @@ int run_pretraining(Options& o, app::SettingsTable& table, const CLI::App& app, 
   }
   run.log("hdssl pretrain: " + o.out + (o.resume ? " (resuming from " + ckpt + ")" : ""));
   run.log(app::device_line(o.device, device));
+  hdssl::set_deterministic(o.deterministic);
+  if (o.deterministic) run.log("deterministic mode: deterministic cuDNN algorithms, no float atomics");
   o.device = device.str();  // "auto" resolved, as recorded in config.json
   std::string modality_used;
   std::vector<data::PreprocessedVolume> vols;
@@ -401,8 +431,10 @@ int run_pretraining(Options& o, app::SettingsTable& table, const CLI::App& app, 
   if (ranks > 1) comm.barrier();
   if (!root) vols = load_volumes(o, run, &modality_used);
 
-  // Model and optimizer.
+  // Model and optimizer, after checking that the step's memory fits (models/memory_estimate.h): a run
+  // that cannot fit is refused now with exit 3 and settings that would fit, not killed by the OOM killer.
   models::PretrainConfig mc = model_config(o);
+  if (!o.skip_memory_check) check_memory(o, mc, device, threads, vols, run);
   Rng init_rng(o.seed, /*stream=*/1);
   models::Pretrainer model(mc, init_rng, {DType::F32, Device::cpu()});
   model.to(device);
@@ -410,6 +442,7 @@ int run_pretraining(Options& o, app::SettingsTable& table, const CLI::App& app, 
   models::StepSettings ss;
   ss.lr = o.lr;
   ss.clip = o.clip;
+  ss.log_every = o.log_every;
   // Data parallelism: gradients averaged in the step's hook; --sync-bn, --gather-negatives (docs/scaling.md).
   std::unique_ptr<MpiReducer> reducer = ranks > 1 ? std::make_unique<MpiReducer>(comm) : nullptr;
   std::optional<dist::SyncBatchNormScope> sync_bn;
@@ -539,20 +572,42 @@ int run_pretraining(Options& o, app::SettingsTable& table, const CLI::App& app, 
     models::PretrainInputs in{b.view_a.to(device), b.view_b.to(device), b.target_a.to(device), b.target_b.to(device),
                               b.coords_a.to(device), b.coords_b.to(device)};
     if (step == o.debug_nan_at) in.view_a = Tensor::full(in.view_a.shape(), NAN, DType::F32, device);
+    // A log step reads the loss terms and the gradient norm to the host and checks them (before Adam);
+    // the other steps read nothing (no host sync), so a NaN there is seen at the next log step, up to
+    // --log-every - 1 steps later. Every step that saves a checkpoint is a log step.
+    const bool saves = step % o.save_every == 0 || step == o.steps;
     models::StepResult r;
+    auto diverged = [&](const std::string& what) {
+      return Fatal{what + "; stopping without saving. The last checkpoint in " + o.out +
+                       " is intact: continue with --resume, perhaps with a smaller --lr.", 4};
+    };
     try {
-      r = step_fn.run(in, step);
+      r = step_fn.run(in, step, /*check=*/saves || g_signal != 0);
     } catch (const models::StepDiverged& e) {
-      throw Fatal{std::string(e.what()) + "; stopping without saving. The last checkpoint in " + o.out +
-                      " is intact: continue with --resume, perhaps with a smaller --lr.", 4};
+      throw diverged(e.what());
     }
-    double lc = r.lc(), lr = r.lr(), l = r.l(), gn = r.grad_norm;
     bool stop = g_signal != 0;
-    if (ranks > 1) {  // the losses are means over the ranks; a signal to any rank stops every rank after this step
-      double v[4] = {lc, lr, l, stop ? 1.0 : 0.0};
-      comm.allreduce_sum(v, 4, DType::F64);
-      lc = v[0] / ranks, lr = v[1] / ranks, l = v[2] / ranks, stop = v[3] > 0;
+    if (ranks > 1) {  // a signal to any rank stops every rank after this step (one value, every step)
+      double any = stop ? 1.0 : 0.0;
+      comm.allreduce_sum(&any, 1, DType::F64);
+      stop = any > 0;
     }
+    if (stop && !r.checked) {  // the signal came during an unchecked step: check it now, before saving
+      if (!std::isfinite(r.l()) || !std::isfinite(r.grad_sum_squares.get()))
+        throw diverged("step " + std::to_string(step) + ": the loss (L = " + fmt("%g", r.l()) +
+                       ") or the gradient norm is not finite");
+      r.grad_norm = std::sqrt(r.grad_sum_squares.get());
+      r.checked = true;
+    }
+    if (!r.checked) continue;  // no metrics row, no progress line, no checkpoint (not a log step)
+    double lc = r.lc(), lr = r.lr(), l = r.l();
+    const double gn = r.grad_norm;
+    if (ranks > 1) {  // metrics.csv holds the means over the ranks (the gradient norm is the same on every rank)
+      double v[3] = {lc, lr, l};
+      comm.allreduce_sum(v, 3, DType::F64);
+      lc = v[0] / ranks, lr = v[1] / ranks, l = v[2] / ranks;
+    }
+
 
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     std::vector<std::pair<std::string, double>> terms{{"Lc", lc}};
@@ -564,7 +619,7 @@ int run_pretraining(Options& o, app::SettingsTable& table, const CLI::App& app, 
       metrics->row({double(step), elapsed, adam.lr(), lc, lr, l, gn, progress.steps_per_second()});
       if (!line.empty()) run.log_file_only(line);
     }
-    if (step % o.save_every == 0 || step == o.steps || stop) {
+    if (saves || stop) {
       try {
         save(step);
       } catch (const Error& e) {

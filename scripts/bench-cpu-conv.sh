@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The engine micro-benchmark against its yardstick: conv3d 2x16x32x32x16 -> 16, 3x3x3, float32,
 # forward + backward, hdssl's CPU backend vs Debian's PyTorch, same machine, same run, same threads.
-# Rounds alternate between the two so a load change hits both. Needs python3-torch
+# Rounds alternate between the two so a load change hits both; each round prints the load average next to
+# its numbers (on a shared machine the ratio of the same run is what counts). Needs python3-torch
 # (scripts/install-deps.sh --oracle) and a build (scripts/build.sh).
 #   scripts/bench-cpu-conv.sh [THREADS=2] [ROUNDS=3]
 set -euo pipefail
@@ -14,7 +15,7 @@ ours=(); theirs=()
 for r in $(seq "$rounds"); do
   ours+=("$("$bench" --device cpu --what conv --runs 30 --warmup 5 | awk '/^conv3d_fwd_bwd/ {print $2}')")
   theirs+=("$(/usr/bin/python3 tests/reference/torch_cpu_conv3d.py "$threads" | sed -E 's/.*median ([0-9.]+) ms.*/\1/')")
-  echo "round $r: hdssl ${ours[-1]} ms   pytorch ${theirs[-1]} ms"
+  echo "round $r: hdssl ${ours[-1]} ms   pytorch ${theirs[-1]} ms   (load average $(cut -d' ' -f1 /proc/loadavg) on $(getconf _NPROCESSORS_ONLN) cores)"
 done
 best() { printf '%s\n' "$@" | sort -g | head -1; }
 o=$(best "${ours[@]}"); t=$(best "${theirs[@]}")

@@ -28,6 +28,8 @@
 #include <vector>
 
 #include "engine/cpu/blas.h"
+#include "engine/cpu/conv3d_direct.h"
+#include "engine/cpu/conv3d_small.h"
 #include "engine/cpu/cpu_backend.h"
 
 namespace hdssl {
@@ -183,6 +185,7 @@ void col2vol(const Geom& g, T* dcol, int64_t c0, int64_t c1, int64_t l0, int64_t
 
 void CpuBackend::conv3d_forward(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y, const Conv3dArgs& a) {
   const Geom g = geometry(x, w, a);
+  if (conv3d_direct::forward(x, w, b, y, a) || conv3d_small::forward(x, w, b, y, a)) return;  // fast paths
   dispatch_float(x.dtype(), "conv3d_forward", [&](auto tag) {
     using T = decltype(tag);
     const T *px = x.data<T>(), *pw = w.data<T>(), *pb = b.defined() ? b.data<T>() : nullptr;
@@ -207,6 +210,7 @@ void CpuBackend::conv3d_forward(const Tensor& x, const Tensor& w, const Tensor& 
 
 void CpuBackend::conv3d_backward_data(const Tensor& dy, const Tensor& w, Tensor& dx, const Conv3dArgs& a) {
   const Geom g = geometry(dx, w, a);
+  if (conv3d_direct::backward_data(dy, w, dx, a) || conv3d_small::backward_data(dy, w, dx, a)) return;
   dispatch_float(dy.dtype(), "conv3d_backward_data", [&](auto tag) {
     using T = decltype(tag);
     const T *pdy = dy.data<T>(), *pw = w.data<T>();
@@ -243,6 +247,7 @@ void CpuBackend::conv3d_backward_data(const Tensor& dy, const Tensor& w, Tensor&
 
 void CpuBackend::conv3d_backward_filter(const Tensor& x, const Tensor& dy, Tensor& dw, const Conv3dArgs& a) {
   const Geom g = geometry(x, dw, a);
+  if (conv3d_direct::backward_filter(x, dy, dw, a) || conv3d_small::backward_filter(x, dy, dw, a)) return;
   dispatch_float(x.dtype(), "conv3d_backward_filter", [&](auto tag) {
     using T = decltype(tag);
     const T *px = x.data<T>(), *pdy = dy.data<T>();

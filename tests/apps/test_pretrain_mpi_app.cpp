@@ -37,7 +37,7 @@ std::string launch(int ranks) { return kEnv + HDSSL_MPIEXEC + std::string(" -n "
 // The tiny configuration of test_pretrain_app.cpp: each step takes a fraction of a second on one core.
 const std::string kTiny =
     " --patch 16 16 8 --batch-pairs 2 --voxels-per-pair 64 --base-channels 4 --scales 2 --spacing 6 6 12"
-    " --modality ct --threads 1 --loader-threads 1 --lr 1e-3 --device cpu";
+    " --modality ct --threads 1 --loader-threads 1 --lr 1e-3 --device cpu --log-every 1";  // a row every step
 
 struct Result {
   int code;
@@ -212,6 +212,18 @@ TEST(PretrainMpi, SyncBatchNormAndGatheredNegativesRun) {
   EXPECT_NE(log.find("step 2: parameters identical on all 2 ranks"), std::string::npos) << log;
   // The union's InfoNCE (2 x 2 pairs x 64 voxels) differs from the per-rank one of the plain 2-rank run.
   EXPECT_NE(losses(out)[0], losses(two_rank_run())[0]);
+}
+
+TEST(PretrainMpi, LogEveryNStepsOnTwoRanks) {
+  // Between log steps nothing is read to the host; the ranks still agree on every step (the stop flag).
+  const std::string out = scratch() + "/log-every";
+  Result r = pretrain(2, "--data " + phantoms() + " -o " + out + kTiny + " --steps 10 --save-every 100 --log-every 4");
+  ASSERT_EQ(r.code, 0) << r.output;
+  const auto rows = losses(out);
+  ASSERT_EQ(rows.size(), 3u);
+  EXPECT_EQ(rows[0].substr(0, 2), "4 ");
+  EXPECT_EQ(rows[2].substr(0, 3), "10 ");
+  EXPECT_NE(read_text(out + "/log.txt").find("step 10: parameters identical on all 2 ranks"), std::string::npos);
 }
 
 TEST(PretrainMpi, KillingOneRankEndsTheJobAndKeepsTheLastCheckpoint) {
