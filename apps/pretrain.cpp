@@ -386,7 +386,8 @@ int run_pretraining(Options& o, app::SettingsTable& table, const CLI::App& app, 
   // Resume: the run's own settings win, except the ones that may change between sessions (app::Kind).
   std::string ckpt;
   models::TrainingMeta meta;
-  const bool has_checkpoint = run.exists("checkpoint_latest.safetensors") || run.exists("checkpoint_previous.safetensors");
+  const bool has_checkpoint =
+      run.exists("checkpoint_latest.safetensors") || run.exists("checkpoint_previous.safetensors");
   if (root && o.resume && !has_checkpoint) {
     run.log("--resume: " + o.out + " holds no checkpoint yet; starting from step 0");
     o.resume = false;

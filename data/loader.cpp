@@ -18,7 +18,8 @@ PretrainLoader::PretrainLoader(std::vector<PreprocessedVolume> volumes, Pretrain
     : volumes_(std::make_shared<const std::vector<PreprocessedVolume>>(std::move(volumes))),
       cfg_(cfg), prefetch_(std::max(1, prefetch)) {
   if (volumes_->empty()) throw DataError("PretrainLoader: no volumes");
-  if (cfg_.batch_pairs < 1 || uint64_t(cfg_.batch_pairs) >= kStepVolume || cfg_.voxels_per_pair < 1) throw DataError("PretrainLoader: batch_pairs and voxels_per_pair must be >= 1");
+  if (cfg_.batch_pairs < 1 || uint64_t(cfg_.batch_pairs) >= kStepVolume || cfg_.voxels_per_pair < 1)
+    throw DataError("PretrainLoader: batch_pairs and voxels_per_pair must be >= 1");
   if (cfg_.group < 0 || uint64_t(cfg_.group + 1) * uint64_t(cfg_.batch_pairs) >= kStepVolume)
     throw DataError("PretrainLoader: group (rank) " + std::to_string(cfg_.group) + " out of range");
   for (const auto& v : *volumes_)
