@@ -4,14 +4,18 @@
 //   ./pretrain --demo                            synthesizes CT phantoms, pretrains a small model on the CPU
 //   ./pretrain --resume RUN                      continues a run from its last intact checkpoint
 //                                                (also: ./pretrain -o RUN --resume)
+//   mpirun -np N ./pretrain --data DIR -o RUN    data-parallel over N ranks (dist/, docs/scaling.md): rank 0
+//                                                owns the run folder; --batch-pairs is per rank
 //
 // The run folder gets config.json (the effective settings), log.txt, metrics.csv, progress.png,
 // checkpoint_latest.safetensors (+ checkpoint_previous.safetensors, the one before) and at the end
 // checkpoint_final.safetensors and backbone.safetensors (reference FPN3d names, loads in PyTorch).
 // The training step itself is models::PretrainStep (models/pretrain_step.cpp, docs/pretraining-step.md);
 // every setting is declared once in declare_settings() (apps/common/settings.h). Exit codes: apps/README.md.
+#include <sched.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -25,6 +29,7 @@
 #include <optional>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <thread>
 
 #include <CLI/CLI.hpp>
 
@@ -40,6 +45,10 @@
 #include "data/phantom.h"
 #include "data/preprocess.h"
 #include "data/preprocess_compat.h"
+#include "dist/communicator.h"
+#include "dist/gather_rows.h"
+#include "dist/gradient_allreduce.h"
+#include "dist/sync_batchnorm.h"
 #include "engine/backend.h"
 #include "eval/online_probe.h"
 #include "models/checkpoint.h"
@@ -66,6 +75,7 @@ struct Options {
   double lr = 3e-4, lambda = 10.0, tau = 0.1, clip = 1.0;
   bool skip_memory_check = false;
   bool no_restoration = false, restoration_1x1 = false, freeze_projections = false, resume = false, demo = false;
+  bool sync_bn = false, gather_negatives = false;  // issue 12: only under mpirun with N > 1 ranks
   bool deterministic = false;
   uint64_t seed = 0;
   int64_t debug_nan_at = -1;  // testing hook: poisons view A of this step
@@ -86,7 +96,8 @@ void declare_settings(app::SettingsTable& t, Options& o) {
   t.add("--modality", "modality", o.modality, "ct | mri | auto (auto: CT when a volume has values below -200)", K::Defines)
       .one_of({"ct", "mri", "auto"});
   t.add("--steps", "steps", o.steps, "optimizer steps in total (on --resume: extends the run)", K::Resumable).at_least(1);
-  t.add("--batch-pairs", "batch_pairs", o.batch_pairs, "patch pairs per step (B)", K::Defines).at_least(1);
+  t.add("--batch-pairs", "batch_pairs", o.batch_pairs,
+        "patch pairs per step and rank (B; mpirun -np N: global batch N x B)", K::Defines).at_least(1);
   t.add("--patch", "patch", o.patch, "patch size X Y Z in voxels, each divisible by 2^(scales-1)", K::Defines, 3).at_least(1);
   t.add("--voxels-per-pair", "voxels_per_pair", o.voxels_per_pair, "positive voxel pairs per patch pair (n)", K::Defines)
       .at_least(1);
@@ -127,7 +138,8 @@ void declare_settings(app::SettingsTable& t, Options& o) {
   t.add("--deterministic", "deterministic", o.deterministic,
         "the same bits run after run on a GPU too: deterministic cuDNN algorithms, no float atomics (slower)",
         K::Recorded);
-  t.add("--threads", "threads", o.threads, "CPU threads for the math (0: all cores)", K::NotSaved).at_least(0);
+  t.add("--threads", "threads", o.threads,
+        "CPU threads for the math (0: all cores; under mpirun: cores / ranks on the node)", K::NotSaved).at_least(0);
   t.add("--loader-threads", "loader_threads", o.loader_threads, "threads preparing batches ahead", K::NotSaved).at_least(1);
   t.add("--skip-memory-check", "skip_memory_check", o.skip_memory_check,
         "start even when the estimated peak memory exceeds what is available (models/memory_estimate.h)", K::NotSaved);
@@ -151,6 +163,51 @@ void declare_settings(app::SettingsTable& t, Options& o) {
         "online probe: held-out cases giving the Dice (the next ones)", K::Resumable).at_least(1);
   t.add("--probe-steps", "probe_steps", o.probe_steps, "online probe: head training steps per probe", K::Resumable)
       .at_least(1);
+  // Data parallelism (mpirun -np N, docs/scaling.md); no effect on a single process.
+  t.add("--sync-bn", "sync_bn", o.sync_bn, "mpirun: BatchNorm statistics over all ranks' batches (default: per rank)",
+        K::Defines);
+  t.add("--gather-negatives", "gather_negatives", o.gather_negatives,
+        "mpirun: InfoNCE negatives from every rank (all-gathered embeddings; default: the rank's own)", K::Defines);
+}
+
+// The gradient all-reduce of a data-parallel run, in the step's hook (models/pretrain_step.h).
+struct MpiReducer : models::GradientReducer {
+  explicit MpiReducer(dist::Communicator& comm) : ar(comm) {}
+  dist::GradientAllreduce ar;
+  void reduce(const std::vector<Variable>& p) override { ar.all_reduce_mean(p); }
+};
+
+// Rank 0's string on every rank (collective).
+std::string broadcast_string(dist::Communicator& comm, std::string s) {
+  uint64_t n = s.size();
+  comm.broadcast(&n, sizeof(n), 0);
+  s.resize(size_t(n));
+  if (n > 0) comm.broadcast(s.data(), size_t(n), 0);
+  return s;
+}
+
+// CPU threads of one rank: --threads when given, else the cores this process may use, shared with the
+// other ranks of the node unless the launcher already bound each rank to its own cores.
+int rank_threads(int requested, const dist::Communicator& comm) {
+  if (requested > 0 || comm.size() == 1) return requested;  // 0 on a single process: every core, as before
+  cpu_set_t set;
+  const int hw = int(std::max(1u, std::thread::hardware_concurrency()));
+  const int allowed = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : hw;
+  return std::max(1, std::min(allowed, hw / dist::local_size()));
+}
+
+// With CUDA, one GPU per rank: the rank's local index picks it by restricting CUDA_VISIBLE_DEVICES before
+// the backend starts (the backend uses device 0). A launcher that already gave each rank one GPU is kept.
+void pick_rank_gpu(const std::string& device, const dist::Communicator& comm) {
+  if (comm.size() == 1 || device == "cpu") return;
+  std::vector<std::string> ids;
+  if (const char* v = std::getenv("CUDA_VISIBLE_DEVICES")) {
+    std::stringstream ss(v);
+    for (std::string id; std::getline(ss, id, ',');) if (!id.empty()) ids.push_back(id);
+    if (ids.size() <= 1) return;
+  }
+  const int lr = dist::local_rank();
+  ::setenv("CUDA_VISIBLE_DEVICES", (ids.empty() ? std::to_string(lr) : ids[size_t(lr) % ids.size()]).c_str(), 1);
 }
 
 std::atomic<int> g_signal{0};
@@ -249,7 +306,7 @@ std::vector<data::PreprocessedVolume> load_volumes(const Options& o, app::RunFol
 }
 
 // The demo: CT phantoms (made once, reused), a small network, a few minutes on two CPU cores.
-void apply_demo(Options& o, const CLI::App& app) {
+void apply_demo(Options& o, const CLI::App& app, bool write) {
   auto unset = [&](const char* flag) { return app.count(flag) == 0; };
   if (unset("--data")) o.data = "hdssl-demo/phantoms";
   if (unset("-o")) {  // a fresh folder each time (hdssl-demo/run, run-2, ...); --resume takes the first
@@ -268,7 +325,7 @@ void apply_demo(Options& o, const CLI::App& app) {
   if (unset("--save-every")) o.save_every = 50;
   if (unset("--modality")) o.modality = "ct";
   if (unset("--device")) o.device = "cpu";
-  if (!fs::exists(o.data) || find_images(o.data).empty()) {
+  if (write && (!fs::exists(o.data) || find_images(o.data).empty())) {
     std::cout << "demo: writing 4 synthetic CT phantoms to " << o.data << " ..." << std::endl;
     data::PhantomConfig pc;
     pc.spacing = {2.0, 2.0, 4.0};
@@ -390,8 +447,11 @@ std::unique_ptr<eval::OnlineProbe> make_probe(const Options& o, const data::Prep
   }
 }
 
-int run_pretraining(Options& o, app::SettingsTable& table, const CLI::App& app) {
-  if (o.demo) apply_demo(o, app);
+int run_pretraining(Options& o, app::SettingsTable& table, const CLI::App& app, dist::Communicator& comm) {
+  const bool root = comm.is_root();
+  const int ranks = comm.size();
+  if (o.demo) apply_demo(o, app, root);
+  if (ranks > 1) comm.barrier();  // the demo's phantoms exist
   if (o.out.empty()) {
     if (o.resume) throw Fatal{"--resume needs the run folder: --resume RUN (or -o RUN --resume)", 2};
     char b[32];
@@ -399,9 +459,12 @@ int run_pretraining(Options& o, app::SettingsTable& table, const CLI::App& app) 
     std::strftime(b, sizeof(b), "%Y%m%d-%H%M%S", std::localtime(&t));
     o.out = "runs/pretrain-" + o.arch + "-" + b;
   }
+  if (ranks > 1) o.out = broadcast_string(comm, o.out);  // rank 0's clock names the folder
+  // Rank 0 owns the run folder (lock, log, metrics, checkpoints); the other ranks only read from it.
   std::unique_ptr<app::RunFolder> run_ptr;
   try {
-    run_ptr = std::make_unique<app::RunFolder>(o.out);
+    run_ptr = root ? std::make_unique<app::RunFolder>(o.out)
+                   : std::make_unique<app::RunFolder>(o.out, app::RunFolder::Reader{});
   } catch (const Error& e) {
     throw Fatal{e.what(), 1};
   }
@@ -410,19 +473,29 @@ int run_pretraining(Options& o, app::SettingsTable& table, const CLI::App& app) 
   // Resume: the run's own settings win, except the ones that may change between sessions (app::Kind).
   std::string ckpt;
   models::TrainingMeta meta;
-  const bool has_checkpoint = run.exists("checkpoint_latest.safetensors") || run.exists("checkpoint_previous.safetensors");
-  if (o.resume && !has_checkpoint) {
+  const bool has_checkpoint =
+      run.exists("checkpoint_latest.safetensors") || run.exists("checkpoint_previous.safetensors");
+  if (root && o.resume && !has_checkpoint) {
     run.log("--resume: " + o.out + " holds no checkpoint yet; starting from step 0");
     o.resume = false;
   }
-  if (o.resume) {
+  if (root && o.resume) {
     ckpt = pick_checkpoint(run);
     if (ckpt.empty()) throw Fatal{"--resume: no intact checkpoint in " + o.out + " (see the refusals above)"};
+  } else if (root && has_checkpoint) {
+    throw Fatal{"the run folder " + o.out +
+                    " already holds a checkpoint: add --resume to continue it, or choose another -o", 2};
+  }
+  if (ranks > 1) {  // rank 0's choice (it may have set a refused checkpoint aside); the run folder is shared
+    ckpt = broadcast_string(comm, ckpt);
+    o.resume = !ckpt.empty();
+  }
+  int saved_ranks = ranks;
+  if (o.resume) {
     models::SafeTensors st = models::read_safetensors(ckpt);
     meta = models::read_training_meta(st, ckpt);
     for (const std::string& note : table.resume(json::parse(meta.data_json))) run.log(note);
-  } else if (has_checkpoint) {
-    throw Fatal{"the run folder " + o.out + " already holds a checkpoint: add --resume to continue it, or choose another -o", 2};
+    saved_ranks = meta.extra.count("ranks") ? std::stoi(meta.extra.at("ranks")) : 1;  // before issue 12: one
   }
   if (o.data.empty()) throw Fatal{"--data DIR is required (or --demo)", 2};
   models::SafeTensors init_st;
@@ -436,7 +509,8 @@ int run_pretraining(Options& o, app::SettingsTable& table, const CLI::App& app) 
   }
 
   // Threads and device.
-  const int threads = app::set_math_threads(o.threads);
+  const int threads = app::set_math_threads(rank_threads(o.threads, comm));
+  pick_rank_gpu(o.device, comm);
   Device device;
   try {
     device = app::open_device(o.device);
@@ -449,11 +523,15 @@ int run_pretraining(Options& o, app::SettingsTable& table, const CLI::App& app) 
   if (o.deterministic) run.log("deterministic mode: deterministic cuDNN algorithms, no float atomics");
   o.device = device.str();  // "auto" resolved, as recorded in config.json
   std::string modality_used;
-  std::vector<data::PreprocessedVolume> vols = load_volumes(o, run, &modality_used);
+  std::vector<data::PreprocessedVolume> vols;
+  if (root) vols = load_volumes(o, run, &modality_used);  // first, so that a --cache is written once
+  if (ranks > 1) comm.barrier();
+  if (!root) vols = load_volumes(o, run, &modality_used);
   const data::PreprocessConfig run_pc =
       preprocess_config(o, modality_used == "mri" ? data::Modality::MRI : data::Modality::CT);
   if (!o.init.empty() && !o.resume) check_init_preprocessing(o, init_st, run_pc, run);
-  std::unique_ptr<eval::OnlineProbe> probe = make_probe(o, run_pc, run);
+  // The online probe runs on rank 0 only: it reads a copy of the backbone, the other ranks never wait on it.
+  std::unique_ptr<eval::OnlineProbe> probe = root ? make_probe(o, run_pc, run) : nullptr;
 
   // Model and optimizer, after checking that the step's memory fits (models/memory_estimate.h): a run
   // that cannot fit is refused now with exit 3 and settings that would fit, not killed by the OOM killer.
@@ -475,7 +553,13 @@ int run_pretraining(Options& o, app::SettingsTable& table, const CLI::App& app) 
   ss.lr = o.lr;
   ss.clip = o.clip;
   ss.log_every = o.log_every;
-  models::PretrainStep step_fn(model, ss);
+  // Data parallelism: gradients averaged in the step's hook; --sync-bn, --gather-negatives (docs/scaling.md).
+  std::unique_ptr<MpiReducer> reducer = ranks > 1 ? std::make_unique<MpiReducer>(comm) : nullptr;
+  std::optional<dist::SyncBatchNormScope> sync_bn;
+  if (ranks > 1 && o.sync_bn) sync_bn.emplace(comm);
+  if (ranks > 1 && o.gather_negatives)
+    model.set_negatives_gather([&comm](const Variable& x) { return dist::all_gather_rows(x, comm); });
+  models::PretrainStep step_fn(model, ss, reducer.get());
   Adam& adam = step_fn.optimizer();
   const std::vector<Variable>& params = step_fn.parameters();
   int64_t start = 0;
@@ -483,7 +567,17 @@ int run_pretraining(Options& o, app::SettingsTable& table, const CLI::App& app) 
     meta = models::load_training_checkpoint(ckpt, model, adam);
     start = meta.step;
     run.log("resumed at step " + std::to_string(start) + " from " + ckpt);
+    if (saved_ranks != ranks)
+      run.log("note: the checkpoint was written by a run of " + std::to_string(saved_ranks) +
+              " rank(s), this session has " + std::to_string(ranks) + ": --batch-pairs " +
+              std::to_string(o.batch_pairs) + " is per rank, so the global batch changes from " +
+              std::to_string(saved_ranks * o.batch_pairs) + " to " +
+              std::to_string(ranks * o.batch_pairs) + " pairs; from step " + std::to_string(start + 1) +
+              " on the batches are those of a " + std::to_string(ranks) + "-rank run (docs/scaling.md)");
   }
+  if (ranks > 1 && !dist::parameters_identical_across_ranks(comm, params))
+    comm.abort("pretrain: error: the ranks start from different parameters (is " + ckpt +
+               " the same file on every node?)");
 
   // Data.
   data::PretrainConfig dc;
@@ -502,6 +596,7 @@ int run_pretraining(Options& o, app::SettingsTable& table, const CLI::App& app) 
     dc.vox2vec.data_window_hi = ppc.ct_clip_hi;
   }
   dc.seed = o.seed;
+  dc.group = comm.rank();  // rank r builds items r*B .. r*B+B-1 of each global batch (dist/rank_streams.h)
   data::PretrainLoader loader(std::move(vols), dc, o.loader_threads, 2);
   loader.seek(o.resume ? meta.sampler_position : 0);
 
@@ -512,16 +607,26 @@ int run_pretraining(Options& o, app::SettingsTable& table, const CLI::App& app) 
   cfg["parameters"] = model.parameter_count();
   cfg["trainable_parameters"] = [&] { int64_t n = 0; for (auto& p : params) n += p.value().numel(); return n; }();
   cfg["threads"] = threads;
-  run.write_json("config.json", cfg);
+  cfg["ranks"] = ranks;
+  cfg["batch_pairs_per_rank"] = o.batch_pairs;
+  cfg["batch_pairs_global"] = int64_t(ranks) * o.batch_pairs;
+  if (ranks > 1) cfg["batchnorm_running_stats"] = o.sync_bn ? "global (--sync-bn)" : "rank 0's (not broadcast)";
+  if (root) run.write_json("config.json", cfg);
   run.log("model " + mc.arch + ": base " + std::to_string(mc.base) + ", " + std::to_string(mc.scales) + " scales, d = " +
           std::to_string(mc.voxel_dim()) + ", " + fmt("%.4g", double(model.parameter_count()) / 1e6) + " M parameters; " +
           "batch " + std::to_string(o.batch_pairs) + " pairs of " + std::to_string(o.patch[0]) + "x" +
           std::to_string(o.patch[1]) + "x" + std::to_string(o.patch[2]) + ", " + std::to_string(o.voxels_per_pair) +
           " voxels each; " + std::to_string(o.steps) + " steps on " + device.str() + " with " + std::to_string(threads) + " threads");
+  if (ranks > 1)
+    run.log("data parallel: " + std::to_string(ranks) + " ranks (" + comm.backend_name() + "), global batch " +
+            std::to_string(ranks * o.batch_pairs) + " pairs, BatchNorm " + (o.sync_bn ? "synchronized" : "per rank") +
+            ", negatives " + (o.gather_negatives ? "gathered from every rank" : "per rank") + ", " +
+            std::to_string(threads) + " threads per rank");
 
   const std::vector<std::string> columns{"step", "time_s", "lr", "Lc", "Lr", "L", "grad_norm", "steps_per_s",
                                          "probe_dice"};  // probe_dice: nan on steps without a probe
-  app::MetricsCsv metrics(run.path("metrics.csv"), columns, start);
+  std::optional<app::MetricsCsv> metrics;
+  if (root) metrics.emplace(run.path("metrics.csv"), columns, start);
 
   auto metadata_for = [&](int64_t step) {
     models::TrainingMeta m;
@@ -531,9 +636,11 @@ int run_pretraining(Options& o, app::SettingsTable& table, const CLI::App& app) 
     m.data_json = table.to_json().dump();
     const RngState& s = init_rng.state();
     m.rng_json = json{{"model_init", {{"seed", s.seed}, {"stream", s.stream}, {"counter", s.counter}}},
-                      {"loader", {{"seed", dc.seed}, {"rule", "pair b of batch k uses Rng(seed).split(k).split(b)"}}}}.dump();
+                      {"loader", {{"seed", dc.seed}, {"ranks", ranks},
+                                  {"rule", "pair b of rank r's batch k: Rng(seed).split(k).split(r * B + b)"}}}}.dump();
     m.extra["preprocessing"] = cfg["preprocessing"];
     m.extra["program"] = "hdssl pretrain";
+    m.extra["ranks"] = std::to_string(ranks);
     return m;
   };
   auto plot = [&] {
@@ -555,6 +662,15 @@ int run_pretraining(Options& o, app::SettingsTable& table, const CLI::App& app) 
     app::plot_curves(run.path("progress.png"), "pretraining loss", "step", s, false, smooth);
   };
   auto save = [&](int64_t step) {
+    if (ranks > 1) {  // collective: every rank checks, rank 0 writes
+      const bool same = dist::parameters_identical_across_ranks(comm, params);
+      if (!same)
+        comm.abort("pretrain: error: step " + std::to_string(step) + ": the parameters differ between the ranks; not "
+                   "saving (the last checkpoint in " + o.out + " is intact)", 5);
+      run.log_file_only("step " + std::to_string(step) + ": parameters identical on all " + std::to_string(ranks) +
+                        " ranks (hash " + std::to_string(dist::parameters_hash(params)) + ")");
+      if (!root) return;
+    }
     const std::string latest = run.path("checkpoint_latest.safetensors");
     if (fs::exists(latest)) fs::rename(latest, run.path("checkpoint_previous.safetensors"));
     models::save_training_checkpoint(latest, model, adam, metadata_for(step));
@@ -574,7 +690,8 @@ int run_pretraining(Options& o, app::SettingsTable& table, const CLI::App& app) 
     // the other steps read nothing (no host sync), so a NaN there is seen at the next log step, up to
     // --log-every - 1 steps later. Every step that saves a checkpoint is a log step.
     const bool saves = step % o.save_every == 0 || step == o.steps;
-    const bool probe_step = probe && step % o.probe_every == 0;  // eval/online_probe.h
+    // Every rank takes the same steps as log steps (they reduce the loss terms there); the probe runs on rank 0.
+    const bool probe_step = !o.probe_data.empty() && step % o.probe_every == 0;  // eval/online_probe.h
     models::StepResult r;
     auto diverged = [&](const std::string& what) {
       return Fatal{what + "; stopping without saving. The last checkpoint in " + o.out +
@@ -586,7 +703,12 @@ int run_pretraining(Options& o, app::SettingsTable& table, const CLI::App& app) 
     } catch (const models::StepDiverged& e) {
       throw diverged(e.what());
     }
-    const bool stop = g_signal != 0;
+    bool stop = g_signal != 0;
+    if (ranks > 1) {  // a signal to any rank stops every rank after this step (one value, every step)
+      double any = stop ? 1.0 : 0.0;
+      comm.allreduce_sum(&any, 1, DType::F64);
+      stop = any > 0;
+    }
     if (stop && !r.checked) {  // the signal came during an unchecked step: check it now, before saving
       if (!std::isfinite(r.l()) || !std::isfinite(r.grad_sum_squares.get()))
         throw diverged("step " + std::to_string(step) + ": the loss (L = " + fmt("%g", r.l()) +
@@ -595,19 +717,27 @@ int run_pretraining(Options& o, app::SettingsTable& table, const CLI::App& app) 
       r.checked = true;
     }
     if (!r.checked) continue;  // no metrics row, no progress line, no checkpoint (not a log step)
-    const double lc = r.lc(), lr = r.lr(), l = r.l(), gn = r.grad_norm;
+    double lc = r.lc(), lr = r.lr(), l = r.l();
+    const double gn = r.grad_norm;
+    if (ranks > 1) {  // metrics.csv holds the means over the ranks (the gradient norm is the same on every rank)
+      double v[3] = {lc, lr, l};
+      comm.allreduce_sum(v, 3, DType::F64);
+      lc = v[0] / ranks, lr = v[1] / ranks, l = v[2] / ranks;
+    }
 
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     std::vector<std::pair<std::string, double>> terms{{"Lc", lc}};
     if (mc.restoration) terms.push_back({"Lr", lr});
     terms.push_back({"L", l});
     terms.push_back({"|g|", gn});
-    std::string line = progress.update(step, terms);
-    // The online probe (eval/online_probe.h) reads a copy of the backbone: the pretraining is unchanged.
-    const double probe_dice = probe_step ? probe->run(model.backbone(), device) : NAN;
-    if (std::isfinite(probe_dice)) run.log("step " + std::to_string(step) + ": probe Dice " + fmt("%.4f", probe_dice));
-    metrics.row({double(step), elapsed, adam.lr(), lc, lr, l, gn, progress.steps_per_second(), probe_dice});
-    if (!line.empty()) run.log_file_only(line);
+    if (root) {
+      std::string line = progress.update(step, terms);
+      // The online probe (eval/online_probe.h) reads a copy of the backbone: the pretraining is unchanged.
+      const double probe_dice = probe && probe_step ? probe->run(model.backbone(), device) : NAN;
+      if (std::isfinite(probe_dice)) run.log("step " + std::to_string(step) + ": probe Dice " + fmt("%.4f", probe_dice));
+      metrics->row({double(step), elapsed, adam.lr(), lc, lr, l, gn, progress.steps_per_second(), probe_dice});
+      if (!line.empty()) run.log_file_only(line);
+    }
     if (saves || stop) {
       try {
         save(step);
@@ -616,14 +746,15 @@ int run_pretraining(Options& o, app::SettingsTable& table, const CLI::App& app) 
       }
     }
     if (stop) {
-      progress.finish();
-      run.log("interrupted by signal " + std::to_string(int(g_signal)) + " after step " + std::to_string(step) +
+      if (root) progress.finish();
+      const std::string by = g_signal ? "signal " + std::to_string(int(g_signal)) : "a signal to another rank";
+      run.log("interrupted by " + by + " after step " + std::to_string(step) +
               "; checkpoint saved. Continue with: pretrain --resume " + o.out);
       return 130;
     }
   }
-  progress.finish();
-  if (start < o.steps) {
+  if (root) progress.finish();
+  if (root && start < o.steps) {
     fs::copy_file(run.path("checkpoint_latest.safetensors"), run.path("checkpoint_final.safetensors"),
                   fs::copy_options::overwrite_existing);
     std::map<std::string, std::string> bm{{"preprocessing", cfg["preprocessing"]}, {"step", std::to_string(o.steps)},
@@ -662,18 +793,29 @@ int main(int argc, char** argv) {
     std::cerr << "pretrain: error: " << e.what() << std::endl;
     return 2;
   }
+  // One process per rank under mpirun / srun (MPI is initialized only then); a plain run is a single rank.
+  std::unique_ptr<dist::Communicator> comm;
   try {
-    return run_pretraining(o, table, app);
+    comm = dist::make_communicator();
+  } catch (const std::exception& e) {
+    std::cerr << "pretrain: error: " << e.what() << std::endl;
+    return 2;
+  }
+  // An error on one rank of several ends the whole job (the others would wait for it forever).
+  auto fail = [&](const std::string& m, int code) {
+    if (comm->size() > 1) comm->abort("pretrain: error: " + m, code);
+    std::cerr << "pretrain: error: " << m << std::endl;
+    return code;
+  };
+  try {
+    return run_pretraining(o, table, app, *comm);
   } catch (const Fatal& f) {
-    std::cerr << "pretrain: error: " << f.message << std::endl;
-    return f.code;
+    return fail(f.message, f.code);
   } catch (const std::bad_alloc&) {
-    std::cerr << "pretrain: error: out of host memory (try a smaller --batch-pairs, --patch or --voxels-per-pair)" << std::endl;
-    return 3;
+    return fail("out of host memory (try a smaller --batch-pairs, --patch or --voxels-per-pair)", 3);
   } catch (const std::exception& e) {
     std::string m = e.what();
     const bool oom = m.find("out of memory") != std::string::npos || m.find("out of host memory") != std::string::npos;
-    std::cerr << "pretrain: error: " << m << (oom ? " (try a smaller --batch-pairs, --patch or --voxels-per-pair)" : "") << std::endl;
-    return oom ? 3 : 1;
+    return fail(m + (oom ? " (try a smaller --batch-pairs, --patch or --voxels-per-pair)" : ""), oom ? 3 : 1);
   }
 }

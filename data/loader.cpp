@@ -18,7 +18,10 @@ PretrainLoader::PretrainLoader(std::vector<PreprocessedVolume> volumes, Pretrain
     : volumes_(std::make_shared<const std::vector<PreprocessedVolume>>(std::move(volumes))),
       cfg_(cfg), prefetch_(std::max(1, prefetch)) {
   if (volumes_->empty()) throw DataError("PretrainLoader: no volumes");
-  if (cfg_.batch_pairs < 1 || uint64_t(cfg_.batch_pairs) >= kStepVolume || cfg_.voxels_per_pair < 1) throw DataError("PretrainLoader: batch_pairs and voxels_per_pair must be >= 1");
+  if (cfg_.batch_pairs < 1 || uint64_t(cfg_.batch_pairs) >= kStepVolume || cfg_.voxels_per_pair < 1)
+    throw DataError("PretrainLoader: batch_pairs and voxels_per_pair must be >= 1");
+  if (cfg_.group < 0 || uint64_t(cfg_.group + 1) * uint64_t(cfg_.batch_pairs) >= kStepVolume)
+    throw DataError("PretrainLoader: group (rank) " + std::to_string(cfg_.group) + " out of range");
   for (const auto& v : *volumes_)
     for (int a = 0; a < 3; ++a)
       if (v.image.dims[size_t(a)] < cfg_.patch[size_t(a)])
@@ -55,11 +58,11 @@ PretrainBatch PretrainLoader::make_empty_batch(uint64_t k) const {
 
 void PretrainLoader::build_pair(uint64_t k, int b, PretrainBatch& batch) const {
   const Rng step = Rng(cfg_.seed, 0x5eed).split(k);
-  Rng rng = step.split(uint64_t(b));
+  Rng rng = step.split(uint64_t(cfg_.group) * uint64_t(cfg_.batch_pairs) + uint64_t(b));  // global item
   const auto& vols = *volumes_;
   int vi = int(rng.randint(0, int64_t(vols.size())));  // drawn in both modes, so the rest of the pair's stream is the same
   if (cfg_.volumes == PretrainConfig::Volumes::OneVolume) {
-    Rng rv = step.split(kStepVolume);  // a stream no pair index reaches (batch_pairs < kStepVolume)
+    Rng rv = step.split(kStepVolume + uint64_t(cfg_.group));  // no item reaches it ((group+1) * B < kStepVolume)
     vi = int(rv.randint(0, int64_t(vols.size())));
   }
   PairSample s = sample_pair(vols[size_t(vi)], cfg_.patch, cfg_.voxels_per_pair, rng);

@@ -40,6 +40,11 @@ struct PretrainConfig {
   LocalAugConfig local;                        // each augmentation of a set has its own switch
   Vox2vecAugConfig vox2vec;                    // vox2vec.ct = false for MRI (no HU window)
   uint64_t seed = 0;
+  // Data-parallel runs (dist/rank_streams.h): this loader builds group `group` (the rank) of a global batch
+  // of groups of batch_pairs pairs. Its pair b is global item group * batch_pairs + b, i.e. uses
+  // Rng(seed).split(k).split(item), and with OneVolume its volume is drawn from split(kStepVolume + group):
+  // one volume per rank and step. Group 0 is exactly a single-process run.
+  int group = 0;
 };
 
 struct PretrainBatch {

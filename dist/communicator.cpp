@@ -1,6 +1,7 @@
 // The single-process communicator and the choice between it and MPI.
 #include "dist/communicator.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <iostream>
@@ -37,6 +38,12 @@ int local_rank() {
   for (const char* v : {"OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "MPI_LOCALRANKID", "PMI_LOCAL_RANK"})
     if (const char* s = std::getenv(v)) return std::atoi(s);
   return 0;
+}
+
+int local_size() {
+  for (const char* v : {"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "PMI_LOCAL_SIZE"})
+    if (const char* s = std::getenv(v)) return std::max(1, std::atoi(s));
+  return 1;
 }
 
 std::unique_ptr<Communicator> make_communicator() {

@@ -64,6 +64,9 @@ bool launched_by_mpi();
 // OMPI_COMM_WORLD_LOCAL_RANK, SLURM's SLURM_LOCALID, MPICH's MPI_LOCALRANKID); 0 when none is set. With
 // CUDA, rank-local GPU = local_rank() % device count.
 int local_rank();
+// The number of ranks on this node, from the launcher's environment (Open MPI's OMPI_COMM_WORLD_LOCAL_SIZE,
+// MPICH's MPI_LOCALNRANKS, PMI_LOCAL_SIZE); 1 when none is set (SLURM: give --cpus-per-task instead).
+int local_size();
 // MPI when built and launched_by_mpi(), else the single process. Throws hdssl::Error when the process was
 // launched by mpirun but this build has no MPI (running N copies of a single-process run would silently
 // write the same run folder N times). The MPI communicator finalizes MPI when destroyed.

@@ -80,6 +80,7 @@ PretrainLoss Pretrainer::loss(const PretrainInputs& in) {
   level0_a = Variable();  // the graph keeps what backward needs
   Variable zb = embed(in.view_b, in.coords_b, &level0_b);
   Variable lr_b = rest_ ? ag::mse(rest_->forward(level0_b), in.target_b) : Variable();
+  if (gather_) za = gather_(za), zb = gather_(zb);  // --gather-negatives (dist/gather_rows.h)
   out.contrastive = ag::infonce(za, zb, cfg_.tau);
   out.total = out.contrastive;
   if (rest_) {

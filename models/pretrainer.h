@@ -5,6 +5,7 @@
 // runs both views through backbone and heads, with BatchNorm statistics per view as in the reference
 // program, and returns L = Lc + lambda * Lr with its terms.
 #pragma once
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -51,6 +52,11 @@ class Pretrainer : public Module {
   // The voxel embeddings of one view: unit rows [B*n, embed_dim] (step 5 and 6), and level 0 in *level0.
   Variable embed(const Tensor& view, const Tensor& coords, Variable* level0 = nullptr);
 
+  // --gather-negatives: when set, loss() passes both views' embeddings through it before InfoNCE (a
+  // data-parallel run sets dist::all_gather_rows, so every anchor sees every rank's negatives). Unset: as is.
+  using RowGather = std::function<Variable(const Variable&)>;
+  void set_negatives_gather(RowGather g) { gather_ = std::move(g); }
+
   FPN3d& backbone() { return *backbone_; }
   const PretrainConfig& config() const { return cfg_; }
 
@@ -60,6 +66,7 @@ class Pretrainer : public Module {
   ScaleProjections* projs_ = nullptr;
   ProjectionHead* head_;
   RestorationHead* rest_ = nullptr;
+  RowGather gather_;
 };
 
 }  // namespace hdssl::models

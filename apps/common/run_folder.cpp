@@ -56,6 +56,8 @@ RunFolder::RunFolder(const std::string& dir) : dir_(dir) {
   HDSSL_CHECK(log_.good()) << "cannot write " << path("log.txt");
 }
 
+RunFolder::RunFolder(const std::string& dir, Reader) : dir_(dir), owner_(false) {}
+
 RunFolder::~RunFolder() {
   if (lock_fd_ >= 0) ::close(lock_fd_);  // releases the flock
 }
@@ -63,10 +65,12 @@ RunFolder::~RunFolder() {
 bool RunFolder::exists(const std::string& name) const { return std::filesystem::exists(path(name)); }
 
 void RunFolder::write_json(const std::string& name, const nlohmann::json& j) const {
+  HDSSL_CHECK(owner_) << "write_json(" << name << "): " << dir_ << " is opened read-only (not rank 0)";
   write_file_atomic(path(name), j.dump(2) + "\n");
 }
 
 void RunFolder::log_file_only(const std::string& line) {
+  if (!owner_) return;
   std::lock_guard<std::mutex> g(mu_);
   std::time_t t = std::time(nullptr);
   char stamp[32];
@@ -76,6 +80,7 @@ void RunFolder::log_file_only(const std::string& line) {
 }
 
 void RunFolder::log(const std::string& line) {
+  if (!owner_) return;
   log_file_only(line);
   std::cout << line << std::endl;
 }

@@ -9,6 +9,9 @@
 //   run.write_json("config.json", cfg);              // atomic (temp + rename)
 //   run.log("step 10 ...");                           // log.txt + stdout
 //   hdssl::app::MetricsCsv m(run.path("metrics.csv"), {"step", "L"}, /*keep_until_step=*/-1);
+//
+// A data-parallel run (mpirun -np N ./pretrain) has one owner, rank 0; the other ranks open the folder
+// with RunFolder::Reader: no folder created, no lock taken, log() writes nothing, write_json() refuses.
 #pragma once
 #include <cstdint>
 #include <fstream>
@@ -23,11 +26,14 @@ namespace hdssl::app {
 class RunFolder {
  public:
   explicit RunFolder(const std::string& dir);
+  struct Reader {};
+  RunFolder(const std::string& dir, Reader);  // reads only (a rank other than 0): see the note above
   ~RunFolder();
   RunFolder(const RunFolder&) = delete;
   RunFolder& operator=(const RunFolder&) = delete;
 
   const std::string& dir() const { return dir_; }
+  bool owner() const { return owner_; }
   std::string path(const std::string& name) const { return dir_ + "/" + name; }
   bool exists(const std::string& name) const;
   void write_json(const std::string& name, const nlohmann::json& j) const;  // atomic
@@ -37,6 +43,7 @@ class RunFolder {
  private:
   std::string dir_;
   int lock_fd_ = -1;
+  bool owner_ = true;
   std::ofstream log_;
   std::mutex mu_;
 };

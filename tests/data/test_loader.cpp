@@ -176,3 +176,47 @@ TEST(Loader, OneVolumePerStepIsTheSameWhateverTheThreadCount) {
     for (int k = 0; k < 4; ++k) EXPECT_TRUE(same(l0.next(), l3.next())) << "batch " << k;
   }
 }
+
+// Data-parallel groups (issue 12, dist/rank_streams.h): group r's pair b is global item r * B + b. Per pair,
+// the groups of N ranks are exactly the batch of one loader with batch N * B; with one volume per step each
+// group draws its own volume (over a few steps the two groups' volumes differ at least once).
+TEST(Loader, RankGroupsAreTheGlobalItemsAndDrawTheirOwnVolume) {
+  auto slice = [](const Tensor& t, int64_t first, int64_t count) {
+    const size_t row = t.nbytes() / size_t(t.shape()[0]);
+    const char* p = static_cast<const char*>(t.raw());
+    return std::vector<char>(p + size_t(first) * row, p + size_t(first + count) * row);
+  };
+  auto whole = [](const Tensor& t) {
+    const char* p = static_cast<const char*>(t.raw());
+    return std::vector<char>(p, p + t.nbytes());
+  };
+  PretrainConfig c = small_config(PretrainConfig::Aug::Local);
+  c.volumes = PretrainConfig::Volumes::PerPair;
+  c.batch_pairs = 4;
+  PretrainLoader global(volumes(), c, 0, 1);
+  c.batch_pairs = 2;
+  PretrainLoader g0(volumes(), c, 0, 1);
+  c.group = 1;
+  PretrainLoader g1(volumes(), c, 0, 1);
+  for (int k = 0; k < 3; ++k) {
+    PretrainBatch all = global.next(), b0 = g0.next(), b1 = g1.next();
+    for (auto m : {&PretrainBatch::view_a, &PretrainBatch::view_b, &PretrainBatch::target_a,
+                   &PretrainBatch::coords_b}) {
+      EXPECT_EQ(slice(all.*m, 0, 2), whole(b0.*m)) << "batch " << k << ", group 0";
+      EXPECT_EQ(slice(all.*m, 2, 2), whole(b1.*m)) << "batch " << k << ", group 1";
+    }
+  }
+  c = small_config(PretrainConfig::Aug::None);  // one volume per step and group; group 0 = the plain loader
+  PretrainConfig c0 = c, c1 = c;
+  c0.group = 0;
+  c1.group = 1;
+  PretrainLoader plain(volumes(), c, 0, 1), r0(volumes(), c0, 0, 1), r1(volumes(), c1, 0, 1);
+  int differ = 0;
+  for (int k = 0; k < 12; ++k) {
+    PretrainBatch p = plain.next(), a = r0.next(), b = r1.next();
+    EXPECT_TRUE(same(p, a)) << "batch " << k;
+    for (size_t i = 1; i < b.volume.size(); ++i) EXPECT_EQ(b.volume[i], b.volume[0]);
+    differ += a.volume[0] != b.volume[0];
+  }
+  EXPECT_GT(differ, 0) << "each rank should draw its own volume";
+}
