@@ -16,12 +16,14 @@
 //     voxel coordinates; the work does not depend on the values).
 // Every timed iteration ends with a device synchronize, so a time is the whole iteration. The median
 // (and minimum) is over --runs iterations after --warmup untimed ones (the first CUDA iterations choose
-// cuDNN algorithms and fill the caching allocator). TF32 is off unless --tf32.
+// cuDNN algorithms and fill the caching allocator). TF32 is off unless --tf32. cpu_ms is the median process
+// CPU time of an iteration, all threads together: on a shared machine it moves less with the load.
 // On the CPU each row's table is followed by the per-op profile of its timed iterations (engine/profile.h,
 // milliseconds and calls per iteration; its clock reads around each backend call cost well under 1%).
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
+#include <ctime>
 #include <cstdio>
 #include <fstream>
 #include <functional>
@@ -53,6 +55,7 @@ struct Result {
   bool available = true;
   std::string why;           // the error when the row could not run (e.g. out of memory)
   double median_s = 0, min_s = 0;
+  double cpu_median_s = 0;   // process CPU time per iteration, all threads (steadier than wall time on a busy host)
   double flops = 0;          // per iteration, 0 when unknown
   double peak_gib = -1;      // CUDA: peak bytes in use by tensors and workspaces during the timed runs
   double reserved_gib = -1;  // CUDA: peak bytes obtained from cudaMalloc
@@ -103,16 +106,25 @@ void time_iterations(Device device, int warmup, int runs, const std::function<vo
     profile::reset();
     profile::enable(true);
   }
-  std::vector<double> t;
+  auto cpu_now = [] {
+    timespec ts{};
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
+  };
+  std::vector<double> t, cpu;
   for (int i = 0; i < runs; ++i) {
     const auto t0 = std::chrono::steady_clock::now();
+    const double c0 = cpu_now();
     iteration();
     b.synchronize();
     t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    cpu.push_back(cpu_now() - c0);
   }
+  std::sort(cpu.begin(), cpu.end());
+  r.cpu_median_s = cpu[cpu.size() / 2];
   if (profiled) {
     profile::enable(false);
-    r.profile = profile::table(runs);
+    if (!profile::rows().empty()) r.profile = profile::table(runs);
   }
   std::sort(t.begin(), t.end());
   r.median_s = t[t.size() / 2];
@@ -142,8 +154,8 @@ Result time_conv(Device device, const Shape& xs, int64_t co, int k, int warmup, 
   Tensor dw = Tensor::empty(ws, DType::F32, device), db = Tensor::empty({co}, DType::F32, device);
   Conv3dArgs a;
   a.pad = k / 2;
-  Backend& be = backend(device);
   time_iterations(device, warmup, runs, [&] {
+    Backend& be = backend(device);  // asked each time: with the profile on, backend() hands out its wrapper
     be.conv3d_forward(x, w, b, y, a);
     be.conv3d_backward_data(dy, w, dx, a);
     be.conv3d_backward_filter(x, dy, dw, a);
@@ -202,8 +214,8 @@ Result time_pretrain_step(Device device, const std::string& arch, int base, int 
 
 void print_table(const std::vector<Result>& rows, const std::string& device_line) {
   std::printf("\nbench on %s\n", device_line.c_str());
-  std::printf("%-24s %12s %12s %10s %10s %10s %8s  %s\n", "what", "median_ms", "min_ms", "TFLOP/s", "peak_GiB",
-              "resv_GiB", "mallocs", "detail");
+  std::printf("%-24s %12s %12s %10s %10s %10s %10s %8s  %s\n", "what", "median_ms", "min_ms", "cpu_ms", "TFLOP/s",
+              "peak_GiB", "resv_GiB", "mallocs", "detail");
   for (const Result& r : rows) {
     if (!r.available) {
       std::printf("%-24s %12s  %s\n", r.name.c_str(), "n/a", ("failed: " + r.why).c_str());
@@ -214,8 +226,8 @@ void print_table(const std::vector<Result>& rows, const std::string& device_line
     if (r.peak_gib >= 0) std::snprintf(pk, sizeof pk, "%.2f", r.peak_gib);
     if (r.reserved_gib >= 0) std::snprintf(rs, sizeof rs, "%.2f", r.reserved_gib);
     if (r.timed_mallocs >= 0) std::snprintf(ml, sizeof ml, "%lld", static_cast<long long>(r.timed_mallocs));
-    std::printf("%-24s %12.2f %12.2f %10s %10s %10s %8s  %s\n", r.name.c_str(), r.median_s * 1e3, r.min_s * 1e3, tf,
-                pk, rs, ml, r.detail.c_str());
+    std::printf("%-24s %12.2f %12.2f %10.2f %10s %10s %10s %8s  %s\n", r.name.c_str(), r.median_s * 1e3, r.min_s * 1e3,
+                r.cpu_median_s * 1e3, tf, pk, rs, ml, r.detail.c_str());
   }
   for (const Result& r : rows)
     if (r.available && !r.profile.empty())
@@ -230,8 +242,8 @@ void write_json(const std::string& path, const std::vector<Result>& rows, const 
     nlohmann::json o{{"name", r.name}, {"detail", r.detail}, {"available", r.available}};
     if (!r.available) o["error"] = r.why;
     else
-      o.update({{"median_s", r.median_s}, {"min_s", r.min_s}, {"flops", r.flops}, {"peak_gib", r.peak_gib},
-                {"reserved_gib", r.reserved_gib}, {"timed_mallocs", r.timed_mallocs}});
+      o.update({{"median_s", r.median_s}, {"min_s", r.min_s}, {"cpu_median_s", r.cpu_median_s}, {"flops", r.flops},
+                {"peak_gib", r.peak_gib}, {"reserved_gib", r.reserved_gib}, {"timed_mallocs", r.timed_mallocs}});
     j["rows"].push_back(o);
   }
   std::ofstream(path) << j.dump(1) << "\n";

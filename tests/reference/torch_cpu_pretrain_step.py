@@ -9,7 +9,8 @@ norm clipped to 1.0, Adam (lr 3e-4), the loss read back as ./bench's step does; 
 
     /usr/bin/python3 tests/reference/torch_cpu_pretrain_step.py [THREADS] [--base 32] [--scales 5] [--pairs 2]
         [--patch 32,32,16] [--voxels 64] [--runs 5] [--warmup 2]
-prints one line: "... pretrain step median M ms min m ms".
+prints one line: "... pretrain step median M ms min m ms cpu C ms" (C: median process CPU time of a step,
+all threads together, which moves less with the load of a shared machine).
 """
 import argparse, os, sys, time
 import torch
@@ -55,15 +56,18 @@ def main():
 
     for _ in range(a.warmup):
         step()
-    ts = []
+    ts, cpu = [], []
     for _ in range(a.runs):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         step()
         ts.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
     ts.sort()
+    cpu.sort()
     print(f"torch {torch.__version__} threads {torch.get_num_threads()}: base {a.base}, {a.scales} scales, "
           f"{sum(p.numel() for p in m.parameters())} parameters, {a.pairs} pairs of {a.patch}, {a.voxels} voxels: "
-          f"pretrain step median {ts[len(ts) // 2] * 1e3:.2f} ms min {ts[0] * 1e3:.2f} ms")
+          f"pretrain step median {ts[len(ts) // 2] * 1e3:.2f} ms min {ts[0] * 1e3:.2f} ms "
+          f"cpu {cpu[len(cpu) // 2] * 1e3:.2f} ms")
 
 
 if __name__ == '__main__':
