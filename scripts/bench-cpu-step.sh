@@ -26,7 +26,8 @@ for r in $(seq "$rounds"); do
   line=$(/usr/bin/python3 tests/reference/torch_cpu_pretrain_step.py "$threads" --base 32 --scales 5 "${size[@]}")
   t=$(sed -E 's/.*median ([0-9.]+) ms.*/\1/' <<< "$line"); tc=$(sed -E 's/.* cpu ([0-9.]+) ms.*/\1/' <<< "$line")
   ours+=("$o"); ours_cpu+=("$oc"); theirs+=("$t"); theirs_cpu+=("$tc")
-  echo "round $r: hdssl $o ms (cpu $oc)   pytorch $t ms (cpu $tc)   ratio $(ratio "$o" "$t") (cpu $(ratio "$oc" "$tc"))" \
+  echo "round $r: hdssl $o ms (cpu $oc)   pytorch $t ms (cpu $tc)" \
+    "  ratio $(ratio "$o" "$t") (cpu $(ratio "$oc" "$tc"))" \
     "  (load average $(cut -d' ' -f1 /proc/loadavg) on $(getconf _NPROCESSORS_ONLN) cores)"
 done
 o=$(best "${ours[@]}"); t=$(best "${theirs[@]}"); oc=$(best "${ours_cpu[@]}"); tc=$(best "${theirs_cpu[@]}")
