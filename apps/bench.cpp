@@ -167,8 +167,8 @@ Result time_conv(Device device, const Shape& xs, int64_t co, int k, int warmup, 
 
 // (b) ======================== time_pretrain_step ========================
 // One full pretraining step, models::PretrainStep::run() with ./pretrain's default settings (lr 3e-4,
-// clip 1.0, the loss terms read and checked every step).
-// base / scales > 0 replace the architecture's own.
+// clip 1.0), none of the timed steps a log step: no host read inside a step (the clip factor stays on the
+// device), as in ./pretrain between its --log-every steps. base / scales > 0 replace the architecture's own.
 Result time_pretrain_step(Device device, const std::string& arch, int base, int scales, int64_t pairs,
                           const Shape& patch, int64_t voxels, int warmup, int runs) {
   Result r;
@@ -183,7 +183,9 @@ Result time_pretrain_step(Device device, const std::string& arch, int base, int 
   models::Pretrainer model(mc, rng, {DType::F32, Device::cpu()});
   model.to(device);
   model.train();
-  models::PretrainStep step(model);
+  models::StepSettings ss;
+  ss.log_every = int64_t(1) << 40;  // never reached: no step of the timing reads its loss or norm back
+  models::PretrainStep step(model, ss);
   os << ", base " << mc.base << ", " << mc.scales << " scales, " << model.parameter_count() << " parameters";
   r.detail = os.str();
 
@@ -257,7 +259,7 @@ int main(int argc, char** argv) {
               json_out;
   int64_t conv_out = 0, pairs = 10, voxels = 1024;
   int kernel = 3, runs = 10, warmup = 3, base = 0, scales = 0, threads = 0;
-  bool tf32 = false, conv_heuristic = false;
+  bool tf32 = false, conv_heuristic = false, deterministic = false;
   app::SettingsTable t(app);  // bench saves nothing: the table gives the flags their ranges
   using K = app::Kind;
   t.add("--device", "device", device_arg, "auto | cpu | cuda | cuda:N (auto: the first GPU when there is one)", K::NotSaved);
@@ -265,6 +267,8 @@ int main(int argc, char** argv) {
   t.add("--runs", "runs", runs, "timed iterations", K::NotSaved).at_least(1);
   t.add("--warmup", "warmup", warmup, "untimed iterations first", K::NotSaved).at_least(0);
   t.add("--tf32", "tf32", tf32, "allow TF32 tensor cores for float32 convolutions and GEMMs (CUDA)", K::NotSaved);
+  t.add("--deterministic", "deterministic", deterministic,
+        "deterministic cuDNN algorithms and no float atomics (the cost of ./pretrain --deterministic)", K::NotSaved);
   t.add("--conv-heuristic", "conv_heuristic", conv_heuristic,
         "CUDA: take cuDNN's heuristic algorithm ranking instead of timing every algorithm once per shape", K::NotSaved);
   t.add("--json", "json", json_out, "also write the results to this JSON file", K::NotSaved);
@@ -302,12 +306,14 @@ int main(int argc, char** argv) {
     // Without --threads the math threads stay as OMP_NUM_THREADS (or the OpenMP default) sets them.
     std::string device_line = "cpu";
     if (threads > 0) device_line += ", " + std::to_string(app::set_math_threads(threads)) + " math threads";
+    hdssl::set_deterministic(deterministic);
     if (device.is_cuda()) {
 #ifdef HDSSL_HAVE_CUDA
       cuda::set_allow_tf32(tf32);
       cuda::set_conv_exhaustive_search(!conv_heuristic);
       device_line = cuda::device_summary() + (tf32 ? ", TF32 on" : ", TF32 off") +
-                    (conv_heuristic ? ", cuDNN heuristic algorithms" : ", cuDNN algorithms timed (Find)");
+                    (conv_heuristic ? ", cuDNN heuristic algorithms" : ", cuDNN algorithms timed (Find)") +
+                    (deterministic ? ", deterministic" : "");
 #endif
     }
     if (conv_shape.empty()) conv_shape = device.is_cuda() ? "20,32,128,128,32" : "2,16,32,32,16";

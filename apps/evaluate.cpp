@@ -59,7 +59,7 @@ extern "C" void on_signal(int s) { g_signal = s; }
 // Every setting of a run. Declared (flag, JSON key, range, help, kind) in declare_settings() only.
 struct Options {
   std::string mode, data, out, weights, splits, name, device = app::kDefaultDevice, cache;
-  std::string finetune_head = "nonlinear", frozen_bn = "train", ct_window = "paper";  // issue 11 (b), (d), (g)
+  std::string finetune_head = "nonlinear", frozen_bn = "train", ct_window = "program";  // issue 11 (b), (d), (g)
   double val_fraction = 0.2;                                                             // issue 11 (c)
   int64_t val_every = 1000;
   std::vector<std::string> table;
@@ -403,11 +403,7 @@ int run_evaluation(Options& o, app::SettingsTable& table) {
   data::LabeledDataset ds = data::read_labeled_dataset(o.data);
   meta.preprocess = ds.modality == data::Modality::CT ? data::PreprocessConfig::ct() : data::PreprocessConfig::mri();
   if (!o.spacing.empty()) meta.preprocess.spacing = {o.spacing[0], o.spacing[1], o.spacing[2]};
-  try {
-    meta.preprocess.set_ct_window(o.ct_window);
-  } catch (const std::exception& e) {
-    throw Fatal{std::string("--ct-window: ") + e.what(), 2};
-  }
+  meta.preprocess.set_ct_window(o.ct_window);  // checked in main()
   meta.preprocess.min_size = meta.patch;
 
   // Folds.
@@ -466,6 +462,11 @@ int main(int argc, char** argv) {
   if (int rc = app::parse_command_line(app, argc, argv); rc >= 0) return rc;
   try {
     table.check_ranges();
+    try {
+      data::PreprocessConfig().set_ct_window(o.ct_window);
+    } catch (const std::exception& e) {
+      throw app::UsageError(std::string("--ct-window: ") + e.what());
+    }
     o.resume = resume.apply(&o.out, table.given("-o,--out"));
   } catch (const app::UsageError& e) {
     std::cerr << "evaluate: error: " << e.what() << std::endl;

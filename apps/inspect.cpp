@@ -49,7 +49,7 @@ int main(int argc, char** argv) {
       NiftiImage img = read_nifti(f);
       const NiftiInfo& I = img.info;
       const auto& d = img.volume.dims;
-      std::array<double, 3> sp{std::fabs(I.geom.pixdim[1]), std::fabs(I.geom.pixdim[2]), std::fabs(I.geom.pixdim[3])};
+      const std::array<double, 3> sp = img.volume.spacing;  // from the affine in use (sform, qform or pixdim)
       std::string orient = orientation_code(I.geom.affine);
       if (json) {
         j["ok"] = true;

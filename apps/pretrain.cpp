@@ -14,6 +14,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <csignal>
 #include <cstdlib>
 #include <cstdio>
@@ -38,6 +39,7 @@
 #include "data/phantom.h"
 #include "data/preprocess.h"
 #include "engine/backend.h"
+#include "models/memory_estimate.h"
 #include "models/pretrain_step.h"
 #include "models/train_state.h"
 
@@ -50,14 +52,16 @@ namespace {
 // Every setting of a run. Declared (flag, JSON key, range, help, kind) in declare_settings() only.
 struct Options {
   std::string data, out, cache, modality = "auto", arch = "ours", aug = "local", device = app::kDefaultDevice;
-  std::string batch_volumes = "one", ct_window = "paper", vox2vec_order = "program";  // issue 11 (a), (d), (f)
+  std::string batch_volumes = "one", ct_window = "program", vox2vec_order = "program";  // issue 11 (a), (d), (f)
   std::vector<int64_t> shuffle_block_min{2, 2, 1};                                    // issue 11 (e)
-  int64_t steps = 50000, save_every = 1000;
+  int64_t steps = 50000, save_every = 1000, log_every = 10;
   int batch_pairs = 10, voxels_per_pair = 1024, base = 0, scales = 0, blocks = 2, threads = 0, loader_threads = 2;
   std::vector<int64_t> patch{128, 128, 32};
   std::vector<double> spacing;  // empty: the modality's preset
   double lr = 3e-4, lambda = 10.0, tau = 0.1, clip = 1.0;
+  bool skip_memory_check = false;
   bool no_restoration = false, restoration_1x1 = false, freeze_projections = false, resume = false, demo = false;
+  bool deterministic = false;
   uint64_t seed = 0;
   int64_t debug_nan_at = -1;  // testing hook: poisons view A of this step
 };
@@ -110,10 +114,18 @@ void declare_settings(app::SettingsTable& t, Options& o) {
   t.add("--spacing", "spacing", o.spacing, "resample to X Y Z mm (default: CT 1 1 2, MRI 1.5 1.5 1.5)", K::Defines, 3)
       .above(0).finite();
   t.add("--device", "device", o.device, "cpu | cuda | cuda:N | auto (the first GPU when there is one, else cpu)", K::Recorded);
+  t.add("--deterministic", "deterministic", o.deterministic,
+        "the same bits run after run on a GPU too: deterministic cuDNN algorithms, no float atomics (slower)",
+        K::Recorded);
   t.add("--threads", "threads", o.threads, "CPU threads for the math (0: all cores)", K::NotSaved).at_least(0);
   t.add("--loader-threads", "loader_threads", o.loader_threads, "threads preparing batches ahead", K::NotSaved).at_least(1);
+  t.add("--skip-memory-check", "skip_memory_check", o.skip_memory_check,
+        "start even when the estimated peak memory exceeds what is available (models/memory_estimate.h)", K::NotSaved);
   t.add("--seed", "seed", o.seed, "seed of the initialization and of the data sampling", K::Defines);
   t.add("--save-every", "save_every", o.save_every, "steps between checkpoints", K::Resumable).at_least(1);
+  t.add("--log-every", "log_every", o.log_every,
+        "steps between reads of the loss terms and the gradient norm to the host (metrics.csv rows, the NaN/Inf "
+        "check; checkpoint steps are always checked)", K::Resumable).at_least(1);
 }
 
 std::atomic<int> g_signal{0};
@@ -274,6 +286,22 @@ void check_combinations(const Options& o) {
                             std::to_string(m) + " with " + std::to_string(scales) + " scales (--scales, --arch)");
 }
 
+// Refuses (exit 3) a configuration whose estimated peak memory does not fit what this process may use.
+void check_memory(const Options& o, const models::PretrainConfig& mc, Device device, int threads,
+                  const std::vector<data::PreprocessedVolume>& vols, app::RunFolder& run) {
+  models::MemoryConfig mem{mc, o.batch_pairs, {o.patch[0], o.patch[1], o.patch[2]}, o.voxels_per_pair,
+                           device.is_cuda(), threads, /*prefetch=*/2, /*dataset_bytes=*/0};
+  for (const auto& v : vols) mem.dataset_bytes += int64_t(v.image.data.size() * sizeof(float) + v.body.data.size());
+  std::string source;
+  const int64_t host = models::available_host_memory(&source);
+  // The GPU's free memory is not queried yet (-1: only the host side is checked).
+  if (std::string why = models::memory_refusal(mem, host, source, /*device_available=*/-1); !why.empty())
+    throw Fatal{why, 3};
+  const models::MemoryEstimate e = models::estimate_pretrain_memory(mem);
+  run.log("memory estimate: " + fmt("%.2f", double(e.host) / double(1 << 30)) + " GiB host" +
+          (host > 0 ? " of " + fmt("%.2f", double(host) / double(1 << 30)) + " GiB available (" + source + ")" : ""));
+}
+
 int run_pretraining(Options& o, app::SettingsTable& table, const CLI::App& app) {
   if (o.demo) apply_demo(o, app);
   if (o.out.empty()) {
@@ -320,12 +348,16 @@ int run_pretraining(Options& o, app::SettingsTable& table, const CLI::App& app) 
   }
   run.log("hdssl pretrain: " + o.out + (o.resume ? " (resuming from " + ckpt + ")" : ""));
   run.log(app::device_line(o.device, device));
+  hdssl::set_deterministic(o.deterministic);
+  if (o.deterministic) run.log("deterministic mode: deterministic cuDNN algorithms, no float atomics");
   o.device = device.str();  // "auto" resolved, as recorded in config.json
   std::string modality_used;
   std::vector<data::PreprocessedVolume> vols = load_volumes(o, run, &modality_used);
 
-  // Model and optimizer.
+  // Model and optimizer, after checking that the step's memory fits (models/memory_estimate.h): a run
+  // that cannot fit is refused now with exit 3 and settings that would fit, not killed by the OOM killer.
   models::PretrainConfig mc = model_config(o);
+  if (!o.skip_memory_check) check_memory(o, mc, device, threads, vols, run);
   Rng init_rng(o.seed, /*stream=*/1);
   models::Pretrainer model(mc, init_rng, {DType::F32, Device::cpu()});
   model.to(device);
@@ -333,6 +365,7 @@ int run_pretraining(Options& o, app::SettingsTable& table, const CLI::App& app) 
   models::StepSettings ss;
   ss.lr = o.lr;
   ss.clip = o.clip;
+  ss.log_every = o.log_every;
   models::PretrainStep step_fn(model, ss);
   Adam& adam = step_fn.optimizer();
   const std::vector<Variable>& params = step_fn.parameters();
@@ -424,13 +457,29 @@ int run_pretraining(Options& o, app::SettingsTable& table, const CLI::App& app) 
     models::PretrainInputs in{b.view_a.to(device), b.view_b.to(device), b.target_a.to(device), b.target_b.to(device),
                               b.coords_a.to(device), b.coords_b.to(device)};
     if (step == o.debug_nan_at) in.view_a = Tensor::full(in.view_a.shape(), NAN, DType::F32, device);
+    // A log step reads the loss terms and the gradient norm to the host and checks them (before Adam);
+    // the other steps read nothing (no host sync), so a NaN there is seen at the next log step, up to
+    // --log-every - 1 steps later. Every step that saves a checkpoint is a log step.
+    const bool saves = step % o.save_every == 0 || step == o.steps;
     models::StepResult r;
+    auto diverged = [&](const std::string& what) {
+      return Fatal{what + "; stopping without saving. The last checkpoint in " + o.out +
+                       " is intact: continue with --resume, perhaps with a smaller --lr.", 4};
+    };
     try {
-      r = step_fn.run(in, step);
+      r = step_fn.run(in, step, /*check=*/saves || g_signal != 0);
     } catch (const models::StepDiverged& e) {
-      throw Fatal{std::string(e.what()) + "; stopping without saving. The last checkpoint in " + o.out +
-                      " is intact: continue with --resume, perhaps with a smaller --lr.", 4};
+      throw diverged(e.what());
     }
+    const bool stop = g_signal != 0;
+    if (stop && !r.checked) {  // the signal came during an unchecked step: check it now, before saving
+      if (!std::isfinite(r.l()) || !std::isfinite(r.grad_sum_squares.get()))
+        throw diverged("step " + std::to_string(step) + ": the loss (L = " + fmt("%g", r.l()) +
+                       ") or the gradient norm is not finite");
+      r.grad_norm = std::sqrt(r.grad_sum_squares.get());
+      r.checked = true;
+    }
+    if (!r.checked) continue;  // no metrics row, no progress line, no checkpoint (not a log step)
     const double lc = r.lc(), lr = r.lr(), l = r.l(), gn = r.grad_norm;
 
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -441,8 +490,7 @@ int run_pretraining(Options& o, app::SettingsTable& table, const CLI::App& app) 
     std::string line = progress.update(step, terms);
     metrics.row({double(step), elapsed, adam.lr(), lc, lr, l, gn, progress.steps_per_second()});
     if (!line.empty()) run.log_file_only(line);
-    const bool stop = g_signal != 0;
-    if (step % o.save_every == 0 || step == o.steps || stop) {
+    if (saves || stop) {
       try {
         save(step);
       } catch (const Error& e) {

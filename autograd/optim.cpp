@@ -15,14 +15,20 @@ Adam::Adam(std::vector<Variable> params, AdamArgs args) : params_(std::move(para
   param_steps_.assign(params_.size(), 0);
 }
 
-void Adam::step(double grad_scale) {
+void Adam::step(double grad_scale) { update(grad_scale, Tensor()); }
+void Adam::step(const Tensor& grad_scale) {
+  HDSSL_CHECK(grad_scale.defined()) << "Adam::step: the device scale tensor is undefined";
+  update(1.0, grad_scale);
+}
+
+void Adam::update(double grad_scale, const Tensor& scale) {
   ++step_count_;
   for (size_t i = 0; i < params_.size(); ++i) {
     Variable& p = params_[i];
     if (!p.grad().defined()) continue;
     AdamArgs a = args_;
     a.step = ++param_steps_[i];
-    backend(p.device()).adam_step(p.value(), p.grad(), exp_avg_[i], exp_avg_sq_[i], a, grad_scale);
+    backend(p.device()).adam_step(p.value(), p.grad(), exp_avg_[i], exp_avg_sq_[i], a, grad_scale, scale);
   }
 }
 
@@ -47,6 +53,24 @@ double grad_norm(const std::vector<Variable>& params) {
 
 double clip_coefficient(double total_norm, double max_norm) {
   return std::min(1.0, max_norm / (total_norm + 1e-6));
+}
+
+Tensor grad_sum_squares(const std::vector<Variable>& params) {
+  Tensor sum;
+  for (const Variable& p : params) {
+    const Tensor& g = p.grad();
+    if (!g.defined()) continue;
+    if (!sum.defined()) sum = Tensor::zeros({1}, g.dtype(), g.device());
+    else if (g.dtype() != sum.dtype() || g.device() != sum.device()) return Tensor();
+    backend(g.device()).sum_squares(g, sum);
+  }
+  return sum;
+}
+
+Tensor clip_scale(const Tensor& sum_squares, double max_norm) {
+  Tensor scale = Tensor::empty({1}, sum_squares.dtype(), sum_squares.device());
+  backend(sum_squares.device()).clip_scale(sum_squares, max_norm, 1e-6, scale);  // 1e-6: clip_coefficient's
+  return scale;
 }
 
 double clip_grad_norm(const std::vector<Variable>& params, double max_norm) {

@@ -8,6 +8,9 @@
 // and the fused
 //   opt.step(clip_coefficient(grad_norm(params), 1.0));
 // give the same update (the same float operations, in fact); the second never rewrites the gradients.
+// Without a host read of the norm (models::PretrainStep between its log steps), all on the device:
+//   opt.step(clip_scale(grad_sum_squares(params), 1.0));
+// the same factor, computed in double on the device, the same update bit for bit.
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -26,6 +29,9 @@ class Adam {
   // A parameter without a gradient is skipped and its step count does not advance (PyTorch: a parameter
   // unused for the first 1,000 steps then starts with bias correction of step 1).
   void step(double grad_scale = 1.0);
+  // The same with the factor read on the device from a [1] tensor of the parameters' dtype and device
+  // (clip_scale() below): nothing is read back to the host.
+  void step(const Tensor& grad_scale);
   void zero_grad();  // drops every parameter's gradient (PyTorch's set_to_none)
 
   // State, for checkpoints. exp_avg / exp_avg_sq hold one tensor per parameter (zeros until its first
@@ -46,6 +52,7 @@ class Adam {
  private:
   std::vector<Variable> params_;
   AdamArgs args_;
+  void update(double grad_scale, const Tensor& scale);
   int64_t step_count_ = 0;
   std::vector<Tensor> exp_avg_, exp_avg_sq_;
   std::vector<int64_t> param_steps_;
@@ -55,6 +62,11 @@ class Adam {
 double grad_norm(const std::vector<Variable>& params);
 // PyTorch's clip factor: min(1, max_norm / (total_norm + 1e-6)).
 double clip_coefficient(double total_norm, double max_norm);
+// The sum of squares of all gradients as a [1] tensor on their device, nothing read to the host; undefined
+// when no parameter has a gradient or the gradients span several dtypes or devices (use grad_norm then).
+Tensor grad_sum_squares(const std::vector<Variable>& params);
+// clip_coefficient(sqrt(sum_squares[0]), max_norm) computed on sum_squares' device, as a [1] tensor there.
+Tensor clip_scale(const Tensor& sum_squares, double max_norm);
 // torch.nn.utils.clip_grad_norm_: scales every gradient by clip_coefficient(total, max_norm) in place and
 // returns total, the norm before clipping. Prefer grad_norm + Adam::step(scale) in a training loop.
 double clip_grad_norm(const std::vector<Variable>& params, double max_norm);

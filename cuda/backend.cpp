@@ -253,7 +253,8 @@ class CudaBackend final : public BackendImpl {
     dispatch_float(dfeat.dtype(), "gather_voxels_backward", [&](auto tag) {
       using T = decltype(tag);
       k::gather_voxels_backward<T>(dout.data<T>(), coords.data<int32_t>(), dfeat.data<T>(), dfeat.size(0),
-                                   coords.size(1), dfeat.size(1), dfeat.size(2), dfeat.size(3), dfeat.size(4), level);
+                                   coords.size(1), dfeat.size(1), dfeat.size(2), dfeat.size(3), dfeat.size(4), level,
+                                   deterministic());
     });
   }
 
@@ -343,12 +344,18 @@ class CudaBackend final : public BackendImpl {
 
   // ---- optimizer ----
   void adam_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamArgs& a,
-                 double grad_scale) override {
+                 double grad_scale, const Tensor& scale) override {
     const double bc1 = 1.0 - std::pow(a.beta1, double(a.step)), bc2 = 1.0 - std::pow(a.beta2, double(a.step));
     dispatch_float(param.dtype(), "adam_step", [&](auto tag) {
       using T = decltype(tag);
       k::adam_step<T>(param.data<T>(), grad.data<T>(), m.data<T>(), v.data<T>(), param.numel(), a.lr, a.beta1,
-                      a.beta2, a.eps, bc1, bc2, grad_scale);
+                      a.beta2, a.eps, bc1, bc2, grad_scale, scale.defined() ? scale.data<T>() : nullptr);
+    });
+  }
+  void clip_scale(const Tensor& sum_squares, double max_norm, double eps, Tensor& scale) override {
+    dispatch_float(scale.dtype(), "clip_scale", [&](auto tag) {
+      using T = decltype(tag);
+      k::clip_scale<T>(sum_squares.data<T>(), max_norm, eps, scale.data<T>());
     });
   }
 };

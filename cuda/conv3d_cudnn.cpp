@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "cuda/context.h"
+#include "engine/backend.h"
 #include "cuda/cudnn_descriptors.h"
 
 namespace hdssl::cuda {
@@ -40,7 +41,8 @@ namespace {
 
 enum class Dir { Fwd, BwdData, BwdFilter };
 
-using Key = std::tuple<int, int, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int, bool, bool>;
+using Key =
+    std::tuple<int, int, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int, bool, bool, bool>;
 struct Choice {
   int algo = 0;
   size_t workspace = 0;
@@ -165,6 +167,7 @@ Ranked rank(const Perf* perf, int count, size_t cap, cudnnMathType_t requested, 
   for (int i = 0; i < count; ++i) {
     if (perf[i].status != CUDNN_STATUS_SUCCESS || perf[i].memory > cap) continue;
     if (requested == CUDNN_FMA_MATH && perf[i].mathType != CUDNN_FMA_MATH) continue;
+    if (deterministic() && perf[i].determinism != CUDNN_DETERMINISTIC) continue;  // --deterministic
     Choice c;
     c.algo = int(perf[i].algo);
     c.workspace = perf[i].memory;
@@ -172,7 +175,8 @@ Ranked rank(const Perf* perf, int count, size_t cap, cudnnMathType_t requested, 
     r.push_back(c);
   }
   HDSSL_CHECK(!r.empty()) << what << ": cuDNN found no usable algorithm among " << count << " results"
-                          << (requested == CUDNN_FMA_MATH ? " with FMA math (TF32 off)" : "");
+                          << (requested == CUDNN_FMA_MATH ? " with FMA math (TF32 off)" : "")
+                          << (deterministic() ? " that is deterministic (--deterministic)" : "");
   return r;
 }
 
@@ -186,7 +190,7 @@ const Scalars kS{{1.f, 0.f}, {1.0, 0.0}};
 
 Key make_key(Dir dir, DType t, const ConvShape& s, int pad) {
   return Key(int(dir), int(t), s.n, s.ci, s.co, s.x, s.y, s.z, s.k, pad, ctx().allow_tf32,
-             ctx().conv_exhaustive_search);
+             ctx().conv_exhaustive_search, deterministic());
 }
 
 bool lookup(const Key& key, Ranked& r) {

@@ -7,7 +7,9 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -97,9 +99,12 @@ void save_preprocessed(const std::string& path, const PreprocessedVolume& v, con
     f.write(meta.data(), std::streamsize(n));
     f.write(reinterpret_cast<const char*>(v.image.data.data()), std::streamsize(v.image.data.size() * sizeof(float)));
     f.write(reinterpret_cast<const char*>(v.body.data.data()), std::streamsize(v.body.data.size()));
+    f.close();  // the last buffer is written here: a full disk often shows only now
     if (!f) {
+      const int err = errno;
       std::remove(tmp.c_str());
-      throw DataError(path + ": cannot write cache entry");
+      throw DataError(path + ": cannot write cache entry (" + std::strerror(err) +
+                      "); the previous entry, if any, is unchanged");
     }
   }
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {

@@ -157,7 +157,12 @@ LabeledDataset read_labeled_dataset(const std::string& root) {
     if (j.contains("training") && j["training"].is_array()) {
       // Medical Segmentation Decathlon: labels {"0": "background", ...}, training [{"image", "label"}].
       ds.layout = "msd";
-      for (auto& [k, v] : j["labels"].items()) set_label(ds, std::stoll(k), v.get<std::string>(), jpath);
+      for (auto& [k, v] : j["labels"].items()) {
+        size_t used = 0;
+        int64_t value = std::stoll(k, &used);  // out of range: caught below like a non-integer key
+        if (used != k.size()) throw std::invalid_argument(k);
+        set_label(ds, value, v.get<std::string>(), jpath);
+      }
       if (j.contains("modality")) ds.modality = modality_of(j["modality"].value("0", "CT"));
       for (const auto& e : j["training"]) {
         LabeledCase c;
@@ -173,7 +178,10 @@ LabeledDataset read_labeled_dataset(const std::string& root) {
       ds.layout = "nnunetv2";
       for (auto& [k, v] : j["labels"].items()) {
         if (v.is_array()) throw DataError(jpath + ": labels: region-based label '" + k + "' is not supported");
-        set_label(ds, v.get<int64_t>(), k, jpath);
+        // get<int64_t> of a float or a huge number is undefined behaviour in nlohmann::json: check first.
+        if (!v.is_number_integer())
+          throw DataError(jpath + ": labels: value of '" + k + "' is not an integer: " + v.dump());
+        set_label(ds, v.is_number_unsigned() && v.get<uint64_t>() > 65535 ? 65536 : v.get<int64_t>(), k, jpath);
       }
       if (j.contains("channel_names")) {
         if (j["channel_names"].size() != 1) throw DataError(jpath + ": channel_names: only single-channel datasets are supported");
@@ -196,7 +204,7 @@ LabeledDataset read_labeled_dataset(const std::string& root) {
     }
   } catch (const nlohmann::json::exception& e) {
     throw DataError(jpath + ": " + e.what());
-  } catch (const std::invalid_argument&) {
+  } catch (const std::logic_error&) {  // std::stoll: invalid_argument or out_of_range
     throw DataError(jpath + ": labels: keys must be integers in the Decathlon layout");
   }
   std::sort(ds.cases.begin(), ds.cases.end(), [](const LabeledCase& a, const LabeledCase& b) { return a.id < b.id; });

@@ -212,6 +212,52 @@ std::string image_path_for(const std::string& hdr) {
   return hdr;
 }
 
+// Extensions (NIfTI-1 section "extension"): after the header, 4 bytes whose first is non-zero when
+// extensions follow, then a chain of (int32 esize, int32 ecode, esize - 8 bytes). We do not use their
+// contents, but the chain must be well formed and end inside its room: before vox_offset in a .nii, before
+// the end of the .hdr in a pair. Returns the number of extensions.
+int check_extensions(const std::string& path, const RawHeader& h, bool single, int64_t hdr_file_size, bool hdr_gzip) {
+  const int64_t hsize = h.version == 1 ? 348 : 540;
+  // The room for extender + extensions; -1 = up to the end of a gzip'ed .hdr (size known only by reading).
+  const int64_t end = single ? h.vox_offset : hdr_gzip ? -1 : hdr_file_size;
+  if (end >= 0 && end < hsize + 4) return 0;  // no room for an extender: no extensions
+  Stream in(path);
+  in.skip(hsize, "header");
+  unsigned char ext[4];
+  if (in.read(ext, 4) < 4 || ext[0] == 0) return 0;
+  const std::string room = single ? "vox_offset " + std::to_string(h.vox_offset) : "the end of the header file";
+  int64_t pos = hsize + 4;
+  int count = 0;
+  while (end < 0 || pos + 8 <= end) {
+    int32_t eh[2];
+    int64_t got = in.read(eh, 8);
+    if (got == 0 && end < 0) break;
+    if (got < 8)
+      fail(path, "extension " + std::to_string(count + 1) + " at byte " + std::to_string(pos) +
+                     ": file ends inside its 8-byte size/code");
+    if (h.swapped) nifti_swap_4bytes(2, eh);
+    const int64_t esize = eh[0];
+    const std::string where = "extension " + std::to_string(count + 1) + " at byte " + std::to_string(pos) +
+                              ": esize " + std::to_string(esize);
+    if (esize < 8) fail(path, where + " is smaller than its own 8-byte size/code");
+    if (end >= 0 && pos + esize > end) fail(path, where + " runs past " + room);
+    int64_t body = esize - 8, skipped = 0;
+    std::vector<char> tmp(size_t(std::min<int64_t>(body, 1 << 16)));
+    while (skipped < body) {
+      int64_t k = in.read(tmp.data(), std::min<int64_t>(body - skipped, int64_t(tmp.size())));
+      if (k == 0) fail(path, where + " runs past the end of the file");
+      skipped += k;
+    }
+    pos += esize;
+    ++count;
+  }
+  return count;
+}
+
+// Voxel sizes from any geometry source: finite and within [kMinSpacing, kMaxSpacing] (file units, mm in
+// practice). Outside that range the resampling grid would collapse or explode.
+constexpr double kMinSpacing = 1e-3, kMaxSpacing = 1e3;
+
 struct Prepared {
   RawHeader h;
   NiftiInfo info;
@@ -292,10 +338,16 @@ Prepared prepare(const std::string& path_in) {
                             " uncompressed bytes, the header needs " + std::to_string(need));
   }
 
-  // Scaling: 0 or non-finite slope means unscaled.
+  check_extensions(path, h, single, ff.size, ff.gzip);
+
+  // Scaling: slope 0 means unscaled (the standard), and so does NaN (nibabel writes NaN, NaN for "unset" and
+  // reads it as unscaled). An infinite slope or intercept is refused, and so is a NaN intercept with a slope.
   info.datatype = h.datatype;
-  if (std::isfinite(h.scl_slope) && h.scl_slope != 0) {
-    if (!std::isfinite(h.scl_inter)) fail(path, "scl_inter is not finite while scl_slope is " + std::to_string(h.scl_slope));
+  if (std::isinf(h.scl_slope))
+    fail(path, "scl_slope is " + std::to_string(h.scl_slope) + " (must be finite; 0 or NaN = unscaled)");
+  if (std::isinf(h.scl_inter)) fail(path, "scl_inter is " + std::to_string(h.scl_inter) + " (must be finite)");
+  if (!std::isnan(h.scl_slope) && h.scl_slope != 0) {
+    if (std::isnan(h.scl_inter)) fail(path, "scl_inter is NaN while scl_slope is " + std::to_string(h.scl_slope));
     info.scl_slope = h.scl_slope;
     info.scl_inter = h.scl_inter;
     info.scaled = !(h.scl_slope == 1 && h.scl_inter == 0);
@@ -311,10 +363,12 @@ Prepared prepare(const std::string& path_in) {
   for (int i = 0; i < 3; ++i) for (int j = 0; j < 4; ++j) g.srow[i][j] = h.srow[i][j];
   g.xyzt_units = h.xyzt_units;
   bool use_sform = h.sform_code > 0, use_qform = !use_sform && h.qform_code > 0;
-  if (!use_sform)
-    for (int i = 1; i <= 3; ++i)
-      if (!std::isfinite(h.pixdim[i]) || h.pixdim[i] == 0)
-        fail(path, "pixdim[" + std::to_string(i) + "] is " + std::to_string(h.pixdim[i]) + " (voxel size must be finite and non-zero)");
+  // pixdim[1..3] is checked even when the sform supplies the geometry: it is copied into every output
+  // written in this grid, and other tools read it as the voxel size.
+  for (int i = 1; i <= 3; ++i)
+    if (!std::isfinite(h.pixdim[i]) || h.pixdim[i] == 0)
+      fail(path, "pixdim[" + std::to_string(i) + "] is " + std::to_string(h.pixdim[i]) +
+                     " (voxel size must be finite and non-zero)");
   Mat44 A = identity44();
   if (use_sform) {
     for (int i = 0; i < 3; ++i)
@@ -326,6 +380,10 @@ Prepared prepare(const std::string& path_in) {
     for (int i = 0; i < 3; ++i)
       if (!std::isfinite(h.quatern[i]) || !std::isfinite(h.qoffset[i]))
         fail(path, "qform quaternion or offset is not finite (qform_code " + std::to_string(h.qform_code) + ")");
+    // b, c, d are the vector part of a unit quaternion; a little over 1 is float32 rounding (nibabel allows 3 eps).
+    double bcd = h.quatern[0] * h.quatern[0] + h.quatern[1] * h.quatern[1] + h.quatern[2] * h.quatern[2];
+    if (bcd > 1 + 1e-6)
+      fail(path, "qform quaternion: b^2 + c^2 + d^2 is " + std::to_string(bcd) + " (must be <= 1 for a rotation)");
     double qfac = h.pixdim[0] < 0 ? -1.0 : 1.0;
     nifti_dmat44 q = nifti_quatern_to_dmat44(h.quatern[0], h.quatern[1], h.quatern[2], h.qoffset[0], h.qoffset[1], h.qoffset[2],
                                              std::fabs(h.pixdim[1]), std::fabs(h.pixdim[2]), std::fabs(h.pixdim[3]), qfac);
@@ -336,44 +394,66 @@ Prepared prepare(const std::string& path_in) {
   auto sp = affine_spacing(A);
   double det = A[0][0] * (A[1][1] * A[2][2] - A[1][2] * A[2][1]) - A[0][1] * (A[1][0] * A[2][2] - A[1][2] * A[2][0]) +
                A[0][2] * (A[1][0] * A[2][1] - A[1][1] * A[2][0]);
+  const std::string source = use_sform ? "sform" : use_qform ? "qform" : "pixdim";
+  std::ostringstream spacing;
+  spacing << "voxel spacing " << sp[0] << " x " << sp[1] << " x " << sp[2];
   if (!std::isfinite(det) || std::fabs(det) < 1e-12 * sp[0] * sp[1] * sp[2] || sp[0] == 0 || sp[1] == 0 || sp[2] == 0)
-    fail(path, std::string(use_sform ? "sform" : use_qform ? "qform" : "pixdim") + " affine is singular (zero voxel size or collapsed axes)");
+    fail(path, source + " affine is singular (zero voxel size or collapsed axes; " + spacing.str() + ")");
+  for (int i = 0; i < 3; ++i)
+    if (sp[size_t(i)] < kMinSpacing || sp[size_t(i)] > kMaxSpacing) {
+      std::ostringstream os;
+      os << source << ": " << spacing.str() << ": axis " << i << " is outside [" << kMinSpacing << ", " << kMaxSpacing
+         << "]";
+      fail(path, os.str());
+    }
   g.affine = A;
   return p;
 }
 
 bool is_integer_type(int dt) { return dt != kFloat32 && dt != kFloat64; }
 
-// Converts `n` raw elements starting at file-linear index `lin0` into the z-fastest output.
+// Where converted voxels go and what is counted on the way (one per file, updated chunk by chunk).
+struct VoxelSink {
+  bool swap = false;    // file byte order differs from ours
+  bool scaled = false;  // apply value * slope + inter
+  double slope = 1, inter = 0;
+  Dims3 dims{0, 0, 0};
+  float* out = nullptr;  // z-fastest, dims[0]*dims[1]*dims[2]
+  double mn = std::numeric_limits<double>::infinity(), mx = -std::numeric_limits<double>::infinity(), sum = 0;
+  int64_t nonfinite = 0;
+  std::vector<uint8_t>* seen = nullptr;  // label values 0..65535 present (integer unscaled files), else null
+  std::set<int64_t>* other = nullptr;    // other label values, up to 1001
+};
+
+// Converts `n` raw elements starting at file-linear index `lin0` into the sink's z-fastest output.
 template <class T>
-void convert(const char* raw, int64_t n, int64_t lin0, bool swap, double slope, double inter, bool scaled,
-             const Dims3& d, float* out, double& mn, double& mx, double& sum, int64_t& nonfinite,
-             std::vector<uint8_t>* seen, std::set<int64_t>* other) {
+void convert(const char* raw, int64_t n, int64_t lin0, VoxelSink& s) {
+  const Dims3& d = s.dims;
   int64_t nx = d[0], ny = d[1], nz = d[2];
   int64_t i = lin0 % nx, j = (lin0 / nx) % ny, k = lin0 / (nx * ny);
   for (int64_t e = 0; e < n; ++e) {
     T v;
     std::memcpy(&v, raw + e * int64_t(sizeof(T)), sizeof(T));
-    if (swap && sizeof(T) > 1) {
+    if (s.swap && sizeof(T) > 1) {
       if (sizeof(T) == 2) nifti_swap_2bytes(1, &v);
       else if (sizeof(T) == 4) nifti_swap_4bytes(1, &v);
       else nifti_swap_8bytes(1, &v);
     }
-    double x = scaled ? double(v) * slope + inter : double(v);
+    double x = s.scaled ? double(v) * s.slope + s.inter : double(v);
     if (!std::isfinite(x)) {
-      ++nonfinite;
+      ++s.nonfinite;
     } else {
-      mn = std::min(mn, x);
-      mx = std::max(mx, x);
-      sum += x;
-      if (seen) {
+      s.mn = std::min(s.mn, x);
+      s.mx = std::max(s.mx, x);
+      s.sum += x;
+      if (s.seen) {
         if constexpr (std::is_integral_v<T>) {
-          if (v >= 0 && uint64_t(v) < seen->size()) (*seen)[size_t(v)] = 1;
-          else if (other->size() <= 1000) other->insert(int64_t(v));
+          if (v >= 0 && uint64_t(v) < s.seen->size()) (*s.seen)[size_t(v)] = 1;
+          else if (s.other->size() <= 1000) s.other->insert(int64_t(v));
         }
       }
     }
-    out[(i * ny + j) * nz + k] = float(x);
+    s.out[(i * ny + j) * nz + k] = float(x);
     if (++i == nx) { i = 0; if (++j == ny) { j = 0; ++k; } }
   }
 }
@@ -402,20 +482,25 @@ NiftiImage read_nifti(const std::string& path) {
   const int es = type_size(h.datatype);
   const int64_t chunk_elems = (1 << 20) / es;
   std::vector<char> buf(size_t(chunk_elems * es));
-  double mn = std::numeric_limits<double>::infinity(), mx = -mn, sum = 0;
-  int64_t nonfinite = 0;
   bool want_labels = is_integer_type(h.datatype) && !p.info.scaled;
   std::vector<uint8_t> seen(want_labels ? 65536 : 0);
   std::set<int64_t> other;
-  const NiftiInfo& I = p.info;
+  VoxelSink sink;
+  sink.swap = h.swapped;
+  sink.scaled = p.info.scaled;
+  sink.slope = p.info.scl_slope;
+  sink.inter = p.info.scl_inter;
+  sink.dims = v.dims;
+  sink.out = v.data.data();
+  sink.seen = want_labels ? &seen : nullptr;
+  sink.other = &other;
   for (int64_t lin = 0; lin < p.nvox; lin += chunk_elems) {
     int64_t n = std::min(chunk_elems, p.nvox - lin);
     int64_t got = in.read(buf.data(), n * es);
     if (got < n * es)
       fail(p.data_path, "truncated data: voxel data ends after " + std::to_string(lin * es + got) + " of " +
                             std::to_string(p.nbytes) + " bytes");
-    auto* sp = want_labels ? &seen : nullptr;
-#define HDSSL_CONVERT(T) convert<T>(buf.data(), n, lin, h.swapped, I.scl_slope, I.scl_inter, I.scaled, v.dims, v.data.data(), mn, mx, sum, nonfinite, sp, &other)
+#define HDSSL_CONVERT(T) convert<T>(buf.data(), n, lin, sink)
     switch (h.datatype) {
       case kUInt8: HDSSL_CONVERT(uint8_t); break;
       case kInt8: HDSSL_CONVERT(int8_t); break;
@@ -431,10 +516,14 @@ NiftiImage read_nifti(const std::string& path) {
 #undef HDSSL_CONVERT
   }
   in.drain();  // gzip CRC / length check
-  if (nonfinite > 0)
-    fail(path, "voxel data: " + std::to_string(nonfinite) + " of " + std::to_string(p.nvox) + " voxels are not finite (NaN or Inf)");
+  if (sink.nonfinite > 0)
+    fail(path, "voxel data: " + std::to_string(sink.nonfinite) + " of " + std::to_string(p.nvox) +
+                   " voxels are not finite (NaN or Inf)");
   VoxelStats& st = img.info.stats;
-  st.min = mn; st.max = mx; st.sum = sum; st.mean = sum / double(p.nvox);
+  st.min = sink.mn;
+  st.max = sink.mx;
+  st.sum = sink.sum;
+  st.mean = sink.sum / double(p.nvox);
   if (want_labels) {
     for (size_t k = 0; k < seen.size(); ++k)
       if (seen[k]) st.labels.push_back(int64_t(k));

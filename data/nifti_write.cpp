@@ -2,11 +2,17 @@
 //
 // The volume is z fastest in memory and x fastest on disk, so values are transposed while they are
 // converted to the output datatype. Integer outputs round to nearest and refuse values out of range.
+//
+// Writing is all-or-nothing: the file (both files of a pair) is written under a temporary name in the
+// same folder, read back in full (nifti_clib only prints a message when a write fails, e.g. on a full
+// disk), and renamed over the target; on failure the temporaries are removed and the old file is intact.
 #include <nifti/nifti2_io.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <zlib.h>
 
 #include <algorithm>
+#include <atomic>
 #include <vector>
 
 #include <cmath>
@@ -56,6 +62,41 @@ void write_file(const std::string& path, const std::vector<const void*>& parts, 
   if (gzclose(g) != Z_OK) throw DataError(path + ": write failed");
 }
 
+// The name of the image file of a pair whose header is `hdr` (.hdr -> .img, .hdr.gz -> .img.gz).
+std::string pair_image_name(const std::string& hdr) {
+  return hdr.substr(0, hdr.size() - (has_suffix(hdr, ".gz") ? 7 : 4)) + (has_suffix(hdr, ".gz") ? ".img.gz" : ".img");
+}
+
+// `path` with ".tmp-PID-N" before its NIfTI ending, so nifti_clib still sees the format.
+std::string temporary_name(const std::string& path) {
+  static std::atomic<uint64_t> counter{0};
+  size_t cut = path.size() - (has_suffix(path, ".gz") ? 7 : 4);
+  return path.substr(0, cut) + ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(counter++) +
+         path.substr(cut);
+}
+
+// Reads a just-written file to its end (gzip CRC and length included); returns its uncompressed size.
+int64_t written_size(const std::string& path) {
+  gzFile g = gzopen(path.c_str(), "rb");
+  if (!g) throw DataError(path + ": written file cannot be opened again");
+  std::vector<char> buf(1 << 16);
+  int64_t total = 0;
+  for (;;) {
+    int r = gzread(g, buf.data(), unsigned(buf.size()));
+    if (r < 0) {
+      gzclose(g);
+      throw DataError(path + ": written file is corrupt or truncated");
+    }
+    if (r == 0) break;
+    total += r;
+  }
+  int err = Z_OK;
+  gzerror(g, &err);
+  gzclose(g);
+  if (err != Z_OK) throw DataError(path + ": written file is corrupt or truncated");
+  return total;
+}
+
 void write_nifti2_file(const std::string& path, nifti_image* nim, bool pair) {
   nifti_2_header h;
   if (nifti_convert_nim2n2hdr(nim, &h) != 0) throw DataError(path + ": nifti_clib could not build a NIfTI-2 header");
@@ -64,7 +105,7 @@ void write_nifti2_file(const std::string& path, nifti_image* nim, bool pair) {
   const char ext[4] = {0, 0, 0, 0};  // no extensions
   size_t nbytes = size_t(nim->nvox) * size_t(nim->nbyper);
   if (pair) {
-    std::string img = path.substr(0, path.size() - (has_suffix(path, ".gz") ? 7 : 4)) + (has_suffix(path, ".gz") ? ".img.gz" : ".img");
+    std::string img = pair_image_name(path);
     write_file(path, {&h, ext}, {sizeof h, 4});
     write_file(img, {nim->data}, {nbytes});
   } else {
@@ -146,24 +187,41 @@ void write_nifti_channels(const std::string& path, const std::vector<const Volum
   }
   nim->scl_slope = 1;
   nim->scl_inter = 0;
-  // Write to a temporary name first and rename, so readers never see half a file.
   bool pair = path.size() >= 4 && (path.compare(path.size() - 4, 4, ".hdr") == 0 ||
                                    (path.size() >= 7 && path.compare(path.size() - 7, 7, ".hdr.gz") == 0));
-  // NIfTI-1 stores dims as int16: larger volumes must be NIfTI-2, which nifti_clib 3.0.1's writer gets wrong
-  // (it writes the header, then overwrites it with the voxels), so those are written here.
-  if (vol.dims[0] > 32767 || vol.dims[1] > 32767 || vol.dims[2] > 32767) {
-    write_nifti2_file(path, nim, pair);
-    return;
+  const std::string tmp = temporary_name(path);
+  const std::string tmp_img = pair ? pair_image_name(tmp) : "";
+  auto remove_temporaries = [&] {
+    std::remove(tmp.c_str());
+    if (pair) std::remove(tmp_img.c_str());
+  };
+  try {
+    // NIfTI-1 stores dims as int16: larger volumes must be NIfTI-2, which nifti_clib 3.0.1's writer gets wrong
+    // (it writes the header, then overwrites it with the voxels), so those are written here.
+    if (vol.dims[0] > 32767 || vol.dims[1] > 32767 || vol.dims[2] > 32767) {
+      write_nifti2_file(tmp, nim, pair);
+    } else {
+      int type = pair ? NIFTI_FTYPE_NIFTI1_2 : NIFTI_FTYPE_NIFTI1_1;
+      nim->nifti_type = type;
+      if (nifti_set_filenames(nim, tmp.c_str(), 0, 1) != 0)
+        throw DataError(path + ": nifti_clib rejected the file name");
+      nim->nifti_type = type;
+      nifti_image_write(nim);
+    }
+    // A full disk or a file-size limit shows as a short or corrupt file here.
+    const int64_t nbytes = vol.numel() * int64_t(nim->nbyper);
+    const int64_t header = written_size(tmp);
+    if (pair ? (header < 348 || written_size(tmp_img) != nbytes) : header < 348 + nbytes)
+      throw DataError(tmp + ": written file is shorter than the image");
+  } catch (const DataError& e) {
+    remove_temporaries();
+    throw DataError(path + ": writing failed, the previous file (if any) is unchanged: " + e.what());
   }
-  int type = pair ? NIFTI_FTYPE_NIFTI1_2 : NIFTI_FTYPE_NIFTI1_1;
-  nim->nifti_type = type;
-  if (nifti_set_filenames(nim, path.c_str(), 0, 1) != 0) throw DataError(path + ": nifti_clib rejected the file name");
-  nim->nifti_type = type;
-  std::remove(path.c_str());
-  nifti_image_write(nim);
-  struct stat st;
-  if (stat(nim->fname, &st) != 0 || st.st_size == 0) throw DataError(path + ": writing failed (check the folder exists and is writable)");
-  if (pair && (stat(nim->iname, &st) != 0)) throw DataError(std::string(nim->iname) + ": writing failed");
+  if ((pair && std::rename(tmp_img.c_str(), pair_image_name(path).c_str()) != 0) ||
+      std::rename(tmp.c_str(), path.c_str()) != 0) {
+    remove_temporaries();
+    throw DataError(path + ": cannot rename the written file into place: " + std::strerror(errno));
+  }
 }
 
 void write_label_nifti(const std::string& path, const Volume& labels, const NiftiGeometry* geom) {

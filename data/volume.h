@@ -11,11 +11,14 @@
 #include <string>
 #include <vector>
 
+#include "engine/check.h"
+
 namespace hdssl::data {
 
 // Errors about input data (bad files, bad folders); the message names the file and the field.
-struct DataError : std::runtime_error {
-  using std::runtime_error::runtime_error;
+// A kind of hdssl::Error, so one `catch (const Error&)` sees every refusal of the library.
+struct DataError : Error {
+  using Error::Error;
 };
 
 using Mat44 = std::array<std::array<double, 4>, 4>;

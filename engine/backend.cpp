@@ -2,13 +2,23 @@
 // implementation. The CPU backend is made on first use; CUDA registers its implementation from cuda/.
 #include "engine/backend.h"
 
+#include <atomic>
+
 #include "engine/cpu/cpu_backend.h"
 #include "engine/profile.h"
 
 namespace hdssl {
 namespace {
 Backend* g_cuda = nullptr;
-}
+std::atomic<uint64_t> g_host_syncs{0};
+std::atomic<bool> g_deterministic{false};
+}  // namespace
+
+void set_deterministic(bool on) { g_deterministic = on; }
+bool deterministic() { return g_deterministic.load(); }
+
+uint64_t host_sync_count() { return g_host_syncs.load(); }
+void count_host_sync() { g_host_syncs.fetch_add(1, std::memory_order_relaxed); }
 
 void register_backend(DeviceKind kind, BackendImpl* impl) {
   HDSSL_CHECK(kind == DeviceKind::CUDA && impl) << "only the CUDA backend registers itself";

@@ -142,9 +142,16 @@ class Backend final {
 
   // ---- optimizer ----
   // PyTorch Adam on one parameter tensor: m, v updated in place, param -= lr * mhat / (sqrt(vhat) + eps);
-  // grad is first multiplied by grad_scale (gradient-norm clipping folds in here); a.step >= 1
+  // grad is first multiplied by grad_scale (gradient-norm clipping folds in here) and, when the optional
+  // [1] tensor `scale` of param's dtype is given, by scale[0] read on the device (T(grad_scale) * scale[0]);
+  // a.step >= 1
   void adam_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamArgs& a,
-                 double grad_scale);
+                 double grad_scale, const Tensor& scale = Tensor());
+  // PyTorch's clip factor on the device, from a sum of squared gradients: scale[0] = min(1, max_norm /
+  // (sqrt(sum_squares[0]) + eps)), computed in double whatever the dtype (so it equals the host's
+  // clip_coefficient() rounded to the dtype); a NaN sum gives 1 (std::min's rule). Both [1], one dtype;
+  // max_norm > 0, eps >= 0.
+  void clip_scale(const Tensor& sum_squares, double max_norm, double eps, Tensor& scale);
 
  private:
   BackendImpl* impl_;
@@ -155,5 +162,20 @@ class Backend final {
 Backend& backend(Device device);
 void register_backend(DeviceKind kind, BackendImpl* impl);
 bool cuda_available();  // a CUDA backend was built in and found a device
+
+// Host syncs so far, all devices and threads together: every Backend::copy_to_host (device -> host copies:
+// Tensor::item(), to_vector(), to(cpu)) and Backend::synchronize, and every read of a CPU tensor through
+// Tensor::item() / to_vector(), which stands in for a device -> host copy on the CPU backend (so that the
+// same code counts the same on both). The test of the pretraining step counts them per step.
+uint64_t host_sync_count();
+void count_host_sync();  // adds one (engine/ only)
+
+// Deterministic mode (--deterministic): every primitive gives the same bits for the same inputs, run after
+// run. The CPU backend always does (for a fixed thread count); the CUDA backend then takes only cuDNN
+// algorithms that cuDNN reports deterministic and runs the voxel-gather backward without float atomics
+// (one thread per (b, c) feature plane adding its rows in order: the CPU's order, so the same bits).
+// Off by default. Set it before the first convolution of a shape (the algorithm cache keys on it).
+void set_deterministic(bool on);
+bool deterministic();
 
 }  // namespace hdssl

@@ -89,9 +89,15 @@ Device Backend::device() const { return impl_->device(); }
 void* Backend::allocate(size_t bytes) { return impl_->allocate(bytes); }
 void Backend::deallocate(void* ptr, size_t bytes) { impl_->deallocate(ptr, bytes); }
 void Backend::copy_from_host(void* dst, const void* src, size_t bytes) { impl_->copy_from_host(dst, src, bytes); }
-void Backend::copy_to_host(void* dst, const void* src, size_t bytes) { impl_->copy_to_host(dst, src, bytes); }
+void Backend::copy_to_host(void* dst, const void* src, size_t bytes) {
+  count_host_sync();
+  impl_->copy_to_host(dst, src, bytes);
+}
 void Backend::copy_device(void* dst, const void* src, size_t bytes) { impl_->copy_device(dst, src, bytes); }
-void Backend::synchronize() { impl_->synchronize(); }
+void Backend::synchronize() {
+  count_host_sync();
+  impl_->synchronize();
+}
 
 // ---- elementwise ----
 void Backend::fill(Tensor& out, double value) {
@@ -331,11 +337,20 @@ void Backend::soft_dice_backward(const Tensor& p, const Tensor& g, const Tensor&
 
 // ---- optimizer ----
 void Backend::adam_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamArgs& a,
-                        double grad_scale) {
+                        double grad_scale, const Tensor& scale) {
   const Contract c("adam_step", device());
   c.floating(param, "param").same(param, grad, "grad").same(param, m, "m").same(param, v, "v");
+  if (scale.defined()) c.scalar(scale, param, "scale");
   HDSSL_REQUIRE(c, a.step >= 1) << "step is 1-based, got " << a.step;
-  impl_->adam_step(param, grad, m, v, a, grad_scale);
+  impl_->adam_step(param, grad, m, v, a, grad_scale, scale);
+}
+void Backend::clip_scale(const Tensor& sum_squares, double max_norm, double eps, Tensor& scale) {
+  const Contract c("clip_scale", device());
+  c.floating(sum_squares, "sum_squares").scalar(sum_squares, sum_squares, "sum_squares");
+  c.scalar(scale, sum_squares, "scale");
+  HDSSL_REQUIRE(c, max_norm > 0 && eps >= 0) << "max_norm > 0 and eps >= 0 expected, got " << max_norm << ", "
+                                              << eps;
+  impl_->clip_scale(sum_squares, max_norm, eps, scale);
 }
 
 }  // namespace hdssl

@@ -42,7 +42,7 @@ constexpr OpName kOps[] = {
     {"losses", "infonce_forward"}, {"losses", "infonce_backward"}, {"losses", "mse_forward"},
     {"losses", "mse_backward"}, {"losses", "bce_logits_forward"}, {"losses", "bce_logits_backward"},
     {"losses", "soft_dice_forward"}, {"losses", "soft_dice_backward"},
-    {"optim", "adam_step"},
+    {"optim", "adam_step"}, {"optim", "clip_scale"},
 };
 constexpr int kNumOps = int(sizeof(kOps) / sizeof(kOps[0]));
 
@@ -227,8 +227,12 @@ class ProfilingBackend final : public BackendImpl {
     HDSSL_TIMED(soft_dice_backward)(p, g, sums, dl, dp);
   }
 
-  void adam_step(Tensor& p, const Tensor& g, Tensor& m, Tensor& v, const AdamArgs& a, double scale) override {
-    HDSSL_TIMED(adam_step)(p, g, m, v, a, scale);
+  void adam_step(Tensor& p, const Tensor& g, Tensor& m, Tensor& v, const AdamArgs& a, double grad_scale,
+                 const Tensor& scale) override {
+    HDSSL_TIMED(adam_step)(p, g, m, v, a, grad_scale, scale);
+  }
+  void clip_scale(const Tensor& sum_squares, double max_norm, double eps, Tensor& scale) override {
+    HDSSL_TIMED(clip_scale)(sum_squares, max_norm, eps, scale);
   }
 
  private:

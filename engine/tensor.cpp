@@ -129,8 +129,12 @@ std::vector<T> Tensor::to_vector() const {
   HDSSL_CHECK(dtype_of<T>() == dtype_) << "to_vector<" << dtype_name(dtype_of<T>()) << "> of " << describe();
   std::vector<T> v(static_cast<size_t>(numel()));
   if (v.empty()) return v;
-  if (device().is_cpu()) std::memcpy(v.data(), raw(), nbytes());
-  else backend(device()).copy_to_host(v.data(), raw(), nbytes());
+  if (device().is_cpu()) {
+    count_host_sync();  // the CPU backend's stand-in for a device -> host copy (engine/backend.h)
+    std::memcpy(v.data(), raw(), nbytes());
+  } else {
+    backend(device()).copy_to_host(v.data(), raw(), nbytes());  // counted there
+  }
   return v;
 }
 template std::vector<float> Tensor::to_vector<float>() const;

@@ -144,12 +144,24 @@ SafeTensors read_safetensors(const std::string& path) {
       Entry en{it.key(), e.at("dtype").get<std::string>(), e.at("shape").get<Shape>(),
                e.at("data_offsets").at(0).get<uint64_t>(), e.at("data_offsets").at(1).get<uint64_t>()};
       if (!dtype_bytes(en.dtype)) fail(path, "tensor " + en.name + " has unsupported dtype " + en.dtype);
-      for (int64_t d : en.shape)
+      // The byte count, computed without overflow (a crafted shape could wrap it to the stored size, and
+      // numel() would overflow later): the product of the non-zero dimensions must stay below 2^40.
+      uint64_t elements = 1;
+      bool empty = false;
+      for (int64_t d : en.shape) {
         if (d < 0) fail(path, "tensor " + en.name + " has a negative dimension");
+        if (d == 0) {
+          empty = true;
+          continue;
+        }
+        if (__builtin_mul_overflow(elements, uint64_t(d), &elements) || elements > (uint64_t(1) << 40))
+          fail(path, "tensor " + en.name + " has an impossible shape " + shape_str(en.shape));
+      }
+      const uint64_t nbytes = empty ? 0 : elements * dtype_bytes(en.dtype);
       if (en.end < en.begin || en.end > data_size)
         fail(path, "tensor " + en.name + " lies outside the data (truncated file?): bytes " + std::to_string(en.begin) +
                        ".." + std::to_string(en.end) + " of " + std::to_string(data_size));
-      if (en.end - en.begin != uint64_t(numel(en.shape)) * dtype_bytes(en.dtype))
+      if (en.end - en.begin != nbytes)
         fail(path, "tensor " + en.name + " has " + std::to_string(en.end - en.begin) + " bytes for " + en.dtype +
                        shape_str(en.shape));
       entries.push_back(std::move(en));

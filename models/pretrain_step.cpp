@@ -30,9 +30,9 @@ double LazyScalar::get() const {
 PretrainStep::PretrainStep(Pretrainer& model, const StepSettings& s, GradientReducer* reducer)
     : model_(model), s_(s), reducer_(reducer), params_(model.parameters()), adam_(params_, adam_args(s)) {}
 
-StepResult PretrainStep::run(const PretrainInputs& in, int64_t step) {
+StepResult PretrainStep::run(const PretrainInputs& in, int64_t step, bool check) {
   StepResult r = compute_gradients(in);
-  apply(r, step);
+  apply(r, step, check);
   return r;
 }
 
@@ -49,17 +49,34 @@ StepResult PretrainStep::compute_gradients(const PretrainInputs& in) {
   return r;
 }
 
-void PretrainStep::apply(StepResult& r, int64_t step) {
-  r.grad_norm = grad_norm(params_);  // a host read: clipping needs it (see clip_coefficient)
+void PretrainStep::apply(StepResult& r, int64_t step, bool check) {
+  const Tensor sum = grad_sum_squares(params_);  // on the device; undefined: no gradient, or mixed dtypes
+  r.grad_sum_squares = LazyScalar(sum);
+  r.checked = check || is_log_step(step) || !sum.defined();
+  if (!r.checked) {  // no host read: the clip factor is computed and used on the device
+    if (s_.clip > 0) adam_.step(clip_scale(sum));
+    else adam_.step(1.0);
+    adam_.zero_grad();
+    return;
+  }
+  // A log step: the norm is read (sqrt of the same sum, so the same value grad_norm() would give).
+  r.grad_norm = sum.defined() ? std::sqrt(r.grad_sum_squares.get()) : grad_norm(params_);
   if (s_.check_finite_loss && !std::isfinite(r.l()))
-    throw StepDiverged(step, "step " + std::to_string(step) + ": the loss is not finite (L = " + num(r.l()) + ", Lc = " +
-                                 num(r.lc()) + " [InfoNCE of the embeddings], Lr = " + num(r.lr()) +
+    throw StepDiverged(step, "step " + std::to_string(step) + ": the loss is not finite (L = " + num(r.l()) +
+                                 ", Lc = " + num(r.lc()) + " [InfoNCE of the embeddings], Lr = " + num(r.lr()) +
                                  " [restoration MSE])");
   if (!std::isfinite(r.grad_norm))
-    throw StepDiverged(step, "step " + std::to_string(step) + ": the gradient norm is not finite (first non-finite gradient: " +
+    throw StepDiverged(step, "step " + std::to_string(step) +
+                                 ": the gradient norm is not finite (first non-finite gradient: " +
                                  first_non_finite_gradient() + ")");
-  adam_.step(clip_coefficient(r.grad_norm));
+  if (sum.defined() && s_.clip > 0) adam_.step(clip_scale(sum));  // the factor of a non-log step, bit for bit
+  else adam_.step(clip_coefficient(r.grad_norm));
   adam_.zero_grad();
+}
+
+Tensor PretrainStep::clip_scale(const Tensor& grad_sum_squares) const {
+  HDSSL_CHECK(s_.clip > 0) << "PretrainStep::clip_scale: clipping is off (clip 0)";
+  return hdssl::clip_scale(grad_sum_squares, s_.clip);
 }
 
 double PretrainStep::clip_coefficient(double norm) const {

@@ -1,16 +1,22 @@
 // PretrainStep: one optimizer step of pretraining, the only copy of it (docs/pretraining-step.md section 7).
 //
-//   batch in -> Pretrainer::loss() (Lc, Lr, L) -> backward -> [gradient all-reduce] -> gradient norm
-//   -> non-finite checks -> clip coefficient -> Adam (gradients scaled by it) -> zero_grad -> terms out
+//   batch in -> Pretrainer::loss() (Lc, Lr, L) -> backward -> [gradient all-reduce] -> sum of squared
+//   gradients -> [log step: host read, non-finite checks] -> clip coefficient -> Adam (gradients scaled by
+//   it) -> zero_grad -> terms out
 //
 // ./pretrain, ./bench --what step, the CUDA step-parity test and the PyTorch fixture test all run this
 // class. Two places are hooks for later work and are the only places to change for it:
 //   - GradientReducer::reduce() runs between the backward pass and the norm (data-parallel training
 //     averages the gradients there);
-//   - PretrainStep::clip_coefficient() is the one function that turns the norm into Adam's gradient
-//     scale (a device-side clip replaces it and the host read of the norm).
-// The loss terms stay on the device (StepResult holds 1-element tensors) and are copied to the host
-// when first asked for; with check_finite_loss (the default) the step asks for them itself every step.
+//   - PretrainStep::clip_scale() turns the sum of squared gradients into Adam's gradient scale on the
+//     device (clip_coefficient() is the same rule on the host, for a norm already read).
+// No host sync inside a step, except at a log step: the loss terms and the sum of squared gradients stay
+// on the device (StepResult holds 1-element tensors, copied to the host when first asked for), the clip
+// factor is computed on the device and Adam reads it there. A log step (every settings().log_every-th, or
+// when run() is asked to check) reads the gradient norm, and with check_finite_loss the loss terms, and
+// throws StepDiverged before Adam when one is not finite. Between log steps a non-finite value goes
+// unseen: up to log_every - 1 steps may run on it before the next log step stops the run, so a caller
+// saves a checkpoint only after a checked step (./pretrain checks every step it saves).
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -46,7 +52,9 @@ class LazyScalar {
 
 struct StepResult {
   LazyScalar contrastive, restoration, total;  // Lc, Lr (undefined without restoration: reads 0), L
-  double grad_norm = 0;                        // before clipping; set by PretrainStep::apply()
+  LazyScalar grad_sum_squares;                 // sum of squared gradients before clipping, on the device
+  bool checked = false;                        // a log step: grad_norm read and the checks made
+  double grad_norm = 0;                        // before clipping; set by PretrainStep::apply() when checked
   double lc() const { return contrastive.get(); }
   double lr() const { return restoration.get(); }
   double l() const { return total.get(); }
@@ -63,7 +71,8 @@ struct StepDiverged : Error {
 struct StepSettings {
   double lr = 3e-4;               // Adam's learning rate (betas 0.9 / 0.999, eps 1e-8)
   double clip = 1.0;              // max gradient norm; 0 turns clipping off
-  bool check_finite_loss = true;  // read Lc, Lr, L every step and stop on NaN / Inf
+  bool check_finite_loss = true;  // at log steps, read Lc, Lr, L and stop on NaN / Inf
+  int64_t log_every = 1;          // log steps: multiples of this (1: every step), and run(.., check = true)
 };
 
 class PretrainStep {
@@ -71,15 +80,19 @@ class PretrainStep {
   // The model must outlive the step; Adam is created here over model.parameters().
   PretrainStep(Pretrainer& model, const StepSettings& s = {}, GradientReducer* reducer = nullptr);
 
-  // One whole step; `step` (1-based) only names the step in errors. Throws StepDiverged.
-  StepResult run(const PretrainInputs& in, int64_t step);
+  // One whole step; `step` (1-based) names the step in errors and makes it a log step when it is a
+  // multiple of log_every; `check` makes it one anyway. Throws StepDiverged (at log steps only).
+  StepResult run(const PretrainInputs& in, int64_t step, bool check = false);
 
   // run() is these two, in this order; tests inspect the gradients in between.
-  StepResult compute_gradients(const PretrainInputs& in);  // loss, backward, reducer
-  void apply(StepResult& r, int64_t step);                  // norm, checks, clip, Adam, zero_grad
+  StepResult compute_gradients(const PretrainInputs& in);           // loss, backward, reducer
+  void apply(StepResult& r, int64_t step, bool check = false);       // norm, checks, clip, Adam, zero_grad
+  bool is_log_step(int64_t step) const { return s_.log_every <= 1 || step % s_.log_every == 0; }
 
   // Adam's gradient scale for a gradient norm: PyTorch's clip_grad_norm_ factor, or 1 when clip is 0.
   double clip_coefficient(double grad_norm) const;
+  // The same factor on the device, from the sum of squared gradients (clip > 0 only).
+  Tensor clip_scale(const Tensor& grad_sum_squares) const;
 
   Adam& optimizer() { return adam_; }
   const Adam& optimizer() const { return adam_; }

@@ -88,9 +88,41 @@ TrainingMeta read_training_meta(const SafeTensors& st, const std::string& path) 
   return m;
 }
 
+namespace {
+// The settings that decide the model's tensors, as "name value" pairs, for a by-name comparison.
+std::vector<std::pair<std::string, std::string>> architecture_of(const PretrainConfig& c) {
+  return {{"arch", c.arch},
+          {"base_channels", std::to_string(c.base)},
+          {"scales", std::to_string(c.scales)},
+          {"blocks", std::to_string(c.blocks)},
+          {"balanced", std::to_string(c.balanced)},
+          {"proj_width", std::to_string(c.proj_width)},
+          {"embed_dim", std::to_string(c.embed_dim)},
+          {"restoration", std::to_string(c.restoration)},
+          {"restoration_single_conv", std::to_string(c.restoration_single_conv)}};
+}
+
+// Refuses a checkpoint written for another architecture, naming each setting that differs.
+void check_same_architecture(const std::string& path, const TrainingMeta& meta, const PretrainConfig& model) {
+  PretrainConfig saved;
+  try {
+    saved = PretrainConfig::from_json(meta.model_json);
+  } catch (const std::exception& e) {
+    throw CheckpointError("checkpoint " + path + ": model config in the metadata is unreadable: " + e.what());
+  }
+  auto a = architecture_of(saved), b = architecture_of(model);
+  std::string diff;
+  for (size_t i = 0; i < a.size(); ++i)
+    if (a[i].second != b[i].second)
+      diff += (diff.empty() ? "" : ", ") + a[i].first + " " + a[i].second + " (this run: " + b[i].second + ")";
+  if (!diff.empty()) throw CheckpointError("checkpoint " + path + ": written for another architecture: " + diff);
+}
+}  // namespace
+
 TrainingMeta load_training_checkpoint(const std::string& path, Pretrainer& model, Adam& adam) {
   SafeTensors st = read_safetensors(path);
   TrainingMeta meta = read_training_meta(st, path);
+  check_same_architecture(path, meta, model.config());
   try {
     load_module_state(model, st, "", true, {"optimizer."});
   } catch (const CheckpointError& e) {
@@ -103,9 +135,23 @@ TrainingMeta load_training_checkpoint(const std::string& path, Pretrainer& model
   } catch (const std::exception& e) {
     throw CheckpointError("checkpoint " + path + ": optimizer metadata unreadable: " + e.what());
   }
-  if (opt.value("param_names", std::vector<std::string>{}) != names)
+  std::vector<std::string> opt_names;
+  int64_t step_count = 0;
+  std::vector<int64_t> param_steps;
+  try {
+    opt_names = opt.at("param_names").get<std::vector<std::string>>();
+    step_count = opt.at("step_count").get<int64_t>();
+    param_steps = opt.at("param_steps").get<std::vector<int64_t>>();
+  } catch (const std::exception& e) {
+    throw CheckpointError("checkpoint " + path + ": optimizer metadata unreadable: " + e.what());
+  }
+  if (opt_names != names)
     throw CheckpointError("checkpoint " + path + ": the optimizer's parameter list differs from the model's "
                           "(a different configuration or frozen set?)");
+  if (param_steps.size() != names.size() || step_count < 0)
+    throw CheckpointError("checkpoint " + path + ": optimizer metadata: " + std::to_string(param_steps.size()) +
+                          " step counters for " + std::to_string(names.size()) + " parameters, step_count " +
+                          std::to_string(step_count));
   for (size_t i = 0; i < names.size(); ++i) {
     for (auto [key, vec] : {std::pair{"optimizer.exp_avg.", &adam.exp_avg()}, std::pair{"optimizer.exp_avg_sq.", &adam.exp_avg_sq()}}) {
       const StoredTensor* s = st.find(key + names[i]);
@@ -116,8 +162,8 @@ TrainingMeta load_training_checkpoint(const std::string& path, Pretrainer& model
       dst = to_tensor(*s, dst.dtype(), dst.device());
     }
   }
-  adam.set_step_count(opt.at("step_count").get<int64_t>());
-  adam.param_steps() = opt.at("param_steps").get<std::vector<int64_t>>();
+  adam.set_step_count(step_count);
+  adam.param_steps() = param_steps;
   return meta;
 }
 

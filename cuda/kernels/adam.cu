@@ -2,7 +2,9 @@
 // Adam and of the CPU backend (engine/cpu/optim.cpp):
 //   g = grad * grad_scale;  m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;
 //   p -= (lr / (1 - b1^t)) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
-// The bias corrections are computed once on the host in double; the update itself runs in T.
+// The bias corrections are computed once on the host in double; the update itself runs in T. The gradient
+// factor may live on the device (`scale`, the clip factor of clip_scale below): then no host read of the
+// gradient norm is needed between the backward pass and the update.
 #include "cuda/kernels/common.cuh"
 #include "cuda/kernels/kernels.h"
 
@@ -10,7 +12,8 @@ namespace hdssl::cuda::kernels {
 
 template <class T>
 __global__ void adam_kernel(T* param, const T* grad, T* m, T* v, int64_t n, T step_size, T b1, T b2, T eps,
-                            T bc2_sqrt, T scale) {
+                            T bc2_sqrt, T host_scale, const T* dev_scale) {
+  const T scale = dev_scale ? host_scale * *dev_scale : host_scale;
   for (int64_t i = thread_index(); i < n; i += thread_stride()) {
     const T g = grad[i] * scale;
     const T mi = m[i] * b1 + g * (T(1) - b1);
@@ -23,16 +26,34 @@ __global__ void adam_kernel(T* param, const T* grad, T* m, T* v, int64_t n, T st
 
 template <class T>
 void adam_step(T* param, const T* grad, T* m, T* v, int64_t n, double lr, double beta1, double beta2, double eps,
-               double bias_correction1, double bias_correction2, double grad_scale) {
+               double bias_correction1, double bias_correction2, double grad_scale, const T* scale) {
   if (n == 0) return;
   adam_kernel<<<grid_for(n), kThreads, 0, stream()>>>(param, grad, m, v, n, T(lr / bias_correction1), T(beta1),
-                                                      T(beta2), T(eps), T(sqrt(bias_correction2)), T(grad_scale));
+                                                      T(beta2), T(eps), T(sqrt(bias_correction2)), T(grad_scale),
+                                                      scale);
+  cudaCheckLaunch();
+}
+
+// One thread: the clip factor in double (sqrt and division are IEEE-rounded in double on the device, so this
+// is the host's clip_coefficient() bit for bit), stored in T. fmin would map NaN to 1 as well; written as
+// std::min's rule (b < a ? b : a) to say so.
+template <class T>
+__global__ void clip_scale_kernel(const T* sum_squares, double max_norm, double eps, T* scale) {
+  const double c = max_norm / (sqrt(double(*sum_squares)) + eps);
+  *scale = T(c < 1.0 ? c : 1.0);
+}
+
+template <class T>
+void clip_scale(const T* sum_squares, double max_norm, double eps, T* scale) {
+  clip_scale_kernel<<<1, 1, 0, stream()>>>(sum_squares, max_norm, eps, scale);
   cudaCheckLaunch();
 }
 
 template void adam_step<float>(float*, const float*, float*, float*, int64_t, double, double, double, double, double,
-                               double, double);
+                               double, double, const float*);
 template void adam_step<double>(double*, const double*, double*, double*, int64_t, double, double, double, double,
-                                double, double, double);
+                                double, double, double, const double*);
+template void clip_scale<float>(const float*, double, double, float*);
+template void clip_scale<double>(const double*, double, double, double*);
 
 }  // namespace hdssl::cuda::kernels

@@ -4,7 +4,11 @@
 // at pyramid level L (a shift is floor(v / 2^L) for non-negative v). Consecutive threads take consecutive
 // channels of one row, so the writes to out [B*n, C] are coalesced. The backward zeroes dfeat and adds
 // each dout element with atomicAdd: at coarse levels many sampled voxels share one feature voxel, and the
-// atomics are few (B*n*C, ~5 M at the deepest level) next to the volumes.
+// atomics are few (B*n*C, ~5 M at the deepest level) next to the volumes. Deterministic mode
+// (engine/backend.h) uses no atomics: one thread per (b, c) feature plane adds its n rows in row order,
+// which is the CPU backend's loop (engine/cpu/gather.cpp), so the bits equal the CPU's. It has B*C threads
+// (320 at level 0 of the paper's batch, 5,120 at level 4), each n (1,024) dependent adds: slower than the
+// atomics, cheap next to the convolutions.
 // The CPU validates every coordinate on the host and throws; the GPU cannot without a host sync, so an
 // out-of-range coordinate makes its output row NaN (forward) and is skipped (backward): the loss then
 // shows it at once instead of reading out of bounds.
@@ -48,6 +52,20 @@ __global__ void gather_voxels_backward_kernel(const T* dout, const int32_t* coor
   }
 }
 
+template <class T>
+__global__ void gather_voxels_backward_ordered_kernel(const T* dout, const int32_t* coords, T* dfeat,
+                                                      GatherGeom g) {
+  const int64_t planes = g.B * g.C, plane = g.X * g.Y * g.Z;
+  for (int64_t bc = thread_index(); bc < planes; bc += thread_stride()) {
+    const int64_t b = bc / g.C, c = bc - b * g.C;
+    T* out = dfeat + bc * plane;
+    for (int64_t k = 0; k < g.n; ++k) {
+      const int64_t r = b * g.n + k, v = g.voxel(coords, r);
+      if (v >= 0) out[v] += dout[r * g.C + c];
+    }
+  }
+}
+
 // ---------------------------------------------------------------- launchers
 template <class T>
 void gather_voxels(const T* feat, const int32_t* coords, T* out, int64_t B, int64_t n, int64_t C, int64_t X,
@@ -61,13 +79,16 @@ void gather_voxels(const T* feat, const int32_t* coords, T* out, int64_t B, int6
 
 template <class T>
 void gather_voxels_backward(const T* dout, const int32_t* coords, T* dfeat, int64_t B, int64_t n, int64_t C,
-                            int64_t X, int64_t Y, int64_t Z, int level) {
+                            int64_t X, int64_t Y, int64_t Z, int level, bool deterministic) {
   const int64_t feat_n = B * C * X * Y * Z, total = B * n * C;
   if (feat_n == 0) return;
   cudaCheck(cudaMemsetAsync(dfeat, 0, sizeof(T) * size_t(feat_n), stream()));  // all-zero bits are 0.0
   if (total == 0) return;
-  gather_voxels_backward_kernel<<<grid_for(total), kThreads, 0, stream()>>>(dout, coords, dfeat,
-                                                                            GatherGeom{B, n, C, X, Y, Z, level});
+  const GatherGeom g{B, n, C, X, Y, Z, level};
+  if (deterministic)
+    gather_voxels_backward_ordered_kernel<<<grid_for(B * C), kThreads, 0, stream()>>>(dout, coords, dfeat, g);
+  else
+    gather_voxels_backward_kernel<<<grid_for(total), kThreads, 0, stream()>>>(dout, coords, dfeat, g);
   cudaCheckLaunch();
 }
 
@@ -75,7 +96,7 @@ void gather_voxels_backward(const T* dout, const int32_t* coords, T* dfeat, int6
   template void gather_voxels<T>(const T*, const int32_t*, T*, int64_t, int64_t, int64_t, int64_t, int64_t,   \
                                  int64_t, int);                                                               \
   template void gather_voxels_backward<T>(const T*, const int32_t*, T*, int64_t, int64_t, int64_t, int64_t,   \
-                                          int64_t, int64_t, int);
+                                          int64_t, int64_t, int, bool);
 HDSSL_INSTANTIATE(float)
 HDSSL_INSTANTIATE(double)
 #undef HDSSL_INSTANTIATE

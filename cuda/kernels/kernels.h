@@ -53,7 +53,7 @@ void gather_voxels(const T* feat, const int32_t* coords, T* out, int64_t B, int6
                    int64_t Y, int64_t Z, int level);
 template <class T>
 void gather_voxels_backward(const T* dout, const int32_t* coords, T* dfeat, int64_t B, int64_t n, int64_t C,
-                            int64_t X, int64_t Y, int64_t Z, int level);
+                            int64_t X, int64_t Y, int64_t Z, int level, bool deterministic);  // no atomics
 
 // ---- rowwise.cu: [rows, cols] ----
 template <class T> void l2norm_forward(const T* x, T* y, T* norms, int64_t rows, int64_t cols, double eps);
@@ -82,8 +82,11 @@ template <class T>
 void soft_dice_backward(const T* p, const T* g, const T* sums, const T* dloss, T* dp, int64_t planes, int64_t inner);
 
 // ---- adam.cu ----
+// scale: optional (nullptr) device [1]; the gradient factor is then T(grad_scale) * scale[0]
 template <class T>
 void adam_step(T* param, const T* grad, T* m, T* v, int64_t n, double lr, double beta1, double beta2, double eps,
-               double bias_correction1, double bias_correction2, double grad_scale);
+               double bias_correction1, double bias_correction2, double grad_scale, const T* scale);
+// scale[0] = min(1, max_norm / (sqrt(sum_squares[0]) + eps)) in double, one thread
+template <class T> void clip_scale(const T* sum_squares, double max_norm, double eps, T* scale);
 
 }  // namespace hdssl::cuda::kernels

@@ -2,7 +2,10 @@
 //   g = grad * grad_scale;  m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;
 //   p -= (lr / (1 - b1^t)) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
 // grad_scale is where gradient-norm clipping folds in (autograd/optim.h): scaling inside the update is
-// the same arithmetic as scaling the gradient first, without a pass over the gradients.
+// the same arithmetic as scaling the gradient first, without a pass over the gradients. With a device
+// scale tensor (the clip factor of clip_scale below, which never leaves the device) the factor is
+// T(grad_scale) * scale[0], read once per call.
+#include <algorithm>
 #include <cmath>
 
 #include "engine/cpu/cpu_backend.h"
@@ -10,7 +13,7 @@
 namespace hdssl {
 
 void CpuBackend::adam_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamArgs& a,
-                           double grad_scale) {
+                           double grad_scale, const Tensor& scale_t) {
   dispatch_float(param.dtype(), "adam_step", [&](auto tag) {
     using T = decltype(tag);
     // Four distinct tensors (restrict lets the loop vectorize without run-time overlap checks).
@@ -18,7 +21,8 @@ void CpuBackend::adam_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor&
     const T* __restrict pg = grad.data<T>();
     T* __restrict pm = m.data<T>();
     T* __restrict pv = v.data<T>();
-    const T b1 = T(a.beta1), b2 = T(a.beta2), eps = T(a.eps), scale = T(grad_scale);
+    const T b1 = T(a.beta1), b2 = T(a.beta2), eps = T(a.eps);
+    const T scale = scale_t.defined() ? T(grad_scale) * scale_t.data<T>()[0] : T(grad_scale);
     const T step_size = T(a.lr / (1.0 - std::pow(a.beta1, double(a.step))));
     const T bc2_sqrt = T(std::sqrt(1.0 - std::pow(a.beta2, double(a.step))));
     const int64_t n = param.numel();
@@ -31,6 +35,15 @@ void CpuBackend::adam_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor&
       pv[i] = vi;
       pp[i] -= step_size * (mi / (std::sqrt(vi) / bc2_sqrt + eps));
     }
+  });
+}
+
+// scale = min(1, max_norm / (sqrt(sum) + eps)) in double, as the host's clip_coefficient() computes it.
+void CpuBackend::clip_scale(const Tensor& sum_squares, double max_norm, double eps, Tensor& scale) {
+  dispatch_float(scale.dtype(), "clip_scale", [&](auto tag) {
+    using T = decltype(tag);
+    const double norm = std::sqrt(double(sum_squares.data<T>()[0]));
+    scale.data<T>()[0] = T(std::min(1.0, max_norm / (norm + eps)));
   });
 }
 

@@ -103,6 +103,9 @@ TEST_F(Apps, EvaluateWritesTheRunFolderAndPredictOverlaysInputs) {
   r = sh(kBin + "/predict -i " + dir_ + "/data/imagesTr -o " + dir_ + "/pred -m " + run + " --threads 1");
   ASSERT_EQ(r.rc, 0) << r.out;
   EXPECT_NE(r.out.find("3 checkpoint(s)"), std::string::npos) << r.out;
+  // The model each fold tested: the validation-selected checkpoint_best, not the last step's.
+  EXPECT_NE(r.out.find("fold_0/checkpoint_best.safetensors"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("checkpoint_final.safetensors"), std::string::npos) << r.out;
   for (int i = 0; i < 3; ++i) {
     char name[64];
     std::snprintf(name, sizeof name, "phantom_%03d", i);

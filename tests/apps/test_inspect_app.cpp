@@ -104,3 +104,24 @@ TEST(Inspect, RefusedFilesGiveAReasonAndExitCode3) {
   EXPECT_EQ(lines.size(), json::parse(f).size());  // one line per image; a pair is listed once, by its .hdr
   EXPECT_NE(lines[0].find("LPS"), std::string::npos);
 }
+
+TEST(Inspect, ZeroVoxelSizeIsRefusedByNameWithExitCode3) {
+  // dt_uint8.nii with pixdim[1] = 0 (byte 80): inspect used to print "spacing": [0, ...] with "ok": true.
+  auto dir = fs::path(HDSSL_BINARY_DIR) / "tests_tmp" / "inspect_spacing";
+  fs::create_directories(dir);
+  std::ifstream in(kFixtures + "dt_uint8.nii", std::ios::binary);
+  std::string b((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  ASSERT_GT(b.size(), 352u);
+  const float zero = 0.f;
+  b.replace(80, 4, reinterpret_cast<const char*>(&zero), 4);
+  std::ofstream(dir / "zero.nii", std::ios::binary) << b;
+  int code = -1;
+  auto lines = run("--json " + (dir / "zero.nii").string(), &code);
+  EXPECT_EQ(code, 3);
+  ASSERT_EQ(lines.size(), 1u);
+  json j = json::parse(lines[0]);
+  EXPECT_FALSE(j["ok"].get<bool>());
+  const std::string err = j["error"].get<std::string>();
+  EXPECT_NE(err.find("zero.nii"), std::string::npos) << err;
+  EXPECT_NE(err.find("pixdim[1]"), std::string::npos) << err;
+}

@@ -34,7 +34,7 @@ const std::string kPretrain = std::string(HDSSL_BINARY_DIR) + "/pretrain";
 // A tiny configuration: each step takes a fraction of a second on one core.
 const std::string kTinyAnyDevice =
     " --patch 16 16 8 --batch-pairs 2 --voxels-per-pair 64 --base-channels 4 --scales 2 --spacing 6 6 12"
-    " --modality ct --threads 1 --loader-threads 1 --lr 1e-3";
+    " --modality ct --threads 1 --loader-threads 1 --lr 1e-3 --log-every 1";  // a metrics.csv row every step
 const std::string kTiny = kTinyAnyDevice + " --device cpu";  // bitwise comparisons are a CPU promise
 
 std::string scratch() {
@@ -266,10 +266,21 @@ TEST(PretrainApp, FailuresAreClearAndExitNonZero) {
   // Out of memory (host memory capped at 1.5 GB): the size asked for is in the message, exit code 3.
   Result oom = run("--data " + phantoms() + " -o " + base + "/r6 --patch 64 64 16 --batch-pairs 32 --voxels-per-pair 64"
                    " --base-channels 64 --scales 2 --spacing 4 4 8 --modality ct --threads 1 --loader-threads 1"
-                   " --steps 2 --device cpu", "ulimit -v 1500000; ");
+                   " --steps 2 --device cpu --skip-memory-check", "ulimit -v 1500000; ");
   EXPECT_EQ(oom.code, 3) << oom.output;
   EXPECT_NE(oom.output.find("out of host memory: could not allocate"), std::string::npos) << oom.output;
   EXPECT_NE(oom.output.find(" bytes"), std::string::npos) << oom.output;
+
+  // The same run without --skip-memory-check: refused before the model is built, by the estimate, with
+  // the estimate, what is available and settings that would fit; nothing is written but the log.
+  Result est = run("--data " + phantoms() + " -o " + base + "/r7 --patch 64 64 16 --batch-pairs 32 --voxels-per-pair 64"
+                   " --base-channels 64 --scales 2 --spacing 4 4 8 --modality ct --threads 1 --loader-threads 1"
+                   " --steps 2 --device cpu", "ulimit -v 1500000; ");
+  EXPECT_EQ(est.code, 3) << est.output;
+  EXPECT_NE(est.output.find("Settings that would fit: --patch"), std::string::npos) << est.output;
+  EXPECT_NE(est.output.find("available (RLIMIT_AS"), std::string::npos) << est.output;  // ulimit -v is the limit
+  EXPECT_EQ(est.output.find("could not allocate"), std::string::npos) << est.output;
+  EXPECT_FALSE(fs::exists(base + "/r7/checkpoint_latest.safetensors"));
 
   Result cuda = run("--data " + phantoms() + " -o " + base + "/r5" + kTinyAnyDevice + " --steps 2 --device cuda");
   if (cuda.code == 0) GTEST_SKIP() << "a CUDA device is present";
@@ -278,6 +289,27 @@ TEST(PretrainApp, FailuresAreClearAndExitNonZero) {
   Result again = run("--data " + phantoms() + " -o " + base + "/r4" + kTiny + " --steps 5");
   EXPECT_EQ(again.code, 2);  // a run folder that needs --resume: the command line's fault, as in ./evaluate
   EXPECT_NE(again.output.find("--resume"), std::string::npos) << again.output;
+}
+
+// --log-every N: a metrics.csv row at every N-th step and at every step that saves (the last one too),
+// and a NaN between log steps is caught at the next log step, which names itself; nothing is saved then.
+TEST(PretrainApp, LogEveryWritesRowsAtLogStepsAndCatchesNaNAtTheNextOne) {
+  const std::string out = scratch() + "/log_every";
+  Result r = run("--data " + phantoms() + " -o " + out + kTiny + " --steps 10 --save-every 100 --log-every 4");
+  ASSERT_EQ(r.code, 0) << r.output;
+  auto m = metrics(out);
+  ASSERT_EQ(m.size(), 3u);
+  EXPECT_EQ(m[0][0], 4);
+  EXPECT_EQ(m[1][0], 8);
+  EXPECT_EQ(m[2][0], 10);
+
+  const std::string nan_out = scratch() + "/log_every_nan";
+  Result nan = run("--data " + phantoms() + " -o " + nan_out + kTiny +
+                   " --steps 8 --save-every 4 --log-every 3 --debug-nan-at 5");
+  EXPECT_EQ(nan.code, 4) << nan.output;
+  EXPECT_NE(nan.output.find("step 6: the"), std::string::npos) << nan.output;
+  EXPECT_NE(nan.output.find("is not finite"), std::string::npos) << nan.output;
+  EXPECT_EQ(models::read_safetensors(nan_out + "/checkpoint_latest.safetensors").metadata.at("step"), "4");
 }
 
 TEST(PretrainApp, DemoRunsFromAnEmptyFolder) {

@@ -111,3 +111,50 @@ TEST(ClipGradNorm, FoldedIntoAdamIsBitIdenticalToClippingFirst) {
           << dtype_name(dt) << " parameter " << k;
   }
 }
+
+namespace hdssl {
+namespace {
+// The clip factor computed on the device (the backend's clip_scale, in double) is the host's
+// clip_coefficient() rounded to the dtype, including a NaN or infinite norm and a zero one.
+TEST(ClipScale, OnTheDeviceEqualsTheHostCoefficientBitForBit) {
+  for (DType dt : {DType::F32, DType::F64})
+    for (double sum : {0.0, 1e-12, 0.25, 0.81, 1.0, 4.0, 1234.5678, 1e30, double(INFINITY), double(NAN)})
+      for (double max_norm : {0.3, 1.0, 5.0}) {
+        Tensor s = Tensor::full({1}, sum, dt);
+        const double host = clip_coefficient(std::sqrt(s.item()), max_norm);
+        const double dev = clip_scale(s, max_norm).item();
+        if (dt == DType::F64) EXPECT_EQ(dev, host) << "sum " << sum << " max_norm " << max_norm;
+        else EXPECT_EQ(float(dev), float(host)) << "sum " << sum << " max_norm " << max_norm;
+      }
+  EXPECT_EQ(clip_scale(Tensor::full({1}, double(NAN), DType::F64), 1.0).item(), 1.0);  // std::min's rule
+  EXPECT_EQ(clip_scale(Tensor::full({1}, double(INFINITY), DType::F64), 1.0).item(), 0.0);
+}
+
+// Adam reading its factor from a device tensor (grad_sum_squares -> clip_scale -> step(Tensor)) makes the
+// same update as the host route (grad_norm -> clip_coefficient -> step(double)), bit for bit.
+TEST(ClipScale, AdamWithTheDeviceFactorEqualsTheHostRoute) {
+  for (DType dt : {DType::F32, DType::F64}) {
+    auto make = [&](uint64_t seed, int64_t n) {
+      return Variable(Tensor::from_vector(randoms(size_t(n), seed), {n}).to(dt), true);
+    };
+    std::vector<Variable> p1{make(1, 7), make(2, 5)}, p2{make(1, 7), make(2, 5)};
+    Adam o1(p1), o2(p2);
+    for (int s = 0; s < 4; ++s) {
+      for (size_t k = 0; k < 2; ++k) {
+        Tensor g = Tensor::from_vector(randoms(size_t(p1[k].value().numel()), 70 + 10 * uint64_t(s) + k),
+                                       p1[k].shape()).to(dt);
+        if (s == 3) g = Tensor::from_vector(std::vector<double>(size_t(g.numel()), 1e-4), g.shape()).to(dt);
+        p1[k].grad() = g.clone();
+        p2[k].grad() = g.clone();
+      }
+      o1.step(clip_coefficient(grad_norm(p1), 0.3));  // step 3's tiny gradients: no clipping (factor 1)
+      o2.step(clip_scale(grad_sum_squares(p2), 0.3));
+    }
+    for (size_t k = 0; k < 2; ++k)
+      EXPECT_EQ(p1[k].value().to(DType::F64).to_vector<double>(), p2[k].value().to(DType::F64).to_vector<double>())
+          << dtype_name(dt) << " parameter " << k;
+  }
+  EXPECT_FALSE(grad_sum_squares({Variable(Tensor::zeros({2}, DType::F64), true)}).defined());  // no gradient
+}
+}  // namespace
+}  // namespace hdssl

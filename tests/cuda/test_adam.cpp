@@ -26,5 +26,46 @@ TEST(CudaAdam, FiveStepsWithGradScale) {
     }
 }
 
+// The step between log steps (models::PretrainStep): the clip factor computed on the device from a sum of
+// squares (clip_scale, in double on both sides: exact), then Adam reading it from device memory.
+TEST(CudaAdam, DeviceClipFactorThenAdam) {
+  HDSSL_REQUIRE_CUDA();
+  Rng rng(101);
+  for (DType t : kFloatTypes)
+    for (const Shape& s : std::vector<Shape>{{1}, {3, 3, 3, 3, 3}, {1000003}}) {
+      Tensor p0 = random(s, t, rng);
+      std::vector<Tensor> grads;
+      for (int i = 0; i < 3; ++i) grads.push_back(random(s, t, rng, -1e-2, 1e-2));
+      expect_parity([&](Device d) {
+        Tensor p = on(d, p0), m = Tensor::zeros(s, t, d), v = Tensor::zeros(s, t, d);
+        std::vector<Tensor> scales;
+        AdamArgs a;
+        for (int i = 0; i < 3; ++i) {
+          Tensor g = on(d, grads[size_t(i)]), sum = Tensor::zeros({1}, t, d), scale = Tensor::empty({1}, t, d);
+          backend(d).sum_squares(g, sum);
+          backend(d).clip_scale(sum, i == 2 ? 1e3 : 0.05, 1e-6, scale);  // clipping active, then not
+          a.step = i + 1;
+          backend(d).adam_step(p, g, m, v, a, 1.0, scale);
+          scales.push_back(scale);
+        }
+        return std::vector<Tensor>{p, m, v, scales[0], scales[1], scales[2]};
+      }, {tol(t, 1e-7, 1e-6, 1e-15, 1e-13)}, "clip+adam " + name(t, s));
+    }
+}
+
+TEST(CudaAdam, ClipScaleOfNonFiniteSums) {
+  HDSSL_REQUIRE_CUDA();
+  for (DType t : kFloatTypes)
+    expect_parity([&](Device d) {
+      std::vector<Tensor> out;
+      for (double sum : {0.0, 1e30, double(INFINITY), double(NAN)}) {
+        Tensor s = Tensor::full({1}, sum, t, d), scale = Tensor::empty({1}, t, d);
+        backend(d).clip_scale(s, 1.0, 1e-6, scale);
+        out.push_back(scale);
+      }
+      return out;
+    }, {Tol{0, 0}}, std::string("clip_scale ") + dtype_name(t));
+}
+
 }  // namespace
 }  // namespace hdssl::test

@@ -17,6 +17,7 @@
 #include "data/nifti.h"
 #include "data/phantom.h"
 #include "tests/data/test_util.h"
+#include "tests/file_size_limit.h"
 
 using namespace hdssl::data;
 namespace fs = std::filesystem;
@@ -247,4 +248,51 @@ TEST(Cache, TwoProcessesSharingTheCacheNeverSeeAHalfWrittenEntry) {
   size_t entries = 0;
   for (auto& e : fs::directory_iterator(dir + "/cache")) { (void)e; ++entries; }
   EXPECT_EQ(entries, 1u) << "no temporary files left behind";
+}
+
+TEST(Cache, AFullDiskKeepsThePreviousEntryAndSaysWhy) {
+  std::string dir = test::temp_dir("cache_full");
+  std::string file = write_phantom_dataset(dir + "/in", 1, 9, test::small_phantom_config(), true)[0];
+  PreprocessConfig pc = small_ct_preset();
+  PreprocessedVolume ref = load_preprocessed(file, pc);
+  const std::string entry = dir + "/entry.hdpv";
+  save_preprocessed(entry, ref, "key");
+  const auto good_size = fs::file_size(entry);
+  PreprocessedVolume bigger = ref;
+  bigger.image.data.insert(bigger.image.data.end(), ref.image.data.begin(), ref.image.data.end());
+  bigger.image.dims[0] *= 2;
+  std::string err =
+      hdssl::test::error_with_file_size_limit(good_size / 2, [&] { save_preprocessed(entry, bigger, "key"); });
+  EXPECT_NE(err.find(entry), std::string::npos) << err;
+  EXPECT_NE(err.find("cannot write cache entry"), std::string::npos) << err;
+  EXPECT_NE(err.find("File too large"), std::string::npos) << err;
+  auto back = load_preprocessed_file(entry, "key");
+  ASSERT_TRUE(back.has_value()) << "the previous entry must survive";
+  EXPECT_EQ(back->image.data, ref.image.data);
+  size_t files = 0;
+  for (auto& e : fs::directory_iterator(dir)) files += e.is_regular_file();
+  EXPECT_EQ(files, 1u) << "no temporary file left behind";
+}
+
+TEST(DatasetJson, FuzzRegressionsAreRefusedByName) {
+  // Each input the fuzzer (fuzz/fuzz_dataset_json.cpp) once crashed or escaped with: now a DataError
+  // naming dataset.json. The folder mirrors the harness's.
+  std::string root = test::temp_dir("fuzz_regressions_dataset");
+  for (const char* sub : {"/imagesTr", "/labelsTr"}) fs::create_directories(root + sub);
+  for (const char* f : {"/imagesTr/case_001_0000.nii.gz", "/labelsTr/case_001.nii.gz", "/imagesTr/la_003.nii.gz",
+                        "/labelsTr/la_003.nii.gz"})
+    std::ofstream(root + f).put('x');
+  int n = 0;
+  for (const auto& e : fs::directory_iterator(std::string(HDSSL_SOURCE_DIR) + "/fuzz/regressions/fuzz_dataset_json")) {
+    SCOPED_TRACE(e.path().string());
+    fs::copy_file(e.path(), root + "/dataset.json", fs::copy_options::overwrite_existing);
+    try {
+      read_labeled_dataset(root);
+      ADD_FAILURE() << "accepted";
+    } catch (const DataError& ex) {
+      EXPECT_NE(std::string(ex.what()).find("dataset.json"), std::string::npos) << ex.what();
+    }
+    ++n;
+  }
+  EXPECT_GE(n, 2);
 }

@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <cstddef>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -15,9 +16,10 @@
 #include <nlohmann/json.hpp>
 
 #include "data/dataset.h"
-#include "engine/random.h"
 #include "data/nifti.h"
+#include "engine/random.h"
 #include "tests/data/test_util.h"
+#include "tests/file_size_limit.h"
 
 using namespace hdssl::data;
 namespace fs = std::filesystem;
@@ -191,6 +193,30 @@ TEST(NiftiWrite, DimsBeyondInt16AreWrittenAsNifti2) {
     EXPECT_EQ(r.volume.dims, v.dims);
     EXPECT_EQ(r.volume.data, v.data);
   }
+}
+
+TEST(NiftiWrite, AFullDiskLeavesThePreviousFileIntact) {
+  // Each format: a good small file, then a bigger one written while files may not exceed 1 KiB. The write
+  // must fail naming the file, the old file must still read the same, and no temporary may be left.
+  std::string dir = test::temp_dir("write_full");
+  Volume small = ramp_volume({6, 5, 4}), big = ramp_volume({40, 30, 20});
+  for (float& v : big.data) v = float(std::rand());  // incompressible, so .nii.gz exceeds the limit too
+  for (const char* name : {"a.nii", "a.nii.gz", "a.hdr"}) {
+    SCOPED_TRACE(name);
+    std::string p = dir + "/" + name;
+    write_nifti(p, small, kFloat32);
+    std::string err = hdssl::test::error_with_file_size_limit(1024, [&] { write_nifti(p, big, kFloat32); });
+    EXPECT_NE(err.find(p + ": writing failed"), std::string::npos) << err;
+    NiftiImage back = read_nifti(p);
+    EXPECT_EQ(back.volume.data, small.data);
+    size_t files = 0;
+    for (auto& e : fs::directory_iterator(dir))
+      files += e.path().filename().string().find(".tmp-") != std::string::npos;
+    EXPECT_EQ(files, 0u) << "temporary files left behind";
+  }
+  // Without a limit the same write goes through and replaces the file.
+  write_nifti(dir + "/a.nii.gz", big, kFloat32);
+  EXPECT_EQ(read_nifti(dir + "/a.nii.gz").volume.data, big.data);
 }
 
 TEST(NiftiWrite, LabelMapsInTheOriginalGridKeepQformAndSform) {
@@ -384,17 +410,117 @@ TEST(NiftiBad, NotOne3DVolume) {
   EXPECT_EQ(read_nifti(ok).volume.dims, (Dims3{6, 5, 4}));
 }
 
-TEST(NiftiBad, ScaledFilesWithZeroOrNonFiniteSlopeAreUnscaled) {
+TEST(NiftiBad, ScaledFilesWithZeroOrNaNSlopeAreUnscaled) {
+  // The standard: slope 0 = unscaled. nibabel writes NaN, NaN for "unset" and reads it as unscaled.
   std::string dir = test::temp_dir("slope");
   NiftiImage ref = read_nifti(good_file(dir));
-  for (float s : {0.f, NAN, INFINITY}) {
+  for (float s : {0.f, NAN}) {
     NiftiImage r = read_nifti(patched(dir, "slope.nii", [&](auto& b) {
       poke<float>(b, offsetof(nifti_1_header, scl_slope), s);
-      poke<float>(b, offsetof(nifti_1_header, scl_inter), 5.f);
+      poke<float>(b, offsetof(nifti_1_header, scl_inter), std::isnan(s) ? NAN : 5.f);
     }));
     EXPECT_FALSE(r.info.scaled);
     EXPECT_EQ(r.volume.data, ref.volume.data);
   }
+}
+
+TEST(NiftiBad, InfiniteScalingIsRefused) {
+  std::string dir = test::temp_dir("bad_scaling");
+  for (float s : {INFINITY, -INFINITY})
+    expect_refused(
+        patched(dir, "slopeinf.nii", [&](auto& b) { poke<float>(b, offsetof(nifti_1_header, scl_slope), s); }),
+        "scl_slope");
+  expect_refused(patched(dir, "interinf.nii",
+                         [](auto& b) {
+                           poke<float>(b, offsetof(nifti_1_header, scl_slope), 0.f);
+                           poke<float>(b, offsetof(nifti_1_header, scl_inter), INFINITY);
+                         }),
+                 "scl_inter");
+}
+
+TEST(NiftiBad, SpacingFromEachGeometrySourceMustBePlausible) {
+  // The good file has sform and qform: each source's voxel size is checked, plus pixdim which outputs copy.
+  std::string dir = test::temp_dir("bad_spacing");
+  auto only_qform = [](std::vector<char>& b) { poke<int16_t>(b, offsetof(nifti_1_header, sform_code), 0); };
+  auto no_forms = [](std::vector<char>& b) {
+    poke<int16_t>(b, offsetof(nifti_1_header, qform_code), 0);
+    poke<int16_t>(b, offsetof(nifti_1_header, sform_code), 0);
+  };
+  // pixdim 0 while the sform supplies the geometry (inspect used to report spacing 0 with "ok": true).
+  expect_refused(
+      patched(dir, "sform_pix0.nii", [](auto& b) { poke<float>(b, offsetof(nifti_1_header, pixdim) + 4, 0.f); }),
+      "pixdim[1]");
+  expect_refused(
+      patched(dir, "sform_tiny.nii", [](auto& b) { poke<float>(b, offsetof(nifti_1_header, srow_x), 1e-5f); }),
+      "sform: voxel spacing");
+  expect_refused(
+      patched(dir, "sform_huge.nii", [](auto& b) { poke<float>(b, offsetof(nifti_1_header, srow_z) + 8, 1e5f); }),
+      "outside");
+  expect_refused(patched(dir, "qform_tiny.nii",
+                         [&](auto& b) {
+                           only_qform(b);
+                           poke<float>(b, offsetof(nifti_1_header, pixdim) + 8, 1e-6f);
+                         }),
+                 "qform: voxel spacing");
+  expect_refused(patched(dir, "pix_huge.nii",
+                         [&](auto& b) {
+                           no_forms(b);
+                           poke<float>(b, offsetof(nifti_1_header, pixdim) + 12, 1e6f);
+                         }),
+                 "pixdim: voxel spacing");
+  expect_refused(patched(dir, "qform_quat.nii",
+                         [&](auto& b) {
+                           only_qform(b);
+                           poke<float>(b, offsetof(nifti_1_header, quatern_b), 1.5f);
+                         }),
+                 "quaternion");
+  // A negative pixdim is a size of |pixdim| (the sign lives in qfac / the affine), as in nibabel.
+  NiftiImage neg = read_nifti(patched(dir, "pix_neg.nii", [&](auto& b) {
+    no_forms(b);
+    poke<float>(b, offsetof(nifti_1_header, pixdim) + 4, -1.5f);
+  }));
+  EXPECT_DOUBLE_EQ(neg.volume.spacing[0], 1.5);
+}
+
+// The good file with `n` extensions of the given sizes between the header and the voxels.
+std::vector<char> with_extensions(const std::vector<char>& good, const std::vector<int32_t>& esizes, int32_t room) {
+  std::vector<char> b(good.begin(), good.begin() + 348);
+  b.insert(b.end(), {1, 0, 0, 0});
+  for (int32_t e : esizes) {
+    std::vector<char> ext(size_t(std::max(e, 8)), 'x');
+    std::memcpy(ext.data(), &e, 4);
+    int32_t code = 6;  // NIFTI_ECODE_COMMENT
+    std::memcpy(ext.data() + 4, &code, 4);
+    b.insert(b.end(), ext.begin(), ext.end());
+  }
+  b.resize(size_t(352 + room), 0);
+  poke<float>(b, offsetof(nifti_1_header, vox_offset), float(352 + room));
+  b.insert(b.end(), good.begin() + 352, good.end());
+  return b;
+}
+
+TEST(NiftiBad, ExtensionsMustEndInsideTheirRoom) {
+  std::string dir = test::temp_dir("bad_extensions");
+  auto good = read_bytes(good_file(dir));
+  NiftiImage ref = read_nifti(dir + "/good.nii");
+  write_bytes(dir + "/ext_ok.nii", with_extensions(good, {32, 16}, 48));
+  EXPECT_EQ(read_nifti(dir + "/ext_ok.nii").volume.data, ref.volume.data);
+  write_bytes(dir + "/ext_past.nii", with_extensions(good, {32, 48}, 64));
+  expect_refused(dir + "/ext_past.nii", "extension 2 at byte 384: esize 48 runs past vox_offset 416");
+  write_bytes(dir + "/ext_small.nii", with_extensions(good, {4}, 16));
+  expect_refused(dir + "/ext_small.nii", "esize 4 is smaller");
+  write_bytes(dir + "/ext_neg.nii", with_extensions(good, {-64}, 16));
+  expect_refused(dir + "/ext_neg.nii", "esize -64");
+  // In a pair, extensions live in the .hdr and must end with it.
+  write_nifti(dir + "/p.hdr", ramp_volume({4, 4, 4}), kFloat32);
+  auto hdr = read_bytes(dir + "/p.hdr");
+  hdr.resize(348);
+  hdr.insert(hdr.end(), {1, 0, 0, 0});
+  int32_t e[2] = {4096, 6};
+  hdr.insert(hdr.end(), reinterpret_cast<char*>(e), reinterpret_cast<char*>(e) + 8);
+  hdr.resize(hdr.size() + 24, 'x');
+  write_bytes(dir + "/p.hdr", hdr);
+  expect_refused(dir + "/p.hdr", "runs past the end of the header file");
 }
 
 TEST(NiftiFolder, BadFilesAreReportedAndSkipped) {

@@ -71,7 +71,10 @@ class RecordingImpl final : public BackendImpl {
   void bce_logits_backward(const Tensor&, const Tensor&, const Tensor&, Tensor&) override { ++calls; }
   void soft_dice_forward(const Tensor&, const Tensor&, Tensor&, Tensor&) override { ++calls; }
   void soft_dice_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, Tensor&) override { ++calls; }
-  void adam_step(Tensor&, const Tensor&, Tensor&, Tensor&, const AdamArgs&, double) override { ++calls; }
+  void adam_step(Tensor&, const Tensor&, Tensor&, Tensor&, const AdamArgs&, double, const Tensor&) override {
+    ++calls;
+  }
+  void clip_scale(const Tensor&, double, double, Tensor&) override { ++calls; }
 
  private:
   Device device_;
@@ -205,6 +208,15 @@ TEST(Dispatch, CallsThatBreakTheContractNeverReachTheImplementation) {
          a.step = 0;
          be.adam_step(p, f32({4}), m, v, a, 1.0);
        }},
+      {"adam_step", "device scale not [1]",
+       [&] {
+         Tensor p = f32({4}), m = f32({4}), v = f32({4});
+         be.adam_step(p, f32({4}), m, v, AdamArgs{}, 1.0, f32({2}));
+       }},
+      {"clip_scale", "max_norm 0", [&] { Tensor s = f32({1}); be.clip_scale(f32({1}), 0.0, 1e-6, s); }},
+      {"clip_scale", "sum not [1]", [&] { Tensor s = f32({1}); be.clip_scale(f32({2}), 1.0, 1e-6, s); }},
+      {"clip_scale", "dtypes differ",
+       [&] { Tensor s = Tensor::zeros({1}, DType::F64); be.clip_scale(f32({1}), 1.0, 1e-6, s); }},
   };
   for (const Case& c : cases) expect_refused(c.call, c.op, c.op + ": " + c.why);
   EXPECT_EQ(impl.calls, 0) << "a call that breaks the contract reached the implementation";

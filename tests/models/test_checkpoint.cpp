@@ -1,5 +1,6 @@
 // safetensors checkpoints: a round trip keeps every value, truncated or corrupted files are refused with
-// the file's name and the reason, and loading names missing / unexpected / mismatched tensors.
+// the file's name and the reason, loading names missing / unexpected / mismatched tensors, a full disk
+// keeps the previous checkpoint, and a training checkpoint of another architecture is refused by name.
 #include <gtest/gtest.h>
 
 #include <cstdio>
@@ -9,6 +10,8 @@
 
 #include "models/checkpoint.h"
 #include "models/fpn3d.h"
+#include "models/train_state.h"
+#include "tests/file_size_limit.h"
 
 using namespace hdssl;
 using namespace hdssl::models;
@@ -134,4 +137,88 @@ TEST(Checkpoint, ModuleStateRoundTripAndLoadReport) {
   ASSERT_EQ(rep2.mismatched.size(), 1u);
   EXPECT_NE(rep2.mismatched[0].find("backbone.skip_blocks.0.weight"), std::string::npos);
   EXPECT_THROW(load_module_state(b, bad, "backbone.", true), CheckpointError);
+}
+
+TEST(Checkpoint, AFullDiskKeepsThePreviousCheckpoint) {
+  const std::string p = tmp_path("full.safetensors");
+  write_safetensors(p, small_state());
+  const auto good = read_bytes(p);
+  SafeTensors big;
+  big.add("w", Tensor::zeros({64, 64}));  // 16 KiB of data, over the 4 KiB limit below
+  std::string err = hdssl::test::error_with_file_size_limit(4096, [&] { write_safetensors(p, big); });
+  EXPECT_NE(err.find(p), std::string::npos) << err;
+  EXPECT_NE(err.find("File too large"), std::string::npos) << err;
+  EXPECT_EQ(read_bytes(p), good) << "the previous checkpoint must be untouched";
+  EXPECT_EQ(read_safetensors(p).tensors.size(), 3u);
+  for (auto& e : std::filesystem::directory_iterator(std::filesystem::path(p).parent_path()))
+    EXPECT_EQ(e.path().string().find(".tmp."), std::string::npos) << "left behind: " << e.path();
+}
+
+namespace {
+PretrainConfig tiny(int base, int scales) {
+  PretrainConfig c;
+  c.base = base;
+  c.scales = scales;
+  c.blocks = 1;
+  c.proj_width = 2;
+  c.embed_dim = 4;
+  return c;
+}
+// Saves a training checkpoint of `a` and loads it into a model of `b`; returns the error ("" if loaded).
+std::string load_across(const PretrainConfig& a, const PretrainConfig& b, const std::string& p) {
+  Rng rng(3);
+  Pretrainer ma(a, rng), mb(b, rng);
+  Adam oa(ma.parameters()), ob(mb.parameters());
+  TrainingMeta meta;
+  meta.model_json = a.to_json();
+  meta.data_json = meta.rng_json = "{}";
+  save_training_checkpoint(p, ma, oa, meta);
+  try {
+    load_training_checkpoint(p, mb, ob);
+  } catch (const CheckpointError& e) {
+    return e.what();
+  }
+  return "";
+}
+}  // namespace
+
+TEST(Checkpoint, TrainingCheckpointOfAnotherArchitectureIsRefusedByName) {
+  const std::string p = tmp_path("arch.safetensors");
+  EXPECT_EQ(load_across(tiny(2, 2), tiny(2, 2), p), "");
+  std::string e = load_across(tiny(2, 2), tiny(4, 2), p);
+  EXPECT_NE(e.find(p), std::string::npos) << e;
+  EXPECT_NE(e.find("another architecture: base_channels 2 (this run: 4)"), std::string::npos) << e;
+  PretrainConfig v = tiny(2, 3);
+  v.arch = "vox2vec";
+  v.balanced = false;
+  e = load_across(tiny(2, 2), v, p);
+  EXPECT_NE(e.find("arch ours (this run: vox2vec)"), std::string::npos) << e;
+  EXPECT_NE(e.find("scales 2 (this run: 3)"), std::string::npos) << e;
+  // Same settings in the metadata but tensors of another shape (a hand-edited or foreign file): named too.
+  Rng rng(3);
+  Pretrainer m2(tiny(2, 2), rng), m4(tiny(4, 2), rng);
+  Adam o2(m2.parameters()), o4(m4.parameters());
+  TrainingMeta meta;
+  meta.model_json = tiny(2, 2).to_json();
+  meta.data_json = meta.rng_json = "{}";
+  save_training_checkpoint(p, m4, o4, meta);
+  try {
+    load_training_checkpoint(p, m2, o2);
+    ADD_FAILURE() << "tensors of another shape were loaded";
+  } catch (const CheckpointError& ex) {
+    EXPECT_NE(std::string(ex.what()).find("mismatched: backbone.first_conv.weight"), std::string::npos) << ex.what();
+  }
+}
+
+TEST(Checkpoint, FuzzRegressionsAreRefusedByName) {
+  // Each file the fuzzer (fuzz/fuzz_checkpoint.cpp) found a bug with: now a CheckpointError naming it.
+  int n = 0;
+  for (const auto& e :
+       std::filesystem::directory_iterator(std::string(HDSSL_SOURCE_DIR) + "/fuzz/regressions/fuzz_checkpoint")) {
+    const std::string p = e.path().string();
+    std::string err = error_of(p);
+    EXPECT_NE(err.find(p), std::string::npos) << p << ": " << err;
+    ++n;
+  }
+  EXPECT_GE(n, 2);
 }

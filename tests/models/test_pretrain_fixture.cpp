@@ -190,3 +190,74 @@ TEST(PretrainStep, NonFiniteValuesThrowStepDivergedNamingTheStep) {
   for (auto& [name, v] : f.model->named_parameters())
     EXPECT_EQ(v.value().to_vector<double>(), before[i++]) << name << " changed by a refused step";
 }
+
+// Between log steps a step reads nothing back: no device -> host copy, no item(), no synchronize (counted
+// by the engine, engine/backend.h: host_sync_count(); on the CPU backend the reads of CPU tensors that
+// stand in for those copies are counted). A log step reads the norm and the loss terms.
+TEST(PretrainStep, NoHostSyncInsideAStepBetweenLogSteps) {
+  Fixture f("pretrain_step_tiny.safetensors");
+  StepSettings s;
+  s.log_every = 3;
+  PretrainStep step(*f.model, s);
+  for (int64_t k = 1; k <= 6; ++k) {
+    const uint64_t before = host_sync_count();
+    StepResult r = step.run(f.in, k);
+    const uint64_t syncs = host_sync_count() - before;
+    if (k % 3 == 0) {
+      EXPECT_TRUE(r.checked) << "step " << k;
+      EXPECT_GE(syncs, 1u) << "step " << k << " is a log step: it reads the norm and the loss";
+    } else {
+      EXPECT_FALSE(r.checked) << "step " << k;
+      EXPECT_EQ(syncs, 0u) << "step " << k << " is not a log step";
+    }
+  }
+  // The counter counts what it should: one item() is one sync.
+  const uint64_t before = host_sync_count();
+  (void)Tensor::zeros({1}, DType::F64).item();
+  EXPECT_EQ(host_sync_count() - before, 1u);
+}
+
+// The log steps change no value: parameters and Adam's state after 5 steps are the same, bit for bit,
+// whether every step is checked or every third one (the clip factor is computed on the device either way).
+TEST(PretrainStep, LogEveryChangesNoValue) {
+  Fixture a("pretrain_step_tiny.safetensors"), b("pretrain_step_tiny.safetensors");
+  StepSettings every, third;
+  third.log_every = 3;
+  PretrainStep sa(*a.model, every), sb(*b.model, third);
+  StepResult ra, rb;
+  for (int64_t k = 1; k <= 5; ++k) {
+    ra = sa.run(a.in, k);
+    rb = sb.run(b.in, k);
+    if (k == 3) EXPECT_EQ(ra.grad_norm, rb.grad_norm);
+  }
+  EXPECT_EQ(ra.l(), rb.l());  // the loss terms stay readable (lazily) at a step that was not a log step
+  EXPECT_EQ(ra.grad_sum_squares.get(), rb.grad_sum_squares.get());
+  auto pa = a.model->named_parameters(), pb = b.model->named_parameters();
+  ASSERT_EQ(pa.size(), pb.size());
+  for (size_t i = 0; i < pa.size(); ++i)
+    EXPECT_EQ(pa[i].second.value().to_vector<double>(), pb[i].second.value().to_vector<double>()) << pa[i].first;
+  for (size_t i = 0; i < sa.optimizer().exp_avg_sq().size(); ++i)
+    EXPECT_EQ(sa.optimizer().exp_avg_sq()[i].to_vector<double>(), sb.optimizer().exp_avg_sq()[i].to_vector<double>());
+}
+
+// A NaN between log steps goes unseen until the next log step (up to log_every - 1 steps run on it),
+// which throws naming itself; run(.., check = true) makes any step a log step.
+TEST(PretrainStep, NonFiniteBetweenLogStepsIsCaughtAtTheNextLogStep) {
+  Fixture f("pretrain_step_tiny.safetensors"), g("pretrain_step_tiny.safetensors");
+  StepSettings s;
+  s.log_every = 3;
+  PretrainInputs poisoned = f.in;
+  poisoned.view_a = Tensor::full(f.in.view_a.shape(), NAN, DType::F64, Device::cpu());
+  PretrainStep step(*f.model, s);
+  EXPECT_NO_THROW(step.run(poisoned, 1));  // not a log step: unseen
+  EXPECT_NO_THROW(step.run(f.in, 2));
+  EXPECT_THROW(step.run(f.in, 3), StepDiverged);
+
+  PretrainStep forced(*g.model, s);
+  try {
+    forced.run(poisoned, 1, /*check=*/true);
+    FAIL() << "a checked NaN step went through";
+  } catch (const StepDiverged& e) {
+    EXPECT_EQ(e.step, 1);
+  }
+}

@@ -1,0 +1,32 @@
+// ./predict refuses an output folder it cannot write before it loads a model or reads an image, naming
+// -o, the folder and the reason.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+namespace fs = std::filesystem;
+
+TEST(Predict, AnOutputFolderThatCannotBeWrittenIsRefusedAtStart) {
+  const std::string bin = std::string(HDSSL_BINARY_DIR) + "/predict";
+  ASSERT_TRUE(fs::exists(bin)) << "build the predict target first";
+  auto dir = fs::path(HDSSL_BINARY_DIR) / "tests_tmp" / "predict_out";
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  std::ofstream(dir / "a_file") << "x";  // a folder cannot be made under a file (root ignores permissions)
+  const std::string out = (dir / "a_file" / "sub").string();
+  const std::string cmd = bin + " -i " + std::string(HDSSL_SOURCE_DIR) + "/tests/data/fixtures/dt_uint8.nii -o " + out +
+                          " -m " + (dir / "no_model").string() + " 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  ASSERT_NE(p, nullptr);
+  std::string text;
+  char buf[4096];
+  for (size_t n; (n = fread(buf, 1, sizeof buf, p)) > 0;) text.append(buf, n);
+  int st = pclose(p);
+  ASSERT_TRUE(WIFEXITED(st));
+  EXPECT_NE(WEXITSTATUS(st), 0) << text;
+  EXPECT_NE(text.find("-o " + out + ": cannot create the output folder"), std::string::npos) << text;
+  EXPECT_EQ(text.find("no_model"), std::string::npos) << "the model must not be looked at first: " << text;
+}
