@@ -3,7 +3,9 @@
 //   ./bench [--device auto|cpu|cuda] [--what conv,step] [--runs 10] [--warmup 3] [--tf32] [--conv-heuristic]
 //           [--json FILE]
 //           conv:  [--conv-shape N,C,X,Y,Z] [--conv-out C] [--kernel 3|1]
-//           step:  [--arch ours|vox2vec] [--pairs 10] [--patch 128,128,32] [--voxels 1024]
+//           step:  [--arch ours|vox2vec] [--base-channels B] [--scales S] [--pairs 10] [--patch 128,128,32]
+//                  [--voxels 1024]
+//           [--threads T]   (CPU math threads; default: OMP_NUM_THREADS, else every core)
 //
 // (a) conv: one 3D convolution forward (with bias) + backward-data + backward-filter + bias gradient of
 //     a configurable shape (default on CUDA: both views of the paper's batch at level 0, 20 x 32 x 128 x
@@ -14,10 +16,14 @@
 //     voxel coordinates; the work does not depend on the values).
 // Every timed iteration ends with a device synchronize, so a time is the whole iteration. The median
 // (and minimum) is over --runs iterations after --warmup untimed ones (the first CUDA iterations choose
-// cuDNN algorithms and fill the caching allocator). TF32 is off unless --tf32.
+// cuDNN algorithms and fill the caching allocator). TF32 is off unless --tf32. cpu_ms is the median process
+// CPU time of an iteration, all threads together: on a shared machine it moves less with the load.
+// On the CPU each row's table is followed by the per-op profile of its timed iterations (engine/profile.h,
+// milliseconds and calls per iteration; its clock reads around each backend call cost well under 1%).
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
+#include <ctime>
 #include <cstdio>
 #include <fstream>
 #include <functional>
@@ -28,6 +34,7 @@
 #include "apps/common/device_setup.h"
 #include "autograd/optim.h"
 #include "engine/backend.h"
+#include "engine/profile.h"
 #include "engine/random.h"
 #include "engine/tensor.h"
 #include "apps/common/settings.h"
@@ -48,10 +55,12 @@ struct Result {
   bool available = true;
   std::string why;           // the error when the row could not run (e.g. out of memory)
   double median_s = 0, min_s = 0;
+  double cpu_median_s = 0;   // process CPU time per iteration, all threads (steadier than wall time on a busy host)
   double flops = 0;          // per iteration, 0 when unknown
   double peak_gib = -1;      // CUDA: peak bytes in use by tensors and workspaces during the timed runs
   double reserved_gib = -1;  // CUDA: peak bytes obtained from cudaMalloc
   int64_t timed_mallocs = -1;  // CUDA: cudaMalloc calls during the timed runs (0 once the cache is warm)
+  std::string profile;       // CPU: the per-op profile of the timed runs, per iteration
 };
 
 // "N,C,X,Y,Z" -> sizes, each >= 1; anything else is a UsageError naming the flag.
@@ -92,12 +101,30 @@ void time_iterations(Device device, int warmup, int runs, const std::function<vo
     mallocs0 = cuda::allocator_stats().num_cuda_malloc;
   }
 #endif
-  std::vector<double> t;
+  const bool profiled = !device.is_cuda();  // CUDA calls are asynchronous: the profile would time launches
+  if (profiled) {
+    profile::reset();
+    profile::enable(true);
+  }
+  auto cpu_now = [] {
+    timespec ts{};
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
+  };
+  std::vector<double> t, cpu;
   for (int i = 0; i < runs; ++i) {
     const auto t0 = std::chrono::steady_clock::now();
+    const double c0 = cpu_now();
     iteration();
     b.synchronize();
     t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    cpu.push_back(cpu_now() - c0);
+  }
+  std::sort(cpu.begin(), cpu.end());
+  r.cpu_median_s = cpu[cpu.size() / 2];
+  if (profiled) {
+    profile::enable(false);
+    if (!profile::rows().empty()) r.profile = profile::table(runs);
   }
   std::sort(t.begin(), t.end());
   r.median_s = t[t.size() / 2];
@@ -127,8 +154,8 @@ Result time_conv(Device device, const Shape& xs, int64_t co, int k, int warmup, 
   Tensor dw = Tensor::empty(ws, DType::F32, device), db = Tensor::empty({co}, DType::F32, device);
   Conv3dArgs a;
   a.pad = k / 2;
-  Backend& be = backend(device);
   time_iterations(device, warmup, runs, [&] {
+    Backend& be = backend(device);  // asked each time: with the profile on, backend() hands out its wrapper
     be.conv3d_forward(x, w, b, y, a);
     be.conv3d_backward_data(dy, w, dx, a);
     be.conv3d_backward_filter(x, dy, dw, a);
@@ -141,9 +168,9 @@ Result time_conv(Device device, const Shape& xs, int64_t co, int k, int warmup, 
 // (b) ======================== time_pretrain_step ========================
 // One full pretraining step, models::PretrainStep::run() with ./pretrain's default settings (lr 3e-4,
 // clip 1.0), none of the timed steps a log step: no host read inside a step (the clip factor stays on the
-// device), as in ./pretrain between its --log-every steps.
-Result time_pretrain_step(Device device, const std::string& arch, int64_t pairs, const Shape& patch,
-                          int64_t voxels, int warmup, int runs) {
+// device), as in ./pretrain between its --log-every steps. base / scales > 0 replace the architecture's own.
+Result time_pretrain_step(Device device, const std::string& arch, int base, int scales, int64_t pairs,
+                          const Shape& patch, int64_t voxels, int warmup, int runs) {
   Result r;
   r.name = "pretrain_step_" + arch;
   std::ostringstream os;
@@ -151,6 +178,8 @@ Result time_pretrain_step(Device device, const std::string& arch, int64_t pairs,
      << " voxels/pair, forward+backward+Adam, float32";
   Rng rng(7);
   models::PretrainConfig mc = arch == "vox2vec" ? models::PretrainConfig::vox2vec() : models::PretrainConfig::ours();
+  if (base > 0) mc.base = base;
+  if (scales > 0) mc.scales = scales;
   models::Pretrainer model(mc, rng, {DType::F32, Device::cpu()});
   model.to(device);
   model.train();
@@ -178,7 +207,8 @@ Result time_pretrain_step(Device device, const std::string& arch, int64_t pairs,
   time_iterations(device, warmup, runs, [&] { step.run(in, ++n); }, r);
   // FLOPs of one step at the paper's sizes, as counted by ../shared/bench/torch_reference_bench.py
   // (bench/torch-h200.json: flops_ours, flops_vox2vec); unknown for other sizes.
-  if (pairs == 10 && patch == Shape({128, 128, 32}) && voxels == 1024)
+  const bool paper_net = base <= 0 && scales <= 0;
+  if (paper_net && pairs == 10 && patch == Shape({128, 128, 32}) && voxels == 1024)
     r.flops = arch == "vox2vec" ? 7367861207040.0 : 27082453155840.0;
   return r;
 }
@@ -186,8 +216,8 @@ Result time_pretrain_step(Device device, const std::string& arch, int64_t pairs,
 
 void print_table(const std::vector<Result>& rows, const std::string& device_line) {
   std::printf("\nbench on %s\n", device_line.c_str());
-  std::printf("%-24s %12s %12s %10s %10s %10s %8s  %s\n", "what", "median_ms", "min_ms", "TFLOP/s", "peak_GiB",
-              "resv_GiB", "mallocs", "detail");
+  std::printf("%-24s %12s %12s %10s %10s %10s %10s %8s  %s\n", "what", "median_ms", "min_ms", "cpu_ms", "TFLOP/s",
+              "peak_GiB", "resv_GiB", "mallocs", "detail");
   for (const Result& r : rows) {
     if (!r.available) {
       std::printf("%-24s %12s  %s\n", r.name.c_str(), "n/a", ("failed: " + r.why).c_str());
@@ -198,9 +228,12 @@ void print_table(const std::vector<Result>& rows, const std::string& device_line
     if (r.peak_gib >= 0) std::snprintf(pk, sizeof pk, "%.2f", r.peak_gib);
     if (r.reserved_gib >= 0) std::snprintf(rs, sizeof rs, "%.2f", r.reserved_gib);
     if (r.timed_mallocs >= 0) std::snprintf(ml, sizeof ml, "%lld", static_cast<long long>(r.timed_mallocs));
-    std::printf("%-24s %12.2f %12.2f %10s %10s %10s %8s  %s\n", r.name.c_str(), r.median_s * 1e3, r.min_s * 1e3, tf,
-                pk, rs, ml, r.detail.c_str());
+    std::printf("%-24s %12.2f %12.2f %10.2f %10s %10s %10s %8s  %s\n", r.name.c_str(), r.median_s * 1e3, r.min_s * 1e3,
+                r.cpu_median_s * 1e3, tf, pk, rs, ml, r.detail.c_str());
   }
+  for (const Result& r : rows)
+    if (r.available && !r.profile.empty())
+      std::printf("\nprofile of %s (per timed iteration):\n%s", r.name.c_str(), r.profile.c_str());
 }
 
 void write_json(const std::string& path, const std::vector<Result>& rows, const std::string& device_line) {
@@ -211,8 +244,8 @@ void write_json(const std::string& path, const std::vector<Result>& rows, const 
     nlohmann::json o{{"name", r.name}, {"detail", r.detail}, {"available", r.available}};
     if (!r.available) o["error"] = r.why;
     else
-      o.update({{"median_s", r.median_s}, {"min_s", r.min_s}, {"flops", r.flops}, {"peak_gib", r.peak_gib},
-                {"reserved_gib", r.reserved_gib}, {"timed_mallocs", r.timed_mallocs}});
+      o.update({{"median_s", r.median_s}, {"min_s", r.min_s}, {"cpu_median_s", r.cpu_median_s}, {"flops", r.flops},
+                {"peak_gib", r.peak_gib}, {"reserved_gib", r.reserved_gib}, {"timed_mallocs", r.timed_mallocs}});
     j["rows"].push_back(o);
   }
   std::ofstream(path) << j.dump(1) << "\n";
@@ -225,7 +258,7 @@ int main(int argc, char** argv) {
   std::string device_arg = app::kDefaultDevice, what = "conv,step", conv_shape, patch_arg = "128,128,32", arch = "ours",
               json_out;
   int64_t conv_out = 0, pairs = 10, voxels = 1024;
-  int kernel = 3, runs = 10, warmup = 3;
+  int kernel = 3, runs = 10, warmup = 3, base = 0, scales = 0, threads = 0;
   bool tf32 = false, conv_heuristic = false, deterministic = false;
   app::SettingsTable t(app);  // bench saves nothing: the table gives the flags their ranges
   using K = app::Kind;
@@ -244,9 +277,14 @@ int main(int argc, char** argv) {
   t.add("--conv-out", "conv_out", conv_out, "conv output channels (0: the input's)", K::NotSaved).at_least(0);
   t.add("--kernel", "kernel", kernel, "conv kernel size, 3 or 1", K::NotSaved).at_least(1);
   t.add("--arch", "arch", arch, "ours | vox2vec", K::NotSaved).one_of({"ours", "vox2vec"});
+  t.add("--base-channels", "base_channels", base, "channels of pyramid level 0 (default: 32 ours, 16 vox2vec)",
+        K::NotSaved).at_least(1);
+  t.add("--scales", "scales", scales, "pyramid levels (default: 5 ours, 6 vox2vec)", K::NotSaved).at_least(1);
   t.add("--pairs", "pairs", pairs, "pairs of patches per step", K::NotSaved).at_least(1);
   t.add("--patch", "patch", patch_arg, "patch size X,Y,Z", K::NotSaved);
   t.add("--voxels", "voxels", voxels, "sampled voxels per pair", K::NotSaved).at_least(1);
+  t.add("--threads", "threads", threads, "CPU threads for the math (0: as OMP_NUM_THREADS, else every core)",
+        K::NotSaved).at_least(0);
   if (int rc = app::parse_command_line(app, argc, argv); rc >= 0) return rc;
   try {
     t.check_ranges();
@@ -265,7 +303,9 @@ int main(int argc, char** argv) {
       return 2;
     }
     std::printf("%s\n", app::device_line(device_arg, device).c_str());
+    // Without --threads the math threads stay as OMP_NUM_THREADS (or the OpenMP default) sets them.
     std::string device_line = "cpu";
+    if (threads > 0) device_line += ", " + std::to_string(app::set_math_threads(threads)) + " math threads";
     hdssl::set_deterministic(deterministic);
     if (device.is_cuda()) {
 #ifdef HDSSL_HAVE_CUDA
@@ -287,7 +327,7 @@ int main(int argc, char** argv) {
         rows.push_back(time_conv(device, xs, conv_out, kernel, warmup, runs));
       } else if (item == "step") {
         try {
-          rows.push_back(time_pretrain_step(device, arch, pairs, patch, voxels, warmup, runs));
+          rows.push_back(time_pretrain_step(device, arch, base, scales, pairs, patch, voxels, warmup, runs));
         } catch (const std::exception& e) {  // e.g. out of memory: report it as the row's finding
           Result r;
           r.name = "pretrain_step_" + arch;

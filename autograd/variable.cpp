@@ -10,11 +10,19 @@ namespace hdssl {
 namespace {
 thread_local bool t_grad_enabled = true;
 
-// out = a + b, allocating nothing when a is undefined.
+// A tensor whose storage no other handle shares (no copy, no view): writing into it cannot be seen elsewhere.
+bool sole_owner(const Tensor& t) { return t.storage().use_count() == 1 && t.is_contiguous(); }
+
+// a + b, allocating nothing when a is undefined. The sum goes into a's (else b's) buffer when nothing
+// else holds it: a gradient reaching a value from two places (a residual's skip and body) then costs no
+// new tensor. A buffer an op's backward also handed to another input, or that a caller kept (a leaf's
+// .grad read before this backward), is shared and gets a fresh sum instead.
 Tensor accumulate(const Tensor& a, const Tensor& b) {
   if (!a.defined()) return b;
   HDSSL_CHECK(a.shape() == b.shape()) << "gradient shape mismatch " << a.describe() << " vs " << b.describe();
-  Tensor out = Tensor::empty_like(a);
+  Tensor out = a.dtype() == b.dtype() && sole_owner(a) ? a
+               : a.dtype() == b.dtype() && sole_owner(b) ? b
+                                                         : Tensor::empty_like(a);
   backend(a.device()).axpby(1.0, a, 1.0, b, out);
   return out;
 }

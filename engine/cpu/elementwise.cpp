@@ -69,7 +69,12 @@ void CpuBackend::relu_backward(const Tensor& y, const Tensor& dy, Tensor& dx) {
     const T* py = y.data<T>(); const T* pdy = dy.data<T>(); T* pdx = dx.data<T>();
     const int64_t n = y.numel();
 #pragma omp parallel for schedule(static) if (n > 65536)
-    for (int64_t i = 0; i < n; ++i) pdx[i] = py[i] > T(0) ? pdy[i] : T(0);
+    // dy is read unconditionally: a load under the condition kept the loop scalar and branching on the
+    // sign of every element (a misprediction in two); this form vectorizes to a compare and a mask.
+    for (int64_t i = 0; i < n; ++i) {
+      const T d = pdy[i];
+      pdx[i] = py[i] > T(0) ? d : T(0);
+    }
   });
 }
 
