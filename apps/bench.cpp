@@ -205,8 +205,8 @@ Result time_pretrain_step(Device device, const std::string& arch, int base, int 
 
   int64_t n = 0;
   time_iterations(device, warmup, runs, [&] { step.run(in, ++n); }, r);
-  // FLOPs of one step at the paper's sizes, as counted by ../shared/bench/torch_reference_bench.py
-  // (bench/torch-h200.json: flops_ours, flops_vox2vec); unknown for other sizes.
+  // FLOPs of one step at the paper's sizes, as counted by scripts/torch_reference_bench.py
+  // (27.1 and 7.4 TFLOP: docs/method.md section 8); unknown for other sizes.
   const bool paper_net = base <= 0 && scales <= 0;
   if (paper_net && pairs == 10 && patch == Shape({128, 128, 32}) && voxels == 1024)
     r.flops = arch == "vox2vec" ? 7367861207040.0 : 27082453155840.0;

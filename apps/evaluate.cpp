@@ -1,4 +1,4 @@
-// ./evaluate: downstream evaluation of a backbone on a labeled dataset (METHOD.md section 6), with
+// ./evaluate: downstream evaluation of a backbone on a labeled dataset (docs/method.md section 6), with
 // k-fold cross-validation and the paper's tables.
 //
 //   ./evaluate --mode linear   --data DATASET -o RUN --weights backbone.safetensors

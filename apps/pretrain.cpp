@@ -1,4 +1,4 @@
-// ./pretrain: dense self-supervised pretraining (METHOD.md sections 1-5) on a folder of NIfTI volumes.
+// ./pretrain: dense self-supervised pretraining (docs/method.md sections 1-5) on a folder of NIfTI volumes.
 //
 //   ./pretrain --data DIR -o RUN                 the paper's method ("ours") with the paper's defaults
 //   ./pretrain --demo                            synthesizes CT phantoms, pretrains a small model on the CPU

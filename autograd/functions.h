@@ -46,7 +46,7 @@ Variable gather_voxels(const Variable& feat, const Tensor& coords, int level);  
 Variable logsumexp_rows(const Variable& x);                      // [N] from [N,M]
 
 // ---- losses (functions/losses.cpp); targets are constants ----
-Variable infonce(const Variable& za, const Variable& zb, double tau);  // METHOD.md step 7, [1]
+Variable infonce(const Variable& za, const Variable& zb, double tau);  // docs/method.md section 3, step 7, [1]
 Variable mse(const Variable& x, const Tensor& target);                 // mean squared error, [1]
 Variable bce_with_logits(const Variable& x, const Tensor& target);     // mean binary cross-entropy, [1]
 Variable soft_dice(const Variable& p, const Tensor& target);           // mean over (n,k) of 1 - Dice, [1]

@@ -1,4 +1,4 @@
-// The two augmentation sets of METHOD.md section 4, each part switchable on its own. All functions work
+// The two augmentation sets of docs/method.md section 4, each part switchable on its own. All functions work
 // in place on one patch (z fastest, dims d) and draw only from the Rng they are given.
 #pragma once
 #include <array>

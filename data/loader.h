@@ -1,5 +1,5 @@
 // PretrainLoader: prepares batches of augmented overlapping patch pairs on worker threads ahead of the
-// training step (METHOD.md sections 3-4).
+// training step (docs/method.md sections 3-4).
 //
 // Determinism: batch k depends only on (seed, k) - pair b of batch k uses Rng(seed).split(k).split(b), and
 // the step's volume (Volumes::OneVolume) Rng(seed).split(k).split(kStepVolume) -

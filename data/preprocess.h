@@ -1,4 +1,4 @@
-// The CT and MRI presets of METHOD.md section 5, the body mask, and the record that maps a prediction on
+// The CT and MRI presets of docs/method.md section 5, the body mask, and the record that maps a prediction on
 // the preprocessed grid back to the file's original grid and orientation.
 //
 // Pipeline: file axes -> RAS (permute/flip) -> resample (trilinear) -> intensity (CT: clip [-1350, 1000] HU;

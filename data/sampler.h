@@ -1,4 +1,4 @@
-// The pretraining pair sampler of METHOD.md section 3: an anchor voxel in the body, two patch-sized boxes
+// The pretraining pair sampler of docs/method.md section 3: an anchor voxel in the body, two patch-sized boxes
 // that both contain it, and up to n positive pairs (body voxels inside both boxes) as coordinates in
 // each patch.
 #pragma once

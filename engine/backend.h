@@ -109,7 +109,7 @@ class Backend final {
               double beta);
   void add_row_vector(const Tensor& x, const Tensor& v, Tensor& out);  // out[r,:] = x[r,:] + v (linear bias)
 
-  // ---- voxel gather (the voxel vector of METHOD.md step 5) ----
+  // ---- voxel gather (the voxel vector of docs/method.md section 3, step 5) ----
   // feat [B,C,X,Y,Z], coords int32 [B,n,3] in full-resolution patch coordinates, level L in [0, 31):
   // out [B*n, C] with out[b*n+k, c] = feat[b, c, floor(v/2^L)] for v = coords[b,k]
   void gather_voxels(const Tensor& feat, const Tensor& coords, int level, Tensor& out);
@@ -124,7 +124,7 @@ class Backend final {
   void logsumexp_rows_backward(const Tensor& x, const Tensor& out, const Tensor& dout, Tensor& dx);
 
   // ---- losses (each returns a mean as out [1]) ----
-  // symmetric InfoNCE with in-view negatives (METHOD.md step 7) of za, zb [N,D]; lse_a, lse_b [N] saved.
+  // symmetric InfoNCE, in-view negatives (docs/method.md section 3, step 7), of za, zb [N,D]; lse_a, lse_b [N] saved.
   // N >= 1, tau > 0.
   void infonce_forward(const Tensor& za, const Tensor& zb, double tau, Tensor& loss, Tensor& lse_a,
                        Tensor& lse_b);

@@ -1,4 +1,4 @@
-// Training patches for the downstream task (METHOD.md section 6): with probability fg_prob a patch is
+// Training patches for the downstream task (docs/method.md section 6): with probability fg_prob a patch is
 // centred on a random foreground voxel of a random class present in a random case, otherwise its start
 // is uniform over the volume. Targets are one channel per foreground class (multi-label, 0/1).
 //

@@ -1,4 +1,4 @@
-// Downstream training of a Segmenter (METHOD.md section 6): the four evaluation modes, the learning-rate
+// Downstream training of a Segmenter (docs/method.md section 6): the four evaluation modes, the learning-rate
 // schedule of the backbone, one optimizer step on a batch, and resumable checkpoints.
 //
 //   linear     LinearProbe on a frozen backbone (eval-mode BatchNorm, no gradient), for every step.

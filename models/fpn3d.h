@@ -1,5 +1,5 @@
 // FPN3d: the backbone, a 3D U-Net of pre-activation residual blocks that returns every decoder level
-// (METHOD.md section 2). Level i has base * 2^i channels at 1 / 2^i of the input resolution.
+// (docs/method.md section 2). Level i has base * 2^i channels at 1 / 2^i of the input resolution.
 //
 // Parameter names are those of the reference PyTorch FPN3d (vox2vec) state dict:
 //   first_conv.{weight,bias}

@@ -1,4 +1,4 @@
-// The pretraining heads on top of the FPN3d pyramid (METHOD.md section 3, steps 5, 6 and 8):
+// The pretraining heads on top of the FPN3d pyramid (docs/method.md section 3, steps 5, 6 and 8):
 //   ScaleProjections  "balanced" voxel vectors: per level i a 1x1x1 conv base*2^i -> width (32), names
 //                     scale_projs.{i}.{weight,bias}; trainable by default, freezable.
 //   ProjectionHead    Linear(d,d) -> BN1d -> ReLU -> Linear(d,d) -> BN1d -> ReLU -> Linear(d,128), then

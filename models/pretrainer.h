@@ -1,4 +1,4 @@
-// Pretrainer: the whole pretraining network and its loss (METHOD.md section 3, steps 4-9).
+// Pretrainer: the whole pretraining network and its loss (docs/method.md section 3, steps 4-9).
 //
 // Children and their state-dict prefixes: backbone.* (FPN3d), scale_projs.{i}.* ("balanced" only),
 // proj_head.* (the MLP to 128), restoration.* (only with the restoration loss). One call of loss()
@@ -25,7 +25,7 @@ struct PretrainConfig {
   double lambda = 10.0;          // weight of the restoration loss
   bool restoration = true;       // Lr on / off
   bool restoration_single_conv = false;  // the published program's single 1x1x1 conv instead of two layers
-  // The paper's two configurations (METHOD.md section 1); other fields keep their values.
+  // The paper's two configurations (docs/method.md section 1); other fields keep their values.
   static PretrainConfig ours();
   static PretrainConfig vox2vec();  // base 16, 6 scales, raw concat (d = 1008), no restoration
   int voxel_dim() const;            // d: the width of the concatenated voxel vector

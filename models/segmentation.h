@@ -1,11 +1,11 @@
-// Segmentation on top of the FPN3d pyramid (METHOD.md section 6): the linear probe, the non-linear head,
+// Segmentation on top of the FPN3d pyramid (docs/method.md section 6): the linear probe, the non-linear head,
 // and the Segmenter that joins a backbone and a head and knows whether the backbone is frozen.
 //
 //   LinearProbe    per level i a 1x1x1 conv base*2^i -> K (bias only at level 0), names head.{i}.*;
 //                  deepest first, the running sum is upsampled x2 (nearest), cropped to the next level's
 //                  size and added to that level's output - the same numbers as upsampling every level to
 //                  full resolution and summing, and the same order as the PyTorch probe in
-//                  bench/torch_reference_bench.py.
+//                  scripts/torch_reference_bench.py.
 //   NonLinearHead  the "mirror decoder of 1x1x1 ResBlocks": the FPN decoder again with 1x1x1 kernels.
 //                  h = R(level L); for i = L-1 .. 0: h = R(upsample2(conv1(h)) cropped + level i) with
 //                  conv1 a 1x1x1 conv base*2^(i+1) -> base*2^i; logits = conv1(h) -> K. R is

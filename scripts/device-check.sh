@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# device-check.sh: build hdssl on the lent GPU machine and check the CUDA backend in one call.
+# device-check.sh: build hdssl on a GPU machine and check the CUDA backend in one call.
 #
-# Run THERE, from the repo root, with .devdeps and .devbench carried (exact call in cuda/README.md):
+# Run on the GPU machine, from the repo root (cuda/README.md has the same steps one by one):
 #   bash scripts/device-check.sh
 # Steps (each with its own time limit, all well inside 8 minutes together):
-#   1. unpack the -dev packages the machine lacks (.devdeps/unpack-debs.sh, see ../shared/device/README.md)
+#   1. unpack the -dev packages the machine lacks (.devdeps/unpack-debs.sh, only where that folder exists)
 #   2. configure into /tmp/b with -DHDSSL_CUDA=ON (configure fails unless nvcc and cuDNN are found),
 #      -DHDSSL_PLOTS=OFF (no cairo, no pkg-config) and -DCMAKE_CUDA_ARCHITECTURES=$HDSSL_CUDA_ARCH (90,
 #      H100/H200, unless set), then build cuda_tests and bench with -j16
@@ -13,13 +13,13 @@
 #      list of suites is a failure; a PASS/FAIL line per suite
 #   4. ./bench: conv3d forward+backward and one full pretraining step at the paper's size, TF32 off,
 #      then the step again with --tf32 (PyTorch's fp32 default for convolutions) if time allows
-#   5. the PyTorch yardstick .devbench/torch_reference_bench.py on the same card (fp32 variants first)
+#   5. the PyTorch yardstick scripts/torch_reference_bench.py on the same card (fp32 variants first)
 #   6. if time is left, compute-sanitizer memcheck over the tests of the hand-written kernels
 #   7. a short table, printed last: PASS/FAIL per suite, then the bench table (ours, then PyTorch)
 # HDSSL_BUILD_ONLY=1 stops after step 2 (exit 0 when configure and build passed): the rehearsal of this build
 # in a bare Debian chroot here (scripts/rehearse-device-build.sh) uses it, with HDSSL_BUILD_JOBS and
 # HDSSL_CONFIGURE_TIMEOUT and HDSSL_BUILD_TIMEOUT (seconds, 0: none) for a slower machine.
-# Logs and JSON land in $OUT (the run tool's folder; ./device-out when run by hand).
+# Logs and JSON land in $OUT (default: ./device-out).
 set -u
 OUT=${OUT:-$PWD/device-out}
 mkdir -p "$OUT"
@@ -110,14 +110,14 @@ elif [ $rc -eq 0 ] && [ "$(elapsed)" -lt 300 ]; then
 fi
 
 TORCH=""
-for f in .devbench/torch_reference_bench.py .devdeps/torch_reference_bench.py; do [ -f "$f" ] && TORCH=$f && break; done
+for f in scripts/torch_reference_bench.py .devbench/torch_reference_bench.py; do [ -f "$f" ] && TORCH=$f && break; done
 if [ -n "$TORCH" ] && [ "$(elapsed)" -lt 360 ]; then
   note "PyTorch yardstick ($TORCH)"
   left=$(( 450 - $(elapsed) )); [ "$left" -gt 120 ] && left=120
   timeout "$left" python3 "$TORCH" --steps 5 --warm 2 --deadline $(( left / 3 )) --out "$OUT/torch.json" \
     > "$OUT/torch.log" 2>&1 || tail -5 "$OUT/torch.log"
 else
-  note "PyTorch yardstick skipped (not carried as .devbench/torch_reference_bench.py, or out of time)"
+  note "PyTorch yardstick skipped (scripts/torch_reference_bench.py missing, or out of time)"
 fi
 
 SAN=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)

@@ -1,4 +1,4 @@
-// RunFolder: the folder one run writes (DESIGN.md section 3): the effective config.json, a human log
+// RunFolder: the folder one run writes: the effective config.json, a human log
 // (log.txt, every line also on stdout), metrics.csv, progress.png and checkpoints.
 //
 // Opening takes an exclusive lock (flock on RUN/.lock) for the life of the object, so a second process

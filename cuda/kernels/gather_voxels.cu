@@ -1,4 +1,4 @@
-// Voxel gather (METHOD.md step 5) and its scatter-add backward.
+// Voxel gather (docs/method.md section 3, step 5) and its scatter-add backward.
 //
 // One thread per output element (row r = b*n + k, channel c): the voxel v = coords[r] maps to v >> level
 // at pyramid level L (a shift is floor(v / 2^L) for non-negative v). Consecutive threads take consecutive

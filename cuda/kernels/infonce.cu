@@ -1,5 +1,5 @@
-// Symmetric InfoNCE with in-view negatives (METHOD.md step 7), tiled so the similarity matrices are never
-// stored whole. Same formulation as the CPU backend (engine/cpu/losses.cpp):
+// Symmetric InfoNCE with in-view negatives (docs/method.md section 3, step 7), tiled so the similarity
+// matrices are never stored whole. Same formulation as the CPU backend (engine/cpu/losses.cpp):
 //
 // Stack Z = [za; zb] (2N x D) and S = Z Z^T / tau. Row i < N of S holds s(A_i, A_j) then s(A_i, B_j); row
 // i >= N holds s(B_i, A_j) then s(B_i, B_j). So both halves of the loss are one rule over 2N rows: mask

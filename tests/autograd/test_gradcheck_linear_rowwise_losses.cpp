@@ -46,7 +46,7 @@ void expect_gradcheck(const char* what, const std::function<Variable(const std::
   EXPECT_LT(r.max_rel_error, kTol) << what << ": max relative error " << r.max_rel_error << " at " << r.worst;
 }
 
-// METHOD.md step 7 written out: three N x N matrices, diagonals of the in-view ones masked to -inf.
+// docs/method.md section 3, step 7 written out: three N x N matrices, diagonals of the in-view ones masked to -inf.
 double infonce_reference(const Tensor& za_t, const Tensor& zb_t, double tau) {
   const std::vector<double> za = za_t.to_vector<double>(), zb = zb_t.to_vector<double>();
   const int64_t N = za_t.size(0), D = za_t.size(1);

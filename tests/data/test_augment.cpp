@@ -1,4 +1,4 @@
-// Sampler invariants and augmentation properties (METHOD.md sections 3-4).
+// Sampler invariants and augmentation properties (docs/method.md sections 3-4).
 #include <gtest/gtest.h>
 
 #include <algorithm>

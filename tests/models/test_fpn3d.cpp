@@ -1,5 +1,5 @@
 // FPN3d and the pretraining heads carry the reference PyTorch state-dict names and shapes
-// (METHOD.md section 2) and the reference parameter count; the tiny fixture's weights load strictly.
+// (docs/method.md section 2) and the reference parameter count; the tiny fixture's weights load strictly.
 #include <gtest/gtest.h>
 
 #include <map>
@@ -32,7 +32,7 @@ TEST(FPN3d, NamesAndShapesAtThePapersSize) {
   EXPECT_EQ(s.at("down_blocks.0.1.weight"), (Shape{64, 32, 1, 1, 1}));
   EXPECT_EQ(s.at("down_blocks.3.1.weight"), (Shape{512, 256, 1, 1, 1}));
   EXPECT_EQ(s.at("bottom_block.layers.1.layers.2.weight"), (Shape{512, 512, 3, 3, 3}));
-  EXPECT_EQ(s.at("up_blocks.0.0.weight"), (Shape{256, 512, 1, 1, 1}));  // METHOD.md's example
+  EXPECT_EQ(s.at("up_blocks.0.0.weight"), (Shape{256, 512, 1, 1, 1}));  // docs/method.md's example
   EXPECT_EQ(s.at("up_blocks.3.0.weight"), (Shape{32, 64, 1, 1, 1}));
   EXPECT_EQ(s.at("skip_blocks.0.weight"), (Shape{256, 256, 1, 1, 1}));
   EXPECT_EQ(s.at("right_blocks.3.layers.0.layers.2.weight"), (Shape{32, 32, 3, 3, 3}));

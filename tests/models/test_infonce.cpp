@@ -1,4 +1,4 @@
-// InfoNCE (METHOD.md step 7) against a direct reference written from the formula with plain loops:
+// InfoNCE (docs/method.md section 3, step 7) against a direct reference written from the formula with plain loops:
 // symmetric, positives on the diagonal of s(A,B), negatives = every other voxel of both views.
 // The loss must agree, and the gradient must agree with central differences of the reference.
 #include <gtest/gtest.h>

@@ -34,7 +34,7 @@ def rand(*shape):
     return torch.randn(*shape, dtype=torch.float64)
 
 
-# Verbatim from /work/shared/bench/torch_reference_bench.py (the published program's loss, as benchmarked).
+# Verbatim from scripts/torch_reference_bench.py (the published program's loss, as benchmarked).
 def info_nce(z1, z2, tau=0.1):
     l11 = z1 @ z1.T / tau
     l12 = z1 @ z2.T / tau

@@ -1,4 +1,4 @@
-# Copy of ../shared/bench/torch_cpu_conv3d.py (the yardstick), for clones without ../shared.
+# The PyTorch yardstick of the engine micro-benchmark (scripts/bench-cpu-conv.sh runs it next to ./bench).
 """CPU anchor for the engine issue's micro-benchmark: conv3d forward+backward, 2x16x32x32x16 -> 16, 3x3x3."""
 import time, torch
 torch.manual_seed(0)
