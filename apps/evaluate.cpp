@@ -66,7 +66,8 @@ struct Options {
   int64_t val_every = 1000;
   std::vector<std::string> table;
   int64_t steps = 45000, freeze_steps = 15000, warmup_steps = 1200, save_every = 1000;
-  int batch = 7, folds = 5, fold = -1, train_cases = 0, base = 32, scales = 5, blocks = 2, threads = 0, window_batch = 2;
+  int batch = 7, folds = 5, fold = -1, train_cases = 0, base = 32, scales = 5, blocks = 2, threads = 0,
+      window_batch = 2;
   std::vector<int64_t> patch{128, 128, 32};
   std::vector<double> spacing;
   double lr = 3e-4, backbone_lr_start = 3e-5, fg_prob = 0.5;
@@ -79,10 +80,10 @@ struct Options {
 // "experiment"; a resumed run keeps them (app::Kind).
 void declare_settings(app::SettingsTable& t, Options& o) {
   using K = app::Kind;
-  t.add("--mode", "mode", o.mode, "linear | nonlinear | finetune | scratch (aliases: probing, fine_tuning, from_scratch)",
-        K::Defines);
-  t.add("--data", "data", o.data, "labeled dataset: nnU-Net v2 raw folder (dataset.json, imagesTr, labelsTr) or MSD task",
-        K::Resumable);
+  t.add("--mode", "mode", o.mode,
+        "linear | nonlinear | finetune | scratch (aliases: probing, fine_tuning, from_scratch)", K::Defines);
+  t.add("--data", "data", o.data,
+        "labeled dataset: nnU-Net v2 raw folder (dataset.json, imagesTr, labelsTr) or MSD task", K::Resumable);
   t.add("-o,--out", "out", o.out, "run folder (with --table: output prefix)", K::NotSaved);
   t.add("--weights", "weights", o.weights,
         "pretrained backbone: backbone.safetensors or a pretraining checkpoint (absent: random init)", K::Defines);
@@ -92,8 +93,11 @@ void declare_settings(app::SettingsTable& t, Options& o) {
   t.add("--steps", "steps", o.steps, "training steps per fold", K::Defines).at_least(1);
   t.add("--batch", "batch", o.batch, "patches per step", K::Defines).at_least(1);
   t.add("--patch", "patch", o.patch, "patch size X Y Z in voxels (also the sliding window)", K::Defines, 3).at_least(1);
-  t.add("--lr", "lr", o.lr, "Adam learning rate of the head (and of the backbone in scratch)", K::Defines).above(0).finite();
-  t.add("--freeze-steps", "freeze_steps", o.freeze_steps, "finetune: steps with the backbone frozen", K::Defines).at_least(0);
+  t.add("--lr", "lr", o.lr, "Adam learning rate of the head (and of the backbone in scratch)", K::Defines)
+      .above(0)
+      .finite();
+  t.add("--freeze-steps", "freeze_steps", o.freeze_steps, "finetune: steps with the backbone frozen", K::Defines)
+      .at_least(0);
   t.add("--warmup-steps", "warmup_steps", o.warmup_steps, "finetune: steps of the exponential backbone lr warm-up",
         K::Defines).at_least(0);
   t.add("--backbone-lr-start", "backbone_lr_start", o.backbone_lr_start, "finetune: backbone lr when it is unfrozen",
@@ -103,8 +107,9 @@ void declare_settings(app::SettingsTable& t, Options& o) {
   t.add("--folds", "folds", o.folds, "k of the seeded k-fold split", K::Defines).at_least(2);
   t.add("--splits", "splits", o.splits, "nnU-Net splits_final.json instead of --folds", K::Defines);
   t.add("--fold", "fold", o.fold, "run only this fold (0-based; default: every fold)", K::NotSaved).at_least(0);
-  t.add("--train-cases", "train_cases", o.train_cases, "few-label runs: use N of each fold's training cases (seeded; 0: all)",
-        K::Defines).at_least(0);
+  t.add("--train-cases", "train_cases", o.train_cases,
+        "few-label runs: use N of each fold's training cases (seeded; 0: all)", K::Defines)
+      .at_least(0);
   t.add("--base-channels", "base", o.base, "FPN3d base channels without --weights", K::Defines).at_least(1);
   t.add("--scales", "scales", o.scales, "FPN3d levels without --weights", K::Defines).at_least(1);
   t.add("--blocks", "blocks", o.blocks, "ResBlocks per level without --weights", K::Defines).at_least(1);
@@ -116,10 +121,14 @@ void declare_settings(app::SettingsTable& t, Options& o) {
         "finetune/scratch head: nonlinear (the paper) | linear (the published program)", K::Defines)
       .one_of({"linear", "nonlinear"}).legacy("nonlinear");
   t.add("--frozen-bn", "frozen_bn", o.frozen_bn,
-        "finetune, frozen phase: train (batch statistics, the published program) | eval (pretraining running statistics)",
-        K::Defines).one_of({"train", "eval"}).legacy("eval");
-  t.add("--ct-window", "ct_window", o.ct_window, "CT intensity window: paper [-1350,1000] | program [-175,250] | LO,HI (HU)",
-        K::Defines).legacy("paper");
+        "finetune, frozen phase: train (batch statistics, the published program) | eval (pretraining running "
+        "statistics)",
+        K::Defines)
+      .one_of({"train", "eval"})
+      .legacy("eval");
+  t.add("--ct-window", "ct_window", o.ct_window,
+        "CT intensity window: paper [-1350,1000] | program [-175,250] | LO,HI (HU)", K::Defines)
+      .legacy("paper");
   t.add("--val-fraction", "val_fraction", o.val_fraction,
         "model selection: share of each fold's training cases that validate (0: test the last step)", K::Defines)
       .at_least(0).below(1).legacy(0.0);
@@ -127,12 +136,15 @@ void declare_settings(app::SettingsTable& t, Options& o) {
         "model selection: steps between validations; the best is tested (0: test the last step)", K::Defines)
       .at_least(0).legacy(0);
   t.add("--cache", "cache", o.cache, "folder for cached preprocessed volumes", K::NotSaved);
-  t.add("--window-batch", "window_batch", o.window_batch, "sliding windows per forward at validation", K::NotSaved).at_least(1);
+  t.add("--window-batch", "window_batch", o.window_batch, "sliding windows per forward at validation", K::NotSaved)
+      .at_least(1);
   t.add("--save-every", "save_every", o.save_every, "steps between checkpoints", K::NotSaved).at_least(1);
-  t.add("--device", "device", o.device, "cpu | cuda | cuda:N | auto (the first GPU when there is one, else cpu)", K::NotSaved);
+  t.add("--device", "device", o.device, "cpu | cuda | cuda:N | auto (the first GPU when there is one, else cpu)",
+        K::NotSaved);
   t.add("--threads", "threads", o.threads, "CPU threads for the math (0: all cores)", K::NotSaved).at_least(0);
   t.add("--seed", "seed", o.seed, "seed of folds, initialization and patch sampling", K::Defines);
-  t.add("--table", "table", o.table, "no training: one table over these run folders, written to -o PREFIX.md/.csv", K::NotSaved);
+  t.add("--table", "table", o.table, "no training: one table over these run folders, written to -o PREFIX.md/.csv",
+        K::NotSaved);
 }
 
 std::string fmt(const char* f, double v) {
@@ -154,7 +166,8 @@ std::vector<eval::FoldSummary> read_fold_summaries(const std::string& run) {
   std::vector<eval::FoldSummary> out;
   if (!fs::is_directory(run)) return out;
   for (const auto& e : fs::directory_iterator(run))
-    if (e.is_directory() && e.path().filename().string().rfind("fold_", 0) == 0 && fs::exists(e.path() / "summary.json"))
+    if (e.is_directory() && e.path().filename().string().rfind("fold_", 0) == 0 &&
+        fs::exists(e.path() / "summary.json"))
       out.push_back(eval::read_summary((e.path() / "summary.json").string()));
   std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.fold < b.fold; });
   return out;
@@ -272,7 +285,8 @@ bool run_fold(const Options& o, int fi, const eval::Fold& fold, Dataset& d, cons
   for (const auto& c : train) tl += (tl.empty() ? "" : " ") + c;
   for (const auto& c : split.val) vl += (vl.empty() ? "" : " ") + c;
   run.log("fold " + std::to_string(fi) + ": " + std::to_string(train.size()) + " training cases (" + tl + "), " +
-          (sel.enabled() ? "model selection on " + vl + " every " + std::to_string(o.val_every) + " steps, " : std::string()) +
+          (sel.enabled() ? "model selection on " + vl + " every " + std::to_string(o.val_every) + " steps, "
+                         : std::string()) +
           std::to_string(fold.val.size()) + " test cases");
 
   Rng rng(o.seed, 1000 + uint64_t(fi));
@@ -318,18 +332,24 @@ bool run_fold(const Options& o, int fi, const eval::Fold& fold, Dataset& d, cons
     start = trainer.load(latest);
     run.log("fold " + std::to_string(fi) + ": resuming after step " + std::to_string(start));
   }
-  app::MetricsCsv metrics(dir + "/metrics.csv", {"step", "loss", "bce", "dice_loss", "backbone_lr"}, start > 0 ? start : -1);
+  app::MetricsCsv metrics(dir + "/metrics.csv", {"step", "loss", "bce", "dice_loss", "backbone_lr"},
+                          start > 0 ? start : -1);
   app::Progress progress(start, o.steps);
   for (int64_t t = start; t < o.steps; ++t) {
     eval::StepResult r = trainer.step(sampler.batch(uint64_t(t), o.batch), t);
-    if (!std::isfinite(r.loss)) throw Fatal{"fold " + std::to_string(fi) + ": loss is " + fmt("%g", r.loss) + " at step " + std::to_string(t + 1) + " (try a smaller --lr)", 4};
+    if (!std::isfinite(r.loss))
+      throw Fatal{"fold " + std::to_string(fi) + ": loss is " + fmt("%g", r.loss) + " at step " +
+                      std::to_string(t + 1) + " (try a smaller --lr)",
+                  4};
     metrics.row({double(t + 1), r.loss, r.bce, r.dice, r.backbone_lr});
     const std::string line = progress.update(t + 1, {{"loss", r.loss}, {"bce", r.bce}, {"dice", r.dice}});
     const bool last = t + 1 == o.steps;
-    if (sel.enabled() && ((t + 1) % o.val_every == 0 || last) && (best.history().empty() || best.history().back().first < t + 1)) {
+    if (sel.enabled() && ((t + 1) % o.val_every == 0 || last) &&
+        (best.history().empty() || best.history().back().first < t + 1)) {
       const double vd = eval::validation_dice(model, val_cases, meta.patch, meta.model.classes, o.window_batch, device);
       const bool better = best.offer(t + 1, vd, trainer, ckmeta);
-      run.log_file_only("fold " + std::to_string(fi) + " step " + std::to_string(t + 1) + ": validation Dice " + fmt("%.4f", vd) + (better ? " (best)" : ""));
+      run.log_file_only("fold " + std::to_string(fi) + " step " + std::to_string(t + 1) + ": validation Dice " +
+                        fmt("%.4f", vd) + (better ? " (best)" : ""));
     }
     if ((t + 1) % o.save_every == 0 || last || g_signal) {
       try {
@@ -360,8 +380,9 @@ bool run_fold(const Options& o, int fi, const eval::Fold& fold, Dataset& d, cons
     summary.selection.val_cases = split.val;
     summary.selection.train_cases = split.train;
     summary.selection.history = best.history();
-    run.log("fold " + std::to_string(fi) + ": testing the checkpoint of step " + std::to_string(summary.selection.selected_step) +
-            " (validation Dice " + fmt("%.4f", best.best_dice()) + ")");
+    run.log("fold " + std::to_string(fi) + ": testing the checkpoint of step " +
+            std::to_string(summary.selection.selected_step) + " (validation Dice " + fmt("%.4f", best.best_dice()) +
+            ")");
   }
   summary.labels = meta.labels;
   model.train(false);
@@ -375,7 +396,8 @@ bool run_fold(const Options& o, int fi, const eval::Fold& fold, Dataset& d, cons
     run.log("fold " + std::to_string(fi) + " " + id + ": mean Dice " + fmt("%.4f", m / double(meta.model.classes)));
   }
   eval::write_summary(dir + "/summary.json", summary);
-  run.log("fold " + std::to_string(fi) + ": overall mean Dice " + fmt("%.4f", summary.overall()) + " -> " + dir + "/summary.json");
+  run.log("fold " + std::to_string(fi) + ": overall mean Dice " + fmt("%.4f", summary.overall()) + " -> " + dir +
+          "/summary.json");
   return true;
 }
 
@@ -398,7 +420,8 @@ int run_evaluation(Options& o, app::SettingsTable& table) {
   app::RunFolder run(o.out);
   if (run.exists("config.json")) {
     // The resume rule (app::Kind): the run's own settings win; a different flag is ignored with a note.
-    if (!o.resume) throw Fatal{o.out + " already holds a run (config.json); use --resume to continue it or another -o", 2};
+    if (!o.resume)
+      throw Fatal{o.out + " already holds a run (config.json); use --resume to continue it or another -o", 2};
     std::ifstream in(run.path("config.json"));
     json old;
     in >> old;
@@ -409,7 +432,8 @@ int run_evaluation(Options& o, app::SettingsTable& table) {
   }
   if (o.mode.empty() || o.data.empty()) throw Fatal{"--mode and --data are required (or --table RUN...)", 2};
   const eval::Mode mode = parse_mode_flag(o.mode);
-  if (mode == eval::Mode::Scratch && !o.weights.empty()) throw Fatal{"--mode scratch trains from a random initialization; drop --weights", 2};
+  if (mode == eval::Mode::Scratch && !o.weights.empty())
+    throw Fatal{"--mode scratch trains from a random initialization; drop --weights", 2};
   run.log(app::device_line(o.device, device));
   json cfg = table.to_json();
 
@@ -437,16 +461,19 @@ int run_evaluation(Options& o, app::SettingsTable& table) {
   // Folds.
   std::vector<std::string> ids;
   for (const auto& c : ds.cases) ids.push_back(c.id);
-  std::vector<eval::Fold> folds = o.splits.empty() ? eval::make_folds(ids, o.folds, o.seed) : eval::read_splits(o.splits, ids);
+  std::vector<eval::Fold> folds =
+      o.splits.empty() ? eval::make_folds(ids, o.folds, o.seed) : eval::read_splits(o.splits, ids);
   eval::write_splits(run.path("splits_final.json"), folds);
-  if (o.fold >= int(folds.size())) throw Fatal{"--fold " + std::to_string(o.fold) + ": there are " + std::to_string(folds.size()) + " folds", 2};
+  if (o.fold >= int(folds.size()))
+    throw Fatal{"--fold " + std::to_string(o.fold) + ": there are " + std::to_string(folds.size()) + " folds", 2};
   std::vector<int> todo;
   for (int i = 0; i < int(folds.size()); ++i)
     if (o.fold < 0 || o.fold == i) todo.push_back(i);
   std::vector<std::string> needed;
   for (int i : todo) {
     needed.insert(needed.end(), folds[size_t(i)].val.begin(), folds[size_t(i)].val.end());
-    const eval::TrainValSplit sp = eval::selection_split(folds[size_t(i)].train, o.train_cases, {o.val_fraction, o.val_every}, o.seed + uint64_t(i));
+    const eval::TrainValSplit sp = eval::selection_split(folds[size_t(i)].train, o.train_cases,
+                                                         {o.val_fraction, o.val_every}, o.seed + uint64_t(i));
     needed.insert(needed.end(), sp.train.begin(), sp.train.end());
     needed.insert(needed.end(), sp.val.begin(), sp.val.end());
   }
@@ -486,7 +513,8 @@ int main(int argc, char** argv) {
                "cross-validation, Dice per organ (Kats et al. 2024, section 3.2-3.3). Defaults are the paper's."};
   app::SettingsTable table(app);
   declare_settings(table, o);
-  app::ResumeFlag resume(app, "continue the run RUN (or the one in -o) with its own settings (finished folds are kept)");
+  app::ResumeFlag resume(app,
+                         "continue the run RUN (or the one in -o) with its own settings (finished folds are kept)");
   if (int rc = app::parse_command_line(app, argc, argv); rc >= 0) return rc;
   try {
     table.check_ranges();

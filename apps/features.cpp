@@ -84,7 +84,8 @@ Backbone load_backbone(const std::string& path, bool raw, const std::string& mod
   if (modality.empty() && !pre)
     throw Error(path + " records no preprocessing: say which with --modality ct|mri (hdssl's presets)");
   if (!modality.empty()) {
-    const data::PreprocessConfig mine = modality == "mri" ? data::PreprocessConfig::mri() : data::PreprocessConfig::ct();
+    const data::PreprocessConfig mine =
+        modality == "mri" ? data::PreprocessConfig::mri() : data::PreprocessConfig::ct();
     if (pre && pre->modality != mine.modality)
       throw Error("--modality " + modality + ": " + data::preprocess_differences(*pre, mine));
     if (!pre) pre = mine;
@@ -94,7 +95,9 @@ Backbone load_backbone(const std::string& path, bool raw, const std::string& mod
 }
 
 // Channels of level i in the output (projection width or base * 2^i).
-int64_t level_channels(const Backbone& b, int i) { return b.proj_w.empty() ? b.fpn->config().channels(i) : b.proj_w[size_t(i)].size(0); }
+int64_t level_channels(const Backbone& b, int i) {
+  return b.proj_w.empty() ? b.fpn->config().channels(i) : b.proj_w[size_t(i)].size(0);
+}
 
 // Patches [B, 1, X, Y, Z] -> chosen levels, projected, nearest-upsampled to the patch and concatenated.
 Tensor patch_features(const Backbone& b, const std::vector<int>& levels, const Tensor& x, Device device) {
@@ -111,7 +114,8 @@ Tensor patch_features(const Backbone& b, const std::vector<int>& levels, const T
     std::vector<float> src = f.to_vector<float>();
     int64_t Kc = C;
     if (!b.proj_w.empty()) {  // 1x1x1 conv at the level's resolution (cheaper than after upsampling)
-      const std::vector<float> w = b.proj_w[size_t(i)].to_vector<float>(), bias = b.proj_b[size_t(i)].to_vector<float>();
+      const std::vector<float> w = b.proj_w[size_t(i)].to_vector<float>(),
+                               bias = b.proj_b[size_t(i)].to_vector<float>();
       Kc = int64_t(bias.size());
       std::vector<float> p(size_t(B * Kc * n1));
       for (int64_t bb = 0; bb < B; ++bb)
@@ -228,7 +232,11 @@ void write_pca_png(const std::string& path, const Tensor& feats, const data::Vol
       px[0] = px[1] = px[2] = g;
       unsigned char* q = &rgb[size_t((r * 2 * W * up + W * up + col) * 3)];
       for (int c = 0; c < 3; ++c)
-        q[c] = (unsigned char)(std::clamp((score[size_t(c)][size_t(x * H + y)] - lo[size_t(c)]) / (hi[size_t(c)] - lo[size_t(c)]), 0.0, 1.0) * 255 + 0.5);
+        q[c] = (unsigned char)(std::clamp((score[size_t(c)][size_t(x * H + y)] - lo[size_t(c)]) /
+                                              (hi[size_t(c)] - lo[size_t(c)]),
+                                          0.0, 1.0) *
+                                   255 +
+                               0.5);
     }
   data::write_rgb_png(path, 2 * W * up, H * up, rgb);
 }
@@ -241,7 +249,8 @@ int64_t body_slice(const data::Mask& body) {
   return n > 0 ? int64_t(sz / n + 0.5) : body.dims[2] / 2;
 }
 
-void write_safetensors_features(const std::string& path, const std::vector<std::pair<std::string, std::vector<data::Volume>>>& maps,
+void write_safetensors_features(const std::string& path,
+                                const std::vector<std::pair<std::string, std::vector<data::Volume>>>& maps,
                                 const std::map<std::string, std::string>& meta) {
   models::SafeTensors st;
   st.metadata = meta;
@@ -259,24 +268,35 @@ void write_safetensors_features(const std::string& path, const std::vector<std::
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string input, out, weights, levels_arg = "all", grid = "input", format = "nifti", modality, device_name = app::kDefaultDevice;
+  std::string input, out, weights, levels_arg = "all", grid = "input", format = "nifti", modality,
+                                   device_name = app::kDefaultDevice;
   std::vector<int64_t> patch{128, 128, 32};
   int window_batch = 1, threads = 0;
   bool per_level = false, raw = false, no_png = false;
   CLI::App app{"hdssl features: per-voxel feature maps of NIfTI images with a pretrained FPN3d backbone"};
   app.add_option("-i,--input", input, "a NIfTI image or a folder searched recursively")->required();
   app.add_option("-o,--out", out, "output folder")->required();
-  app.add_option("-w,--weights", weights, "backbone.safetensors (./pretrain, scripts/import_weights.py) or a pretraining checkpoint")->required();
-  app.add_option("--levels", levels_arg, "pyramid levels to write, e.g. 0,1,2 (0 = full resolution) or all")->capture_default_str();
-  app.add_option("--grid", grid, "input: the input file's grid; preprocessed: the grid the network saw")->capture_default_str()->check(CLI::IsMember({"input", "preprocessed"}));
-  app.add_flag("--per-level", per_level, "each level on its own grid (preprocessed, every 2^i voxels) instead of upsampled");
+  app.add_option("-w,--weights", weights,
+                 "backbone.safetensors (./pretrain, scripts/import_weights.py) or a pretraining checkpoint")
+      ->required();
+  app.add_option("--levels", levels_arg, "pyramid levels to write, e.g. 0,1,2 (0 = full resolution) or all")
+      ->capture_default_str();
+  app.add_option("--grid", grid, "input: the input file's grid; preprocessed: the grid the network saw")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"input", "preprocessed"}));
+  app.add_flag("--per-level", per_level,
+               "each level on its own grid (preprocessed, every 2^i voxels) instead of upsampled");
   app.add_flag("--raw", raw, "raw pyramid channels even when the checkpoint has the balanced scale_projs");
-  app.add_option("--format", format, "nifti | safetensors")->capture_default_str()->check(CLI::IsMember({"nifti", "safetensors"}));
+  app.add_option("--format", format, "nifti | safetensors")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"nifti", "safetensors"}));
   app.add_option("--patch", patch, "sliding-window size (x y z)")->expected(3)->capture_default_str();
   app.add_option("--window-batch", window_batch, "sliding windows per forward")->capture_default_str();
-  app.add_option("--modality", modality, "ct | mri, when the weights record no preprocessing")->check(CLI::IsMember({"ct", "mri"}));
+  app.add_option("--modality", modality, "ct | mri, when the weights record no preprocessing")
+      ->check(CLI::IsMember({"ct", "mri"}));
   app.add_flag("--no-png", no_png, "skip the principal-component PNG");
-  app.add_option("--device", device_name, "cpu | cuda | cuda:N | auto (the first GPU when there is one, else cpu)")->capture_default_str();
+  app.add_option("--device", device_name, "cpu | cuda | cuda:N | auto (the first GPU when there is one, else cpu)")
+      ->capture_default_str();
   app.add_option("--threads", threads, "CPU threads for the math (default: all cores)");
   app.get_option("--window-batch")->check(CLI::Range(1, 1 << 20));
   app.get_option("--threads")->check(CLI::Range(0, 1 << 16));
@@ -307,28 +327,32 @@ int main(int argc, char** argv) {
         int l = -1;
         try { l = std::stoi(t); } catch (const std::exception&) {}
         if (l < 0 || l >= scales || std::to_string(l) != t)
-          throw Error("--levels " + levels_arg + ": \"" + t + "\" is not a level of this " + std::to_string(scales) + "-scale backbone (0.." +
-                      std::to_string(scales - 1) + ")");
-        if (std::find(levels.begin(), levels.end(), l) != levels.end()) throw Error("--levels " + levels_arg + ": level " + t + " twice");
+          throw Error("--levels " + levels_arg + ": \"" + t + "\" is not a level of this " + std::to_string(scales) +
+                      "-scale backbone (0.." + std::to_string(scales - 1) + ")");
+        if (std::find(levels.begin(), levels.end(), l) != levels.end())
+          throw Error("--levels " + levels_arg + ": level " + t + " twice");
         levels.push_back(l);
       }
     }
     b.preprocess.min_size = {patch[0], patch[1], patch[2]};
-    std::vector<std::string> inputs = fs::is_regular_file(input) ? std::vector<std::string>{input} : data::find_nifti_files(input);
+    std::vector<std::string> inputs =
+        fs::is_regular_file(input) ? std::vector<std::string>{input} : data::find_nifti_files(input);
     inputs.erase(std::remove_if(inputs.begin(), inputs.end(), [](const std::string& p) {
                    return p.find("/labelsTr/") != std::string::npos || p.find("/labelsTs/") != std::string::npos;
                  }), inputs.end());
     if (inputs.empty()) throw Error(input + ": no NIfTI images");
     fs::create_directories(out);
     std::cout << "backbone " << weights << ": FPN3d base " << b.fpn->config().base << ", " << scales << " scales, "
-              << (b.proj_w.empty() ? "raw channels" : "balanced projections") << "; preprocessing " << b.preprocess.key() << "\n";
+              << (b.proj_w.empty() ? "raw channels" : "balanced projections") << "; preprocessing "
+              << b.preprocess.key() << "\n";
     for (const std::string& in : inputs) {
       data::NiftiImage img = data::read_nifti(in);
       data::PreprocessedVolume pv = data::preprocess(img, b.preprocess);
       eval::SlidingWindowOptions so;
       so.patch = {patch[0], patch[1], patch[2]};
       so.batch = window_batch;
-      Tensor feats = eval::sliding_window(pv.image, [&](const Tensor& x) { return patch_features(b, levels, x, device); }, so);
+      Tensor feats = eval::sliding_window(
+          pv.image, [&](const Tensor& x) { return patch_features(b, levels, x, device); }, so);
       const std::string name = eval::case_name_of(in);
       std::vector<std::pair<std::string, std::vector<data::Volume>>> maps;  // (name, channels)
       int64_t k0 = 0;
@@ -340,20 +364,27 @@ int main(int argc, char** argv) {
       } else {
         std::vector<data::Volume> ch;
         for (int64_t c = 0; c < feats.size(0); ++c)
-          ch.push_back(grid == "input" ? data::restore_image(channel(feats, c, pv.image), pv.record) : channel(feats, c, pv.image));
+          ch.push_back(grid == "input" ? data::restore_image(channel(feats, c, pv.image), pv.record)
+                                       : channel(feats, c, pv.image));
         maps.push_back({"features", std::move(ch)});
       }
       const bool on_input = grid == "input";
-      std::map<std::string, std::string> meta{{"source", in}, {"weights", weights}, {"grid", grid},
-                                              {"levels", nlohmann::json(levels).dump()}, {"preprocessing", b.preprocess.key()},
+      std::map<std::string, std::string> meta{{"source", in},
+                                              {"weights", weights},
+                                              {"grid", grid},
+                                              {"levels", nlohmann::json(levels).dump()},
+                                              {"preprocessing", b.preprocess.key()},
                                               {"projection", b.proj_w.empty() ? "raw" : "balanced"}};
       std::string written;
       for (const auto& [mname, vols] : maps) {
         if (format == "safetensors") continue;
-        const std::string path = (fs::path(out) / (name + (mname == "features" ? "_features" : "_level" + mname.substr(6)) + ".nii.gz")).string();
+        const std::string path =
+            (fs::path(out) / (name + (mname == "features" ? "_features" : "_level" + mname.substr(6)) + ".nii.gz"))
+                .string();
         std::vector<const data::Volume*> ptrs;
         for (const auto& v : vols) ptrs.push_back(&v);
-        data::write_nifti_channels(path, ptrs, data::kFloat32, on_input && mname == "features" ? &pv.record.original : nullptr);
+        data::write_nifti_channels(path, ptrs, data::kFloat32,
+                                   on_input && mname == "features" ? &pv.record.original : nullptr);
         written += (written.empty() ? "" : " ") + path + " (" + std::to_string(vols.size()) + " channels)";
       }
       if (format == "safetensors") {

@@ -60,9 +60,11 @@ int main(int argc, char** argv) {
   using K = app::Kind;
   t.add("-i,--input", "input", input, "a NIfTI image or a folder searched recursively", K::NotSaved).required();
   t.add("-o,--out", "out", out, "output folder", K::NotSaved).required();
-  t.add("-m,--model", "model", model_path, "an ./evaluate run folder or one checkpoint_{best,final}.safetensors", K::NotSaved)
+  t.add("-m,--model", "model", model_path, "an ./evaluate run folder or one checkpoint_{best,final}.safetensors",
+        K::NotSaved)
       .required();
-  t.add("--fold", "fold", fold, "use only this fold of the run (default: all finished folds, averaged)", K::NotSaved).at_least(0);
+  t.add("--fold", "fold", fold, "use only this fold of the run (default: all finished folds, averaged)", K::NotSaved)
+      .at_least(0);
   t.add("--window-batch", "window_batch", window_batch, "sliding windows per forward", K::NotSaved).at_least(1);
   t.add("--device", "device", device_name, "cpu | cuda | cuda:N | auto (the first GPU when there is one, else cpu)",
         K::NotSaved);
@@ -94,12 +96,13 @@ int main(int argc, char** argv) {
         // A finished fold: the model ./evaluate tested, i.e. the best on validation when it selected one.
         if (!fs::exists(e.path() / "checkpoint_final.safetensors")) continue;
         const bool selected = fs::exists(e.path() / "checkpoint_best.safetensors");
-        ckpts.push_back((e.path() / (selected ? "checkpoint_best.safetensors" : "checkpoint_final.safetensors")).string());
+        ckpts.push_back(
+            (e.path() / (selected ? "checkpoint_best.safetensors" : "checkpoint_final.safetensors")).string());
       }
       std::sort(ckpts.begin(), ckpts.end());
       if (ckpts.empty())
-        throw Error(model_path + ": no fold_*/checkpoint_final.safetensors" + (fold >= 0 ? " for fold " + std::to_string(fold) : "") +
-                    " (has ./evaluate finished a fold?)");
+        throw Error(model_path + ": no fold_*/checkpoint_final.safetensors" +
+                    (fold >= 0 ? " for fold " + std::to_string(fold) : "") + " (has ./evaluate finished a fold?)");
     } else {
       ckpts.push_back(model_path);
     }
@@ -111,13 +114,18 @@ int main(int argc, char** argv) {
       nets.push_back(eval::load_segmenter(c, device, &m));
       ptrs.push_back(nets.back().get());
       if (nets.size() == 1) meta = m;
-      else if (eval::meta_to_json(m) != eval::meta_to_json(meta)) throw Error(c + ": model/preprocessing differ from " + ckpts[0]);
+      else if (eval::meta_to_json(m) != eval::meta_to_json(meta))
+        throw Error(c + ": model/preprocessing differ from " + ckpts[0]);
     }
-    std::cout << "model: " << ckpts.size() << " checkpoint(s), " << meta.model.classes << " classes, mode " << meta.mode << "\n";
+    std::cout << "model: " << ckpts.size() << " checkpoint(s), " << meta.model.classes << " classes, mode " << meta.mode
+              << "\n";
     for (const std::string& c : ckpts) std::cout << "  " << c << "\n";
     std::vector<std::string> inputs = data::find_nifti_files(input);
     inputs.erase(std::remove_if(inputs.begin(), inputs.end(),
-                                [](const std::string& p) { return p.find("/labelsTr/") != std::string::npos || p.find("/labelsTs/") != std::string::npos; }),
+                                [](const std::string& p) {
+                                  return p.find("/labelsTr/") != std::string::npos ||
+                                         p.find("/labelsTs/") != std::string::npos;
+                                }),
                  inputs.end());
     if (inputs.empty()) throw Error(input + ": no NIfTI images");
     for (const std::string& in : inputs) {

@@ -92,55 +92,72 @@ void declare_settings(app::SettingsTable& t, Options& o) {
   using K = app::Kind;
   t.add("--data", "data", o.data, "folder searched recursively for NIfTI volumes (labelsTr/ is skipped)", K::Resumable);
   t.add("-o,--out", "out", o.out, "run folder (default runs/pretrain-ARCH-TIME)", K::Recorded);
-  t.add("--cache", "cache", o.cache, "folder for preprocessed volumes, reused by later runs (with --modality ct|mri)", K::NotSaved);
-  t.add("--modality", "modality", o.modality, "ct | mri | auto (auto: CT when a volume has values below -200)", K::Defines)
+  t.add("--cache", "cache", o.cache, "folder for preprocessed volumes, reused by later runs (with --modality ct|mri)",
+        K::NotSaved);
+  t.add("--modality", "modality", o.modality, "ct | mri | auto (auto: CT when a volume has values below -200)",
+        K::Defines)
       .one_of({"ct", "mri", "auto"});
-  t.add("--steps", "steps", o.steps, "optimizer steps in total (on --resume: extends the run)", K::Resumable).at_least(1);
+  t.add("--steps", "steps", o.steps, "optimizer steps in total (on --resume: extends the run)", K::Resumable)
+      .at_least(1);
   t.add("--batch-pairs", "batch_pairs", o.batch_pairs,
         "patch pairs per step and rank (B; mpirun -np N: global batch N x B)", K::Defines).at_least(1);
-  t.add("--patch", "patch", o.patch, "patch size X Y Z in voxels, each divisible by 2^(scales-1)", K::Defines, 3).at_least(1);
-  t.add("--voxels-per-pair", "voxels_per_pair", o.voxels_per_pair, "positive voxel pairs per patch pair (n)", K::Defines)
+  t.add("--patch", "patch", o.patch, "patch size X Y Z in voxels, each divisible by 2^(scales-1)", K::Defines, 3)
+      .at_least(1);
+  t.add("--voxels-per-pair", "voxels_per_pair", o.voxels_per_pair, "positive voxel pairs per patch pair (n)",
+        K::Defines)
       .at_least(1);
   t.add("--lr", "lr", o.lr, "Adam learning rate (may change on --resume; Adam's moments are kept)", K::Resumable)
       .above(0).finite();
   t.add("--lambda", "lambda", o.lambda, "weight of the restoration loss Lr", K::Defines).at_least(0).finite();
   t.add("--tau", "tau", o.tau, "InfoNCE temperature", K::Defines).above(0).finite();
-  t.add("--clip", "clip", o.clip, "clip the gradient norm to this before Adam; 0: no clipping", K::Defines).at_least(0).finite();
-  t.add("--arch", "arch", o.arch, "ours (balanced FPN, base 32, 5 scales) | vox2vec (base 16, 6 scales, raw concat)", K::Defines)
+  t.add("--clip", "clip", o.clip, "clip the gradient norm to this before Adam; 0: no clipping", K::Defines)
+      .at_least(0)
+      .finite();
+  t.add("--arch", "arch", o.arch, "ours (balanced FPN, base 32, 5 scales) | vox2vec (base 16, 6 scales, raw concat)",
+        K::Defines)
       .one_of({"ours", "vox2vec"});
-  t.add("--aug", "aug", o.aug, "local (shuffle, Bezier, in-painting) | vox2vec (blur/sharpen, noise, window) | none", K::Defines)
+  t.add("--aug", "aug", o.aug, "local (shuffle, Bezier, in-painting) | vox2vec (blur/sharpen, noise, window) | none",
+        K::Defines)
       .one_of({"local", "vox2vec", "none"});
   // The published program's protocol (docs/method.md section 9, (a) (d) (e) (f)); legacy(): a run saved before
   // these settings existed had the other behaviour, and keeps it on --resume.
   t.add("--batch-volumes", "batch_volumes", o.batch_volumes,
-        "one (all pairs of a step cut from one volume, the published program) | per-pair (a volume per pair)", K::Defines)
-      .one_of({"one", "per-pair"}).legacy("per-pair");
-  t.add("--ct-window", "ct_window", o.ct_window, "CT intensity window: paper [-1350,1000] | program [-175,250] | LO,HI (HU)",
-        K::Defines).legacy("paper");
+        "one (all pairs of a step cut from one volume, the published program) | per-pair (a volume per pair)",
+        K::Defines)
+      .one_of({"one", "per-pair"})
+      .legacy("per-pair");
+  t.add("--ct-window", "ct_window", o.ct_window,
+        "CT intensity window: paper [-1350,1000] | program [-175,250] | LO,HI (HU)", K::Defines)
+      .legacy("paper");
   t.add("--vox2vec-order", "vox2vec_order", o.vox2vec_order,
-        "vox2vec augmentations: program (blur/sharpen, noise in HU, window + clip last) | legacy (window first)", K::Defines)
-      .one_of({"program", "legacy"}).legacy("legacy");
+        "vox2vec augmentations: program (blur/sharpen, noise in HU, window + clip last) | legacy (window first)",
+        K::Defines)
+      .one_of({"program", "legacy"})
+      .legacy("legacy");
   t.add("--shuffle-block-min", "shuffle_block_min", o.shuffle_block_min,
         "local pixel shuffling: smallest block side X Y Z (block = max(this, patch / 20))", K::Defines, 3)
       .at_least(1).legacy(std::vector<int64_t>{1, 1, 1});
   t.add("--no-restoration", "no_restoration", o.no_restoration, "train with InfoNCE only (no Lr)", K::Defines);
-  t.add("--restoration-1x1", "restoration_1x1", o.restoration_1x1, "restoration head = one 1x1x1 conv (the published program)",
-        K::Defines);
+  t.add("--restoration-1x1", "restoration_1x1", o.restoration_1x1,
+        "restoration head = one 1x1x1 conv (the published program)", K::Defines);
   t.add("--freeze-projections", "freeze_projections", o.freeze_projections,
         "keep the per-scale projections at their random init", K::Defines);
-  t.add("--base-channels", "base_channels", o.base, "channels of pyramid level 0 (default: 32 ours, 16 vox2vec)", K::Defines)
+  t.add("--base-channels", "base_channels", o.base, "channels of pyramid level 0 (default: 32 ours, 16 vox2vec)",
+        K::Defines)
       .at_least(1);
   t.add("--scales", "scales", o.scales, "pyramid levels (default: 5 ours, 6 vox2vec)", K::Defines).at_least(1);
   t.add("--blocks", "blocks", o.blocks, "ResBlocks per level", K::Defines).at_least(1);
   t.add("--spacing", "spacing", o.spacing, "resample to X Y Z mm (default: CT 1 1 2, MRI 1.5 1.5 1.5)", K::Defines, 3)
       .above(0).finite();
-  t.add("--device", "device", o.device, "cpu | cuda | cuda:N | auto (the first GPU when there is one, else cpu)", K::Recorded);
+  t.add("--device", "device", o.device, "cpu | cuda | cuda:N | auto (the first GPU when there is one, else cpu)",
+        K::Recorded);
   t.add("--deterministic", "deterministic", o.deterministic,
         "the same bits run after run on a GPU too: deterministic cuDNN algorithms, no float atomics (slower)",
         K::Recorded);
   t.add("--threads", "threads", o.threads,
         "CPU threads for the math (0: all cores; under mpirun: cores / ranks on the node)", K::NotSaved).at_least(0);
-  t.add("--loader-threads", "loader_threads", o.loader_threads, "threads preparing batches ahead", K::NotSaved).at_least(1);
+  t.add("--loader-threads", "loader_threads", o.loader_threads, "threads preparing batches ahead", K::NotSaved)
+      .at_least(1);
   t.add("--skip-memory-check", "skip_memory_check", o.skip_memory_check,
         "start even when the estimated peak memory exceeds what is available (models/memory_estimate.h)", K::NotSaved);
   t.add("--seed", "seed", o.seed, "seed of the initialization and of the data sampling", K::Defines);
@@ -257,7 +274,8 @@ data::PreprocessConfig preprocess_config(const Options& o, data::Modality m) {
 // a warning. Throws Fatal when nothing usable remains.
 std::vector<data::PreprocessedVolume> load_volumes(const Options& o, app::RunFolder& run, std::string* modality_used) {
   std::vector<std::string> files = find_images(o.data);
-  if (files.empty()) throw Fatal{"--data " + o.data + ": no NIfTI files (.nii, .nii.gz, .hdr) found in the folder or below it", 3};
+  if (files.empty())
+    throw Fatal{"--data " + o.data + ": no NIfTI files (.nii, .nii.gz, .hdr) found in the folder or below it", 3};
   run.log("found " + std::to_string(files.size()) + " NIfTI file(s) under " + o.data);
   std::vector<data::PreprocessedVolume> vols;
   int unreadable = 0, small = 0;
@@ -279,9 +297,9 @@ std::vector<data::PreprocessedVolume> load_volumes(const Options& o, app::RunFol
       const auto& rd = v.record.resampled_dims;
       if (rd[0] < o.patch[0] || rd[1] < o.patch[1] || rd[2] < o.patch[2]) {
         std::ostringstream os;
-        os << f << ": " << rd[0] << "x" << rd[1] << "x" << rd[2] << " voxels after resampling to " << pc.spacing[0] << "x"
-           << pc.spacing[1] << "x" << pc.spacing[2] << " mm, smaller than the patch " << o.patch[0] << "x" << o.patch[1]
-           << "x" << o.patch[2];
+        os << f << ": " << rd[0] << "x" << rd[1] << "x" << rd[2] << " voxels after resampling to " << pc.spacing[0]
+           << "x" << pc.spacing[1] << "x" << pc.spacing[2] << " mm, smaller than the patch " << o.patch[0] << "x"
+           << o.patch[1] << "x" << o.patch[2];
         run.log("skipped: " + os.str());
         if (first_problem.empty()) first_problem = os.str();
         ++small;
@@ -587,7 +605,8 @@ int run_pretraining(Options& o, app::SettingsTable& table, const CLI::App& app, 
   dc.aug = o.aug == "local" ? data::PretrainConfig::Aug::Local : o.aug == "vox2vec" ? data::PretrainConfig::Aug::Vox2vec
                                                                                     : data::PretrainConfig::Aug::None;
   dc.vox2vec.ct = modality_used == "ct";
-  dc.volumes = o.batch_volumes == "one" ? data::PretrainConfig::Volumes::OneVolume : data::PretrainConfig::Volumes::PerPair;
+  dc.volumes =
+      o.batch_volumes == "one" ? data::PretrainConfig::Volumes::OneVolume : data::PretrainConfig::Volumes::PerPair;
   dc.vox2vec.program_order = o.vox2vec_order == "program";
   dc.local.shuffle_block_min = {o.shuffle_block_min[0], o.shuffle_block_min[1], o.shuffle_block_min[2]};
   if (dc.vox2vec.ct) {
@@ -612,11 +631,12 @@ int run_pretraining(Options& o, app::SettingsTable& table, const CLI::App& app, 
   cfg["batch_pairs_global"] = int64_t(ranks) * o.batch_pairs;
   if (ranks > 1) cfg["batchnorm_running_stats"] = o.sync_bn ? "global (--sync-bn)" : "rank 0's (not broadcast)";
   if (root) run.write_json("config.json", cfg);
-  run.log("model " + mc.arch + ": base " + std::to_string(mc.base) + ", " + std::to_string(mc.scales) + " scales, d = " +
-          std::to_string(mc.voxel_dim()) + ", " + fmt("%.4g", double(model.parameter_count()) / 1e6) + " M parameters; " +
-          "batch " + std::to_string(o.batch_pairs) + " pairs of " + std::to_string(o.patch[0]) + "x" +
-          std::to_string(o.patch[1]) + "x" + std::to_string(o.patch[2]) + ", " + std::to_string(o.voxels_per_pair) +
-          " voxels each; " + std::to_string(o.steps) + " steps on " + device.str() + " with " + std::to_string(threads) + " threads");
+  run.log("model " + mc.arch + ": base " + std::to_string(mc.base) + ", " + std::to_string(mc.scales) +
+          " scales, d = " + std::to_string(mc.voxel_dim()) + ", " + fmt("%.4g", double(model.parameter_count()) / 1e6) +
+          " M parameters; " + "batch " + std::to_string(o.batch_pairs) + " pairs of " + std::to_string(o.patch[0]) +
+          "x" + std::to_string(o.patch[1]) + "x" + std::to_string(o.patch[2]) + ", " +
+          std::to_string(o.voxels_per_pair) + " voxels each; " + std::to_string(o.steps) + " steps on " + device.str() +
+          " with " + std::to_string(threads) + " threads");
   if (ranks > 1)
     run.log("data parallel: " + std::to_string(ranks) + " ranks (" + comm.backend_name() + "), global batch " +
             std::to_string(ranks * o.batch_pairs) + " pairs, BatchNorm " + (o.sync_bn ? "synchronized" : "per rank") +
@@ -734,7 +754,8 @@ int run_pretraining(Options& o, app::SettingsTable& table, const CLI::App& app, 
       std::string line = progress.update(step, terms);
       // The online probe (eval/online_probe.h) reads a copy of the backbone: the pretraining is unchanged.
       const double probe_dice = probe && probe_step ? probe->run(model.backbone(), device) : NAN;
-      if (std::isfinite(probe_dice)) run.log("step " + std::to_string(step) + ": probe Dice " + fmt("%.4f", probe_dice));
+      if (std::isfinite(probe_dice))
+        run.log("step " + std::to_string(step) + ": probe Dice " + fmt("%.4f", probe_dice));
       metrics->row({double(step), elapsed, adam.lr(), lc, lr, l, gn, progress.steps_per_second(), probe_dice});
       if (!line.empty()) run.log_file_only(line);
     }

@@ -22,7 +22,8 @@ void PreprocessConfig::set_ct_window(const std::string& spec) {
   }
   double lo = 0, hi = 0;
   char end = 0;
-  if (std::sscanf(spec.c_str(), "%lf,%lf%c", &lo, &hi, &end) != 2 || !std::isfinite(lo) || !std::isfinite(hi) || lo >= hi)
+  if (std::sscanf(spec.c_str(), "%lf,%lf%c", &lo, &hi, &end) != 2 || !std::isfinite(lo) || !std::isfinite(hi) ||
+      lo >= hi)
     throw DataError("CT window '" + spec + "': expected paper, program or LO,HI in HU with LO < HI");
   ct_clip_lo = lo;
   ct_clip_hi = hi;
@@ -30,7 +31,8 @@ void PreprocessConfig::set_ct_window(const std::string& spec) {
 
 std::string PreprocessConfig::key() const {
   char buf[512];
-  std::snprintf(buf, sizeof buf, "v1 mod=%s sp=%.6g,%.6g,%.6g ct=%.6g,%.6g,%.6g mri=%.6g,%.6g,%.6g min=%lld,%lld,%lld body=%.6g",
+  std::snprintf(buf, sizeof buf,
+                "v1 mod=%s sp=%.6g,%.6g,%.6g ct=%.6g,%.6g,%.6g mri=%.6g,%.6g,%.6g min=%lld,%lld,%lld body=%.6g",
                 modality == Modality::CT ? "ct" : "mri", spacing[0], spacing[1], spacing[2], ct_clip_lo, ct_clip_hi,
                 ct_crop_hu, mri_pct_lo, mri_pct_hi, mri_crop, (long long)min_size[0], (long long)min_size[1],
                 (long long)min_size[2], body_threshold);
@@ -46,7 +48,8 @@ Volume crop_or_pad(const Volume& v, std::array<int64_t, 3> b, Dims3 d, float fil
       int64_t sy = b[1] + y;
       if (sy < 0 || sy >= v.dims[1]) continue;
       int64_t z0 = std::max<int64_t>(0, -b[2]), z1 = std::min<int64_t>(d[2], v.dims[2] - b[2]);
-      if (z1 > z0) std::copy_n(&v.data[size_t(v.index(sx, sy, b[2] + z0))], z1 - z0, &out.data[size_t(out.index(x, y, z0))]);
+      if (z1 > z0)
+        std::copy_n(&v.data[size_t(v.index(sx, sy, b[2] + z0))], z1 - z0, &out.data[size_t(out.index(x, y, z0))]);
     }
   }
   Mat44 t = identity44();
@@ -162,7 +165,8 @@ PreprocessedVolume preprocess(const NiftiImage& img, const PreprocessConfig& cfg
   float pad = cfg.modality == Modality::CT ? float(cfg.ct_clip_lo) : 0.f;
   v = crop_or_pad(v, rec.crop_begin, dims, pad);
   if (cfg.modality == Modality::CT) {
-    const float lo = float(cfg.ct_clip_lo), hi = float(cfg.ct_clip_hi), inv = float(1.0 / (cfg.ct_clip_hi - cfg.ct_clip_lo));
+    const float lo = float(cfg.ct_clip_lo), hi = float(cfg.ct_clip_hi),
+                inv = float(1.0 / (cfg.ct_clip_hi - cfg.ct_clip_lo));
     for (float& x : v.data) x = (std::clamp(x, lo, hi) - lo) * inv;
   }
   rec.dims = v.dims;

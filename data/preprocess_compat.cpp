@@ -80,12 +80,13 @@ std::string preprocess_differences(const PreprocessConfig& e, const PreprocessCo
   if (e.modality != r.modality)
     d.push_back("modality: the weights expect " + mod_name(e.modality) + ", this run uses " + mod_name(r.modality));
   if (!same(e.spacing[0], r.spacing[0]) || !same(e.spacing[1], r.spacing[1]) || !same(e.spacing[2], r.spacing[2]))
-    d.push_back("spacing: the weights expect " + num(e.spacing[0]) + " x " + num(e.spacing[1]) + " x " + num(e.spacing[2]) +
-                " mm, this run uses " + num(r.spacing[0]) + " x " + num(r.spacing[1]) + " x " + num(r.spacing[2]) + " mm");
+    d.push_back("spacing: the weights expect " + num(e.spacing[0]) + " x " + num(e.spacing[1]) + " x " +
+                num(e.spacing[2]) + " mm, this run uses " + num(r.spacing[0]) + " x " + num(r.spacing[1]) + " x " +
+                num(r.spacing[2]) + " mm");
   if (e.modality == r.modality && e.modality == Modality::CT &&
       (!same(e.ct_clip_lo, r.ct_clip_lo) || !same(e.ct_clip_hi, r.ct_clip_hi)))
-    d.push_back("CT window: the weights expect [" + num(e.ct_clip_lo) + ", " + num(e.ct_clip_hi) + "] HU, this run uses [" +
-                num(r.ct_clip_lo) + ", " + num(r.ct_clip_hi) + "] HU");
+    d.push_back("CT window: the weights expect [" + num(e.ct_clip_lo) + ", " + num(e.ct_clip_hi) +
+                "] HU, this run uses [" + num(r.ct_clip_lo) + ", " + num(r.ct_clip_hi) + "] HU");
   if (e.modality == r.modality && e.modality == Modality::MRI &&
       (!same(e.mri_pct_lo, r.mri_pct_lo) || !same(e.mri_pct_hi, r.mri_pct_hi)))
     d.push_back("MRI clip percentiles: the weights expect " + num(e.mri_pct_lo) + " / " + num(e.mri_pct_hi) +
@@ -99,7 +100,8 @@ std::string preprocess_mismatch_message(const std::string& weights_path, const P
                                         const PreprocessConfig& run, const std::string& override_flag) {
   const std::string d = preprocess_differences(expected, run);
   if (d.empty()) return "";
-  return weights_path + ": " + d + "; preprocess as the weights expect, or pass " + override_flag + " to use them anyway";
+  return weights_path + ": " + d + "; preprocess as the weights expect, or pass " + override_flag +
+         " to use them anyway";
 }
 
 }  // namespace hdssl::data

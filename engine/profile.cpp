@@ -53,7 +53,9 @@ double g_seconds[kNumOps] = {};
 // printed at exit, after static objects constructed later than the atexit registration below are gone.
 auto& g_conv_shapes = *new std::map<std::pair<std::string, std::string>, std::pair<int64_t, double>>();
 
-void print_at_exit() { std::fprintf(stderr, "\nHDSSL_PROFILE: CPU backend time by op, whole run\n%s", table().c_str()); }
+void print_at_exit() {
+  std::fprintf(stderr, "\nHDSSL_PROFILE: CPU backend time by op, whole run\n%s", table().c_str());
+}
 
 // HDSSL_PROFILE=1 turns the profile on from the start and prints the whole run's table to stderr at exit,
 // so that any program can be profiled unchanged.
@@ -182,7 +184,9 @@ class ProfilingBackend final : public BackendImpl {
   void matmul(const Tensor& a, const Tensor& b, Tensor& out, bool ta, bool tb, double alpha, double beta) override {
     HDSSL_TIMED(matmul)(a, b, out, ta, tb, alpha, beta);
   }
-  void add_row_vector(const Tensor& x, const Tensor& v, Tensor& out) override { HDSSL_TIMED(add_row_vector)(x, v, out); }
+  void add_row_vector(const Tensor& x, const Tensor& v, Tensor& out) override {
+    HDSSL_TIMED(add_row_vector)(x, v, out);
+  }
 
   void gather_voxels(const Tensor& f, const Tensor& c, int level, Tensor& out) override {
     HDSSL_TIMED(gather_voxels)(f, c, level, out);

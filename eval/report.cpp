@@ -40,17 +40,23 @@ nlohmann::json summary_to_json(const FoldSummary& s) {
   for (size_t k = 0; k < s.labels.size(); ++k) mean[s.labels[k]] = m[k];
   nlohmann::json labels = nlohmann::json::object();
   for (size_t k = 0; k < s.labels.size(); ++k) labels[std::to_string(k + 1)] = s.labels[k];
-  nlohmann::json out = {{"fold", s.fold},
-                        {"labels", labels},
-                        {"dice_rule", "class absent from both prediction and reference: 1.0; predicted but absent from reference: 0.0"},
-                        {"cases", cases},
-                        {"mean", mean},
-                        {"overall_mean", s.overall()}};
+  nlohmann::json out = {
+      {"fold", s.fold},
+      {"labels", labels},
+      {"dice_rule", "class absent from both prediction and reference: 1.0; predicted but absent from reference: 0.0"},
+      {"cases", cases},
+      {"mean", mean},
+      {"overall_mean", s.overall()}};
   if (s.selection.selected_step >= 0) {
     const SelectionRecord& r = s.selection;
-    out["selection"] = {{"rule", "the checkpoint with the best mean validation Dice is tested (ties: the earlier step)"},
-                        {"selected_step", r.selected_step}, {"last_step", r.last_step}, {"val_dice", r.val_dice},
-                        {"val_cases", r.val_cases}, {"train_cases", r.train_cases}, {"history", r.history}};
+    out["selection"] = {
+        {"rule", "the checkpoint with the best mean validation Dice is tested (ties: the earlier step)"},
+        {"selected_step", r.selected_step},
+        {"last_step", r.last_step},
+        {"val_dice", r.val_dice},
+        {"val_cases", r.val_cases},
+        {"train_cases", r.train_cases},
+        {"history", r.history}};
   }
   return out;
 }

@@ -43,7 +43,9 @@ TrainValSplit selection_split(const std::vector<std::string>& fold_train, int tr
     s.val = seeded_pick(rest, v, seed);
     return s;
   }
-  if (n < 2) throw Error("model selection needs at least 2 training cases in a fold (one to validate on), the fold has " + std::to_string(n));
+  if (n < 2)
+    throw Error("model selection needs at least 2 training cases in a fold (one to validate on), the fold has " +
+                std::to_string(n));
   s.val = seeded_pick(fold_train, std::min(v, n - 1), seed);
   for (const auto& c : fold_train)
     if (std::find(s.val.begin(), s.val.end(), c) == s.val.end()) s.train.push_back(c);
@@ -51,8 +53,8 @@ TrainValSplit selection_split(const std::vector<std::string>& fold_train, int tr
   return s;
 }
 
-double validation_dice(models::Segmenter& model, const std::vector<const data::PreprocessedCase*>& cases, data::Dims3 patch,
-                       int classes, int window_batch, Device device) {
+double validation_dice(models::Segmenter& model, const std::vector<const data::PreprocessedCase*>& cases,
+                       data::Dims3 patch, int classes, int window_batch, Device device) {
   HDSSL_CHECK(!cases.empty()) << "validation_dice: no validation cases";
   model.train(false);
   double sum = 0;
@@ -80,7 +82,8 @@ BestCheckpoint::BestCheckpoint(std::string path) : path_(std::move(path)) {
   }
 }
 
-bool BestCheckpoint::offer(int64_t step, double dice, const Trainer& trainer, const std::map<std::string, std::string>& meta) {
+bool BestCheckpoint::offer(int64_t step, double dice, const Trainer& trainer,
+                           const std::map<std::string, std::string>& meta) {
   history_.emplace_back(step, dice);
   if (best_step_ >= 0 && !(dice > best_dice_)) return false;  // ties keep the earlier step
   best_step_ = step;

@@ -38,8 +38,8 @@ TrainValSplit selection_split(const std::vector<std::string>& fold_train, int tr
 
 // Mean over cases of the mean Dice over classes (the fold summary's overall) of the model on `cases`;
 // the model is left in eval mode.
-double validation_dice(models::Segmenter& model, const std::vector<const data::PreprocessedCase*>& cases, data::Dims3 patch,
-                       int classes, int window_batch, Device device);
+double validation_dice(models::Segmenter& model, const std::vector<const data::PreprocessedCase*>& cases,
+                       data::Dims3 patch, int classes, int window_batch, Device device);
 
 // The best validation step so far, kept as an evaluation checkpoint at `path` (Trainer::save, with
 // metadata hdssl.val_dice and hdssl.val_history). Constructing it on an existing file resumes from it.

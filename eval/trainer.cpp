@@ -38,8 +38,13 @@ models::HeadKind head_of(Mode m, models::HeadKind finetune_head) {
 }
 
 nlohmann::json train_config_to_json(const TrainConfig& c) {
-  return {{"mode", mode_name(c.mode)}, {"steps", c.steps}, {"batch", c.batch}, {"lr", c.lr},
-          {"freeze_steps", c.freeze_steps}, {"warmup_steps", c.warmup_steps}, {"backbone_lr_start", c.backbone_lr_start},
+  return {{"mode", mode_name(c.mode)},
+          {"steps", c.steps},
+          {"batch", c.batch},
+          {"lr", c.lr},
+          {"freeze_steps", c.freeze_steps},
+          {"warmup_steps", c.warmup_steps},
+          {"backbone_lr_start", c.backbone_lr_start},
           {"frozen_bn_training", c.frozen_bn_training}};
 }
 
@@ -108,7 +113,8 @@ static void add_adam(models::SafeTensors& st, Adam& opt, const std::string& grou
   counters[group] = {{"step_count", opt.step_count()}, {"param_steps", opt.param_steps()}};
 }
 
-void Trainer::save(const std::string& path, int64_t completed_steps, const std::map<std::string, std::string>& meta) const {
+void Trainer::save(const std::string& path, int64_t completed_steps,
+                   const std::map<std::string, std::string>& meta) const {
   models::SafeTensors st;
   models::add_module_state(st, model_);
   nlohmann::json counters;
@@ -134,7 +140,8 @@ static void load_adam(const models::SafeTensors& st, Adam& opt, const std::strin
   const auto& c = counters.at(group);
   opt.set_step_count(c.at("step_count").get<int64_t>());
   std::vector<int64_t> ps = c.at("param_steps").get<std::vector<int64_t>>();
-  if (ps.size() != opt.param_steps().size()) throw models::CheckpointError(path + ": optimizer " + group + " size differs");
+  if (ps.size() != opt.param_steps().size())
+    throw models::CheckpointError(path + ": optimizer " + group + " size differs");
   opt.param_steps() = ps;
 }
 

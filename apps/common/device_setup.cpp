@@ -47,8 +47,8 @@ Device open_device(const std::string& name) {
 
 std::string device_line(const std::string& requested, Device chosen) {
   if (requested != "auto") return "device: " + chosen.str();
-  return "device: " + chosen.str() + " (--device auto: " + (chosen.is_cuda() ? "a CUDA device is usable" : "no usable CUDA device") +
-         ")";
+  return "device: " + chosen.str() +
+         " (--device auto: " + (chosen.is_cuda() ? "a CUDA device is usable" : "no usable CUDA device") + ")";
 }
 
 }  // namespace hdssl::app

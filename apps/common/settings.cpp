@@ -94,8 +94,8 @@ SettingsTable::SettingsTable(CLI::App& app) : app_(app) {
 }
 
 template <class T>
-Setting& SettingsTable::add(const std::string& flag, const std::string& key, T& field, const std::string& help, Kind kind,
-                            int count) {
+Setting& SettingsTable::add(const std::string& flag, const std::string& key, T& field, const std::string& help,
+                            Kind kind, int count) {
   auto s = std::make_unique<Setting>();
   s->flag_ = flag;
   s->key_ = key;
@@ -121,7 +121,8 @@ template Setting& SettingsTable::add(const std::string&, const std::string&, int
 template Setting& SettingsTable::add(const std::string&, const std::string&, int64_t&, const std::string&, Kind, int);
 template Setting& SettingsTable::add(const std::string&, const std::string&, uint64_t&, const std::string&, Kind, int);
 template Setting& SettingsTable::add(const std::string&, const std::string&, double&, const std::string&, Kind, int);
-template Setting& SettingsTable::add(const std::string&, const std::string&, std::string&, const std::string&, Kind, int);
+template Setting& SettingsTable::add(const std::string&, const std::string&, std::string&, const std::string&, Kind,
+                                     int);
 template Setting& SettingsTable::add(const std::string&, const std::string&, std::vector<int64_t>&, const std::string&,
                                      Kind, int);
 template Setting& SettingsTable::add(const std::string&, const std::string&, std::vector<double>&, const std::string&,
@@ -162,8 +163,8 @@ std::vector<std::string> SettingsTable::resume(const json& saved) {
     const json was = saved.at(s->key_), now = s->get();
     if (s->kind_ == Kind::Defines) {
       if (s->given() && now != was)
-        notes.push_back("note: " + s->flag_ + " " + now.dump() + " ignored: a resumed run keeps its " + s->key_ + " = " +
-                        was.dump());
+        notes.push_back("note: " + s->flag_ + " " + now.dump() + " ignored: a resumed run keeps its " + s->key_ +
+                        " = " + was.dump());
       s->set(was);
     } else if (s->kind_ == Kind::Resumable) {
       if (!s->given()) s->set(was);

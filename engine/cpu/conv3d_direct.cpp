@@ -147,7 +147,8 @@ void direct_pass(const Geom& g, const float* in_padded, const float* wpack, cons
     float* dst[8];
     for (int64_t v0 = 0; v0 < pl.nv; v0 += k.rb) {
       const int nv = int(std::min<int64_t>(k.rb, pl.nv - v0));
-      for (int v = 0; v < nv; ++v) dst[v] = pl.rows ? outp + pl.out_off[size_t(v0 + v)] : scratch + pl.out_off[size_t(v0 + v)];
+      for (int v = 0; v < nv; ++v)
+        dst[v] = pl.rows ? outp + pl.out_off[size_t(v0 + v)] : scratch + pl.out_off[size_t(v0 + v)];
       k.forward_tile(in, g.cstride(), g.Ci, tapoff, w, bias ? bias + co0 : nullptr, int(nco), nv,
                      pl.in_off.data() + v0, dst, pl.rows ? S : scratch_len);
     }

@@ -90,7 +90,8 @@ void col2vol(const Geom& g, const T* dcol, T* dx) {
         for (int64_t j = 0; j < g.Y; ++j)
           for (int64_t l = 0; l < g.Z; ++l, ++in) {
             const int64_t si = i + a, sj = j + b, sl = l + c;
-            if (si >= 0 && si < g.X && sj >= 0 && sj < g.Y && sl >= 0 && sl < g.Z) dxc[(si * g.Y + sj) * g.Z + sl] += *in;
+            if (si >= 0 && si < g.X && sj >= 0 && sj < g.Y && sl >= 0 && sl < g.Z)
+              dxc[(si * g.Y + sj) * g.Z + sl] += *in;
           }
     }
   }

@@ -50,14 +50,16 @@ Header header(const std::string& path) {
   Header h{};
   for (int i = 0; i < 8; ++i) h.dims[i] = nim->dim[i];
   for (int r = 0; r < 4; ++r)
-    for (int c = 0; c < 4; ++c) h.sform[size_t(r)][size_t(c)] = nim->sto_xyz.m[r][c], h.qform[size_t(r)][size_t(c)] = nim->qto_xyz.m[r][c];
+    for (int c = 0; c < 4; ++c)
+      h.sform[size_t(r)][size_t(c)] = nim->sto_xyz.m[r][c], h.qform[size_t(r)][size_t(c)] = nim->qto_xyz.m[r][c];
   h.sform_code = nim->sform_code, h.qform_code = nim->qform_code;
   nifti_image_free(nim);
   return h;
 }
 void expect_affine(const hdssl::data::Mat44& got, const hdssl::data::Mat44& want, const std::string& what) {
   for (int r = 0; r < 4; ++r)
-    for (int c = 0; c < 4; ++c) EXPECT_NEAR(got[size_t(r)][size_t(c)], want[size_t(r)][size_t(c)], 1e-5) << what << " [" << r << "][" << c << "]";
+    for (int c = 0; c < 4; ++c)
+      EXPECT_NEAR(got[size_t(r)][size_t(c)], want[size_t(r)][size_t(c)], 1e-5) << what << " [" << r << "][" << c << "]";
 }
 bool is_png(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
@@ -128,8 +130,10 @@ TEST_F(FeaturesApp, PerLevelGridsAndSafetensors) {
 
 TEST_F(FeaturesApp, BalancedProjectionsOfAPretrainingCheckpoint) {
   const std::string run = dir_ + "/pt";
-  Result r = sh(kBin + "/pretrain --data " + dir_ + "/ph -o " + run + " --patch 16 16 8 --batch-pairs 2 --voxels-per-pair 16 "
-                "--base-channels 4 --scales 2 --spacing 4 4 8 --modality ct --threads 1 --loader-threads 1 --steps 1 --device cpu");
+  Result r = sh(kBin + "/pretrain --data " + dir_ + "/ph -o " + run +
+                " --patch 16 16 8 --batch-pairs 2 --voxels-per-pair 16 "
+                "--base-channels 4 --scales 2 --spacing 4 4 8 --modality ct --threads 1 --loader-threads 1 --steps 1 "
+                "--device cpu");
   ASSERT_EQ(r.rc, 0) << r.out;
   r = sh(features("bal", "-w " + run + "/checkpoint_final.safetensors --patch 16 16 8 --no-png"));
   ASSERT_EQ(r.rc, 0) << r.out;
@@ -157,7 +161,8 @@ TEST_F(FeaturesApp, Refusals) {
 // repeated over 2^i x 2^i x 2^i voxels (--grid preprocessed), and --per-level gives the level outputs exactly.
 TEST_F(FeaturesApp, OneWindowEqualsTheNetworksPyramid) {
   using namespace hdssl;
-  Result r = sh(features("one", "-w " + kWeights + " --patch 128 128 64 --grid preprocessed --format safetensors --no-png"));
+  Result r =
+      sh(features("one", "-w " + kWeights + " --patch 128 128 64 --grid preprocessed --format safetensors --no-png"));
   ASSERT_EQ(r.rc, 0) << r.out;
   r = sh(features("one_lv", "-w " + kWeights + " --patch 128 128 64 --per-level --format safetensors --no-png"));
   ASSERT_EQ(r.rc, 0) << r.out;
@@ -179,7 +184,8 @@ TEST_F(FeaturesApp, OneWindowEqualsTheNetworksPyramid) {
   int64_t k0 = 0;
   for (int i = 0; i < 3; ++i) {
     const std::vector<float> level = pyr[size_t(i)].value().to_vector<float>();
-    const int64_t C = pyr[size_t(i)].size(1), x1 = pyr[size_t(i)].size(2), y1 = pyr[size_t(i)].size(3), z1 = pyr[size_t(i)].size(4);
+    const int64_t C = pyr[size_t(i)].size(1), x1 = pyr[size_t(i)].size(2), y1 = pyr[size_t(i)].size(3),
+                  z1 = pyr[size_t(i)].size(4);
     const models::StoredTensor* per = lv.find("level_" + std::to_string(i));
     ASSERT_NE(per, nullptr);
     EXPECT_EQ(per->shape, (Shape{C, x1, y1, z1}));

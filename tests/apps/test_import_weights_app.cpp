@@ -69,7 +69,8 @@ TEST_F(ImportApp, LightningCheckpointImportsAsCommitted) {
   const std::string out = dir_ + "/ours_tiny.safetensors";
   Result r = sh(kImport + kFix + "ours_tiny.ckpt " + out + " --preset ours-ct");
   ASSERT_EQ(r.rc, 0) << r.out;
-  for (const char* s : {"optimizer_states", "hyper_parameters", "proj_head.0.weight", "rest_head.bias", "prefix \"backbone.\""})
+  for (const char* s :
+       {"optimizer_states", "hyper_parameters", "proj_head.0.weight", "rest_head.bias", "prefix \"backbone.\""})
     EXPECT_NE(r.out.find(s), std::string::npos) << s << "\n" << r.out;
   expect_same_file(out, kFix + "import_ours_tiny.safetensors");
   // Output exists: refused without --force and left as it was; with --force replaced.
@@ -92,7 +93,8 @@ TEST_F(ImportApp, PlainStateDictImportsAsCommittedAndPreprocessingFlagsAreRecord
   r = sh(kImport + kFix + "vox2vec_tiny.pt " + mri + " --preset ours-mri --spacing 2 2 3 --percentiles 0.5 99.5");
   ASSERT_EQ(r.rc, 0) << r.out;
   SafeTensors m = read_safetensors(mri);
-  EXPECT_EQ(m.metadata.at("preprocessing"), "v1 mod=mri sp=2,2,3 ct=-1350,1000,-500 mri=0.5,99.5,0.3 min=128,128,32 body=0.3");
+  EXPECT_EQ(m.metadata.at("preprocessing"),
+            "v1 mod=mri sp=2,2,3 ct=-1350,1000,-500 mri=0.5,99.5,0.3 min=128,128,32 body=0.3");
   EXPECT_EQ(m.metadata.at("expected_mri_percentiles"), "0.5,99.5");
   EXPECT_NE(m.metadata.at("preprocessing_source").find("spacing, percentiles"), std::string::npos);
   r = sh(kImport + kFix + "vox2vec_tiny.pt " + dir_ + "/w.safetensors --preset ours-mri --window -175 250");
@@ -109,7 +111,8 @@ TEST_F(ImportApp, DefectsAreRefusedByName) {
   const std::pair<const char*, const char*> cases[] = {
       {"refuse_unknown_key.pt", "unknown key: bottom_block.layers.0.layers.7.weight"},
       {"refuse_missing_key.pt", "missing key: skip_blocks.0.bias"},
-      {"refuse_wrong_shape.pt", "wrong shape: down_blocks.0.1.weight is [2, 1, 3, 3, 3], FPN3d(base 1, 2 scales) needs [2, 1, 1, 1, 1]"},
+      {"refuse_wrong_shape.pt",
+       "wrong shape: down_blocks.0.1.weight is [2, 1, 3, 3, 3], FPN3d(base 1, 2 scales) needs [2, 1, 1, 1, 1]"},
       {"refuse_hparams.ckpt", "hyper_parameters base_channels says 2, the tensor shapes say 1"},
       {"import_ours_tiny.safetensors", "not a PyTorch zip checkpoint"}};
   for (const auto& [file, msg] : cases) {

@@ -1,8 +1,8 @@
 // End-to-end parity: one pretraining step of a small models::Pretrainer (every primitive, through autograd
-// and the modules; models::PretrainStep, the step ./pretrain runs) on CUDA against the same step on the CPU - loss terms, every parameter gradient, the
-// BatchNorm running statistics, the gradient norm and the parameters after one clipped Adam step. Both
-// models are built from the same seed on the CPU; one is moved to CUDA. float64 makes the comparison
-// tight (every difference is summation order); float32 is checked against the largest gradient.
+// and the modules; models::PretrainStep, the step ./pretrain runs) on CUDA against the same step on the CPU - loss
+// terms, every parameter gradient, the BatchNorm running statistics, the gradient norm and the parameters after one
+// clipped Adam step. Both models are built from the same seed on the CPU; one is moved to CUDA. float64 makes the
+// comparison tight (every difference is summation order); float32 is checked against the largest gradient.
 #include <algorithm>
 #include <cmath>
 #include <memory>
@@ -95,11 +95,13 @@ TEST(CudaPretrainStep, LossGradientsBuffersAndAdamMatchTheCpu) {
     for (auto& [n, v] : c.grads)
       for (double x : v) global = std::max(global, std::fabs(x));
     expect_lists_close(c.grads, g.grads, rel, rel * 1e-3 * global, std::string("gradient (") + dtype_name(t) + ")");
-    expect_lists_close(c.buffers_after, g.buffers_after, rel, rel * 1e-6, std::string("buffer (") + dtype_name(t) + ")");
+    expect_lists_close(c.buffers_after, g.buffers_after, rel, rel * 1e-6,
+                       std::string("buffer (") + dtype_name(t) + ")");
     // Adam's first step moves each weight by about lr * sign(g): where the true gradient is zero (a conv bias
     // right before a BatchNorm) float32 rounding noise picks the sign, so float32 allows 2 lr there.
     const double adam_atol = t == DType::F64 ? 1e-12 : 2 * AdamArgs{}.lr;
-    expect_lists_close(c.params_after, g.params_after, rel, adam_atol, std::string("after Adam (") + dtype_name(t) + ")");
+    expect_lists_close(c.params_after, g.params_after, rel, adam_atol,
+                       std::string("after Adam (") + dtype_name(t) + ")");
   }
 }
 

@@ -111,7 +111,8 @@ TEST(Augment, ShufflingKeepsTheVoxelMultisetOfEachBlock) {
     for (int64_t x = 0; x < d[0]; ++x)
       for (int64_t y = 0; y < d[1]; ++y)
         for (int64_t z = 0; z < d[2]; ++z)
-          if (!inside(b, x, y, z)) ASSERT_EQ(p[size_t((x * d[1] + y) * d[2] + z)], before[size_t((x * d[1] + y) * d[2] + z)]);
+          if (!inside(b, x, y, z))
+            ASSERT_EQ(p[size_t((x * d[1] + y) * d[2] + z)], before[size_t((x * d[1] + y) * d[2] + z)]);
   }
   auto before = p;
   auto blocks = local_pixel_shuffle(p.data(), d, 5000, 20, rng);
@@ -270,7 +271,8 @@ TEST(Augment, PixelShuffleMinimumBlockSide) {
   // At the paper's patch the minimum changes nothing: 128/20 = 6, 32/20 = 1.
   const Dims3 big{128, 128, 32};
   std::vector<float> q(size_t(128 * 128 * 32), 0.f);
-  EXPECT_EQ(local_pixel_shuffle(q.data(), big, 1, 20, LocalAugConfig{}.shuffle_block_min, rng)[0].size, (Dims3{6, 6, 1}));
+  EXPECT_EQ(local_pixel_shuffle(q.data(), big, 1, 20, LocalAugConfig{}.shuffle_block_min, rng)[0].size,
+            (Dims3{6, 6, 1}));
   // And augment_local uses it: with only the shuffle on, the default config changes a 32x32x16 patch.
   LocalAugConfig c;
   c.bezier = c.inpaint = false;

@@ -66,7 +66,8 @@ TEST(Orient, ToRasAndBackIsTheIdentityForAll48Orientations) {
       EXPECT_EQ(back.dims, v.dims);
       EXPECT_EQ(back.data, v.data);
       for (int r = 0; r < 4; ++r)
-        for (int c = 0; c < 4; ++c) EXPECT_NEAR(back.affine[size_t(r)][size_t(c)], v.affine[size_t(r)][size_t(c)], 1e-12);
+        for (int c = 0; c < 4; ++c)
+          EXPECT_NEAR(back.affine[size_t(r)][size_t(c)], v.affine[size_t(r)][size_t(c)], 1e-12);
       ++count;
     }
   } while (std::next_permutation(perm.begin(), perm.end()));
@@ -152,7 +153,8 @@ TEST(Preprocess, LabelsFollowTheImageAndRestoreToTheOriginalGrid) {
   EXPECT_EQ(back.dims, ph.labels.dims);
   EXPECT_EQ(back.data, ph.labels.data) << "restore_labels(preprocess_labels(L)) must give L back";
   for (int r = 0; r < 4; ++r)
-    for (int c = 0; c < 4; ++c) EXPECT_NEAR(back.affine[size_t(r)][size_t(c)], ph.labels.affine[size_t(r)][size_t(c)], 1e-9);
+    for (int c = 0; c < 4; ++c)
+      EXPECT_NEAR(back.affine[size_t(r)][size_t(c)], ph.labels.affine[size_t(r)][size_t(c)], 1e-9);
 }
 
 TEST(Preprocess, ImagesRestoreToTheOriginalGrid) {
@@ -240,7 +242,8 @@ TEST(Preprocess, CtWindowByNameIsPartOfTheKeyAndTheResult) {
   EXPECT_EQ(custom.ct_clip_hi, 300);
   custom.set_ct_window("paper");
   EXPECT_EQ(custom.key(), paper.key());
-  for (const char* bad : {"", "abdomen", "250,-175", "5,5", "1,2,3", "1,2x"}) EXPECT_THROW(custom.set_ct_window(bad), DataError) << bad;
+  for (const char* bad : {"", "abdomen", "250,-175", "5,5", "1,2,3", "1,2x"})
+    EXPECT_THROW(custom.set_ct_window(bad), DataError) << bad;
   // On a phantom: soft tissue (liver ~ 60 HU, spleen ~ 45 HU, fat ~ -100 HU) spreads over far more of
   // [0, 1] in the program window.
   Phantom ph = make_phantom(test::small_phantom_config(), 11, 0);
@@ -248,9 +251,12 @@ TEST(Preprocess, CtWindowByNameIsPartOfTheKeyAndTheResult) {
     c->spacing = {3.0, 3.0, 5.0};
     c->min_size = {32, 32, 16};
   }
-  PreprocessedVolume a = preprocess(test::as_nifti(ph.image, "ct"), paper), b = preprocess(test::as_nifti(ph.image, "ct"), program);
+  PreprocessedVolume a = preprocess(test::as_nifti(ph.image, "ct"), paper),
+                     b = preprocess(test::as_nifti(ph.image, "ct"), program);
   ASSERT_EQ(a.image.dims, b.image.dims);
-  auto to_hu = [](float v, const PreprocessConfig& c) { return c.ct_clip_lo + double(v) * (c.ct_clip_hi - c.ct_clip_lo); };
+  auto to_hu = [](float v, const PreprocessConfig& c) {
+    return c.ct_clip_lo + double(v) * (c.ct_clip_hi - c.ct_clip_lo);
+  };
   int checked = 0;
   for (size_t i = 0; i < a.image.data.size(); ++i) {
     const double h = to_hu(a.image.data[i], paper);

@@ -20,7 +20,8 @@ TEST(PreprocessCompat, KeyRoundTripsForBothPresets) {
 TEST(PreprocessCompat, NamesEveryDifference) {
   PreprocessConfig e = PreprocessConfig::ct(), r = PreprocessConfig::ct();
   e.ct_clip_lo = -175, e.ct_clip_hi = 250;
-  EXPECT_EQ(preprocess_differences(e, r), "CT window: the weights expect [-175, 250] HU, this run uses [-1350, 1000] HU");
+  EXPECT_EQ(preprocess_differences(e, r),
+            "CT window: the weights expect [-175, 250] HU, this run uses [-1350, 1000] HU");
   r.spacing = {1.5, 1.5, 1.5};
   EXPECT_EQ(preprocess_differences(e, r),
             "spacing: the weights expect 1 x 1 x 2 mm, this run uses 1.5 x 1.5 x 1.5 mm; "
@@ -31,7 +32,8 @@ TEST(PreprocessCompat, NamesEveryDifference) {
   EXPECT_EQ(d.find("window"), std::string::npos) << d;  // windows of different modalities are not compared
   PreprocessConfig m = PreprocessConfig::mri();
   m.mri_pct_lo = 1, m.mri_pct_hi = 99.99;
-  EXPECT_EQ(preprocess_differences(m, r), "MRI clip percentiles: the weights expect 1 / 99.99, this run uses 0.01 / 99.9");
+  EXPECT_EQ(preprocess_differences(m, r),
+            "MRI clip percentiles: the weights expect 1 / 99.99, this run uses 0.01 / 99.9");
   const std::string msg = preprocess_mismatch_message("w.safetensors", m, r, "--allow-preprocess-mismatch");
   EXPECT_EQ(msg.rfind("w.safetensors: MRI clip percentiles", 0), 0u) << msg;
   EXPECT_NE(msg.find("--allow-preprocess-mismatch"), std::string::npos) << msg;

@@ -40,7 +40,8 @@ static PatchBatch toy_batch(uint64_t seed, int B = 2, int64_t n = 8) {
   std::vector<float> img = b.image.to_vector<float>(), tgt;
   for (int i = 0; i < B; ++i)
     for (int k = 0; k < 3; ++k)
-      for (int64_t v = 0; v < n * n * n; ++v) tgt.push_back(img[size_t(i * n * n * n + v)] > 0.25f * float(k + 1) ? 1.f : 0.f);
+      for (int64_t v = 0; v < n * n * n; ++v)
+        tgt.push_back(img[size_t(i * n * n * n + v)] > 0.25f * float(k + 1) ? 1.f : 0.f);
   b.target = Tensor::from_vector(tgt, {B, 3, n, n, n});
   return b;
 }
@@ -94,8 +95,10 @@ TEST(Segmentation, LinearProbeIsTheSumOfUpsampledLevels) {
   std::map<std::string, Variable> p(named.begin(), named.end());
   std::vector<double> want(size_t(2 * X * Y * Z), 0.0);
   for (int i = 0; i < fpn.scales; ++i) {
-    std::vector<float> f = pyr[size_t(i)].value().to_vector<float>(), w = p.at(std::to_string(i) + ".weight").value().to_vector<float>();
-    const int64_t C = fpn.channels(i), s = 1 << i, fy = pyr[size_t(i)].size(3), fz = pyr[size_t(i)].size(4), fx = pyr[size_t(i)].size(2);
+    std::vector<float> f = pyr[size_t(i)].value().to_vector<float>(),
+                       w = p.at(std::to_string(i) + ".weight").value().to_vector<float>();
+    const int64_t C = fpn.channels(i), s = 1 << i, fy = pyr[size_t(i)].size(3), fz = pyr[size_t(i)].size(4),
+                  fx = pyr[size_t(i)].size(2);
     for (int k = 0; k < 2; ++k)
       for (int64_t x = 0; x < X; ++x)
         for (int64_t y = 0; y < Y; ++y)
@@ -254,8 +257,10 @@ TEST(Trainer, FrozenBackboneBatchNormModes) {
     for (int s = 0; s < 2; ++s) t.step(toy_batch(30 + s), s);
     auto after = snapshot(m);
     int params_changed = 0, buffers_changed = 0;
-    for (auto& [n, p] : m.backbone().named_parameters()) params_changed += before.at("backbone." + n) != after.at("backbone." + n);
-    for (auto& [n, b] : m.backbone().named_buffers()) buffers_changed += before.at("backbone." + n) != after.at("backbone." + n);
+    for (auto& [n, p] : m.backbone().named_parameters())
+      params_changed += before.at("backbone." + n) != after.at("backbone." + n);
+    for (auto& [n, b] : m.backbone().named_buffers())
+      buffers_changed += before.at("backbone." + n) != after.at("backbone." + n);
     return std::pair{params_changed, buffers_changed};
   };
   TrainConfig defaults;

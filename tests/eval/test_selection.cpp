@@ -18,7 +18,9 @@ namespace {
 
 std::vector<std::string> six() { return {"c0", "c1", "c2", "c3", "c4", "c5"}; }
 
-bool contains(const std::vector<std::string>& v, const std::string& s) { return std::find(v.begin(), v.end(), s) != v.end(); }
+bool contains(const std::vector<std::string>& v, const std::string& s) {
+  return std::find(v.begin(), v.end(), s) != v.end();
+}
 
 models::SegmenterConfig tiny() {
   models::SegmenterConfig c;
