@@ -16,6 +16,7 @@
 #   STAGES="ours claims3 causes" bash ...      # only some stages (run in this order: ours claims3 causes claims1 ablation)
 #   STAGES="ablation-vox2vec" bash ...         # one rung of the ladder (vox2vec | balanced | local); ablation = all three
 #   STAGES=length bash ...                     # pretraining-length curve: ours pretrained PRETRAIN_LONG steps, linear + E1
+#                                              # (length-linear, length-e1: one of the two, to run them side by side)
 #
 # Every stage resumes: rerunning the script skips finished runs and folds. All settings are below and are
 # the same for every arm of each comparison; they were fixed before any result of this version was seen
@@ -118,15 +119,19 @@ rung local "linear, + local aug" --arch ours --aug local --no-restoration
 # Pretraining-length curve (issue 11 item 3): "ours" pretrained PRETRAIN_LONG steps (the learning rate is
 # constant, so extending pretrain-ours with --resume gives the same run), linear probe and E1 on it; their
 # PRETRAIN_STEPS counterparts are linear-ours and e1.
-if want length; then
+if want length || want length-linear || want length-e1; then   # length-linear / length-e1: one of the two
   if [ ! -e "$OUT/pretrain-ours-long" ] && [ -f "$OUT/pretrain-ours/checkpoint_final.safetensors" ]; then
     mkdir -p "$OUT/pretrain-ours-long"   # start from pretrain-ours' last checkpoint (the run resumes from it)
     cp "$OUT"/pretrain-ours/{config.json,metrics.csv,log.txt,checkpoint_latest.safetensors} "$OUT/pretrain-ours-long/"
   fi
   PRETRAIN_STEPS=$PRETRAIN_LONG pretrain ours-long --arch ours --aug local
   WL="$OUT/pretrain-ours-long/backbone.safetensors"
-  evaluate linear-ours-long "linear, ours, $PRETRAIN_LONG pretraining steps" "${LIN[@]}" --weights "$WL"
-  evaluate e1-long "E1, $PRETRAIN_LONG pretraining steps" --mode finetune "${FT[@]}" --freeze-steps 0 --warmup-steps 0 --weights "$WL"
+  if want length || want length-linear; then
+    evaluate linear-ours-long "linear, ours, $PRETRAIN_LONG pretraining steps" "${LIN[@]}" --weights "$WL"
+  fi
+  if want length || want length-e1; then
+    evaluate e1-long "E1, $PRETRAIN_LONG pretraining steps" --mode finetune "${FT[@]}" --freeze-steps 0 --warmup-steps 0 --weights "$WL"
+  fi
 fi
 
 stage "tables"
