@@ -14,6 +14,9 @@
 #   bash scripts/phantom-experiment.sh         # budgeted to about 45 minutes on two quiet cores (runs/phantom-experiment)
 #   OUT=/tmp/px PRETRAIN_STEPS=20 LINEAR_STEPS=10 FT_STEPS=10 FREEZE=4 WARMUP=2 VAL_EVERY=5 bash scripts/phantom-experiment.sh   # smoke run
 #   STAGES="ours claims3 causes" bash ...      # only some stages (run in this order: ours claims3 causes claims1 ablation)
+#   STAGES="ablation-vox2vec" bash ...         # one rung of the ladder (vox2vec | balanced | local); ablation = all three
+#   STAGES=length bash ...                     # pretraining-length curve: ours pretrained PRETRAIN_LONG steps, linear + E1
+#                                              # (length-linear, length-e1: one of the two, to run them side by side)
 #
 # Every stage resumes: rerunning the script skips finished runs and folds. All settings are below and are
 # the same for every arm of each comparison; they were fixed before any result of this version was seen
@@ -37,6 +40,7 @@ TRAIN_CASES=${TRAIN_CASES:-4}
 VAL_EVERY=${VAL_EVERY:-50}         # model selection: validation Dice every VAL_EVERY steps, the best is tested
 CT_WINDOW=${CT_WINDOW:-program}    # issue 11 (d): program (the default, chosen by the phantom run) | paper
 FT_HEAD=${FT_HEAD:-nonlinear}      # issue 11 (g): nonlinear (paper) | linear (program)
+PRETRAIN_LONG=${PRETRAIN_LONG:-1200}   # the length curve's second backbone (stage "length"; not in the default STAGES)
 STAGES=${STAGES:-ours claims3 causes claims1 ablation}
 THREADS=${THREADS:-2}
 DEVICE=${DEVICE:-cpu}              # cuda on a GPU build
@@ -102,13 +106,32 @@ if want claims1; then
   evaluate linear-ours "linear, ours" "${LIN[@]}" --weights "$W"
   evaluate linear-random "linear, random init" "${LIN[@]}" "${ARCH[@]}"
 fi
-if want ablation; then   # the ladder of the paper's Table 3, linear probing (ours = linear-ours above)
-  pretrain vox2vec --arch vox2vec --aug vox2vec --no-restoration
-  pretrain balanced --arch ours --aug vox2vec --no-restoration
-  pretrain local --arch ours --aug local --no-restoration
-  evaluate linear-vox2vec "linear, vox2vec" "${LIN[@]}" --weights "$OUT/pretrain-vox2vec/backbone.safetensors"
-  evaluate linear-balanced "linear, + balanced" "${LIN[@]}" --weights "$OUT/pretrain-balanced/backbone.safetensors"
-  evaluate linear-local "linear, + local aug" "${LIN[@]}" --weights "$OUT/pretrain-local/backbone.safetensors"
+# The ladder of the paper's Table 3, linear probing (ours = linear-ours above); each rung is its own stage.
+rung() {
+  local name=$1 label=$2; shift 2
+  want ablation || want "ablation-$name" || return 0
+  pretrain "$name" "$@"
+  evaluate "linear-$name" "$label" "${LIN[@]}" --weights "$OUT/pretrain-$name/backbone.safetensors"
+}
+rung vox2vec "linear, vox2vec" --arch vox2vec --aug vox2vec --no-restoration
+rung balanced "linear, + balanced" --arch ours --aug vox2vec --no-restoration
+rung local "linear, + local aug" --arch ours --aug local --no-restoration
+# Pretraining-length curve (issue 11 item 3): "ours" pretrained PRETRAIN_LONG steps (the learning rate is
+# constant, so extending pretrain-ours with --resume gives the same run), linear probe and E1 on it; their
+# PRETRAIN_STEPS counterparts are linear-ours and e1.
+if want length || want length-linear || want length-e1; then   # length-linear / length-e1: one of the two
+  if [ ! -e "$OUT/pretrain-ours-long" ] && [ -f "$OUT/pretrain-ours/checkpoint_final.safetensors" ]; then
+    mkdir -p "$OUT/pretrain-ours-long"   # start from pretrain-ours' last checkpoint (the run resumes from it)
+    cp "$OUT"/pretrain-ours/{config.json,metrics.csv,log.txt,checkpoint_latest.safetensors} "$OUT/pretrain-ours-long/"
+  fi
+  PRETRAIN_STEPS=$PRETRAIN_LONG pretrain ours-long --arch ours --aug local
+  WL="$OUT/pretrain-ours-long/backbone.safetensors"
+  if want length || want length-linear; then
+    evaluate linear-ours-long "linear, ours, $PRETRAIN_LONG pretraining steps" "${LIN[@]}" --weights "$WL"
+  fi
+  if want length || want length-e1; then
+    evaluate e1-long "E1, $PRETRAIN_LONG pretraining steps" --mode finetune "${FT[@]}" --freeze-steps 0 --warmup-steps 0 --weights "$WL"
+  fi
 fi
 
 stage "tables"
@@ -118,4 +141,5 @@ table table-claim1-linear linear-ours linear-random
 table table-claim2-ablation linear-vox2vec linear-balanced linear-local linear-ours
 table table-claim3-few-labels finetune scratch
 table table-causes scratch e1 e2 e3 e4
+table table-length linear-ours linear-ours-long e1 e1-long
 echo "total wall time: $(( $(date +%s) - T0 )) s"
