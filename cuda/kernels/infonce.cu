@@ -1,17 +1,13 @@
 // Symmetric InfoNCE with in-view negatives (docs/method.md section 3, step 7), tiled so the similarity
-// matrices are never stored whole. Same formulation as the CPU backend (engine/cpu/losses.cpp):
+// matrices are never stored whole. Same formulation as the CPU backend (engine/cpu/losses.cpp).
 //
-// Stack Z = [za; zb] (2N x D) and S = Z Z^T / tau. Row i < N of S holds s(A_i, A_j) then s(A_i, B_j); row
-// i >= N holds s(B_i, A_j) then s(B_i, B_j). So both halves of the loss are one rule over 2N rows: mask
-// the diagonal, lse_i = logsumexp of the row, the positive sits at p(i) = (i + N) mod 2N, and
-// loss = (1/2N) sum_i (lse_i - S[i, p(i)]) = (Loss_A + Loss_B) / 2.
+// The stacked formulation (S = Z Z^T / tau over Z = [za; zb]) and its backward are derived once, in
+// docs/method.md section 3, step 7 ("How both backends compute it").
 //
 // Forward, per block of R rows (R = 1024 by default): one cuBLAS GEMM S_blk = Z[blk] Z^T / tau (R x 2N,
 // 84 MB in float at N = 10,240), then one thread block per row computes the masked log-sum-exp (max pass,
 // then sum pass, in double) and the positive. The per-row terms are summed by CUB.
-// Backward: G = dloss/(2N) (P - E) with P the row softmax (zero diagonal) and E the positive indicator;
-// dS = G and S symmetric give dZ = (G + G^T) Z / tau, and row i of G^T needs only S[i, j] and the saved
-// lse_j. So per block: recompute S_blk with one GEMM, overwrite it in place with
+// Backward, per block: recompute S_blk with one GEMM, overwrite it in place with
 // H = dloss/(2N) (exp(S - lse_i) + exp(S - lse_j) - 2E), and one GEMM dZ[blk] = H Z / tau written straight
 // into dza / dzb. Memory: one R x 2N block plus a copy of Z.
 #include <algorithm>

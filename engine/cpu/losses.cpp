@@ -1,17 +1,10 @@
 // Losses, each returning a mean as out [1]; sums accumulate in double over a fixed chunking, so results
 // do not depend on the thread count.
 //
-// InfoNCE, tiled. Stack Z = [za; zb] (2N rows) and S = Z Z^T / tau. Row i of S holds, for i < N,
-// {s(A_i,A_j)} then {s(A_i,B_j)}; for i >= N, {s(B_i,A_j)} then {s(B_i,B_j)}. So both halves of the
-// symmetric loss are one rule over the 2N rows: mask the diagonal, lse_i = logsumexp of the row, positive
-// at p(i) = i +- N, and loss = (1/2N) sum_i (lse_i - S[i,p(i)]) = (Loss_A + Loss_B) / 2 exactly.
-// S is never stored whole: a block of kTileRows rows x all 2N columns is one GEMM, reduced to lse at once.
-//
-// Backward. With G = dloss/(2N) (P - E), P = row softmax (zero diagonal), E = the positive indicator,
-// dS = G and S = Z Z^T / tau give dZ = (G + G^T) Z / tau. S is symmetric, so row r of G^T is
-// G^T[r,j] = (exp(S[r,j] - lse_j) - E[r,j]) dloss/(2N): from the same recomputed row block and the saved
-// lse of every row. Hence per block: one GEMM for S, H = exp(S - lse_r) + exp(S - lse_j) - 2E in place,
-// one GEMM dZ[block] = dloss/(2N tau) H Z. Memory: the block (kTileRows x 2N) plus Z and dZ.
+// InfoNCE, tiled: the stacked formulation and its backward are derived once, in docs/method.md section 3,
+// step 7 ("How both backends compute it"). Here a block of kTileRows rows x all 2N columns of S is one
+// GEMM, reduced to the rows' log-sum-exps at once; the backward recomputes the block, overwrites it with H
+// and does one more GEMM. Memory: the block (kTileRows x 2N) plus Z and dZ.
 
 #include <algorithm>
 #include <cmath>
