@@ -24,6 +24,7 @@
 #include "data/phantom.h"
 #include "models/checkpoint.h"
 #include "models/fpn3d.h"
+#include "tests/apps/program_test_util.h"
 
 namespace fs = std::filesystem;
 using namespace hdssl;
@@ -59,19 +60,9 @@ std::string phantoms() {
   return dir;
 }
 
-struct Result {
-  int code;
-  std::string output;
-};
+using Result = hdssl::test::ProgramResult;
 Result run(const std::string& args, const std::string& prefix = "") {
-  std::string cmd = prefix + kPretrain + " " + args + " 2>&1";
-  FILE* p = ::popen(cmd.c_str(), "r");
-  std::string out;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
-  int status = ::pclose(p);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), out};
+  return hdssl::test::run_command(prefix + kPretrain + " " + args);
 }
 
 // Starts ./pretrain in the background (output to log_path); returns its pid.
@@ -91,21 +82,7 @@ std::vector<std::vector<double>> metrics(const std::string& run_dir) {
   app::MetricsCsv::read(run_dir + "/metrics.csv", cols, rows);
   return rows;
 }
-// The deterministic columns of metrics.csv (step, Lc, Lr, L, grad norm) as text, one line per step.
-std::vector<std::string> losses(const std::string& run_dir) {
-  std::vector<std::string> out;
-  std::ifstream f(run_dir + "/metrics.csv");
-  std::string line;
-  std::getline(f, line);
-  while (std::getline(f, line)) {
-    std::vector<std::string> cells;
-    std::stringstream ss(line);
-    std::string c;
-    while (std::getline(ss, c, ',')) cells.push_back(c);
-    if (cells.size() == 9) out.push_back(cells[0] + " " + cells[3] + " " + cells[4] + " " + cells[5] + " " + cells[6]);
-  }
-  return out;
-}
+std::vector<std::string> losses(const std::string& run_dir) { return hdssl::test::metrics_losses(run_dir); }
 size_t rows_in(const std::string& run_dir) { return fs::exists(run_dir + "/metrics.csv") ? metrics(run_dir).size() : 0; }
 }  // namespace
 

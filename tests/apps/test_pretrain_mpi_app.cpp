@@ -20,6 +20,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "tests/apps/program_test_util.h"
 #include "models/checkpoint.h"
 #include "models/train_state.h"
 
@@ -39,19 +40,8 @@ const std::string kTiny =
     " --patch 16 16 8 --batch-pairs 2 --voxels-per-pair 64 --base-channels 4 --scales 2 --spacing 6 6 12"
     " --modality ct --threads 1 --loader-threads 1 --lr 1e-3 --device cpu --log-every 1";  // a row every step
 
-struct Result {
-  int code;
-  std::string output;
-};
-Result sh(const std::string& cmd) {
-  FILE* p = ::popen((cmd + " 2>&1").c_str(), "r");
-  std::string out;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
-  int status = ::pclose(p);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), out};
-}
+using Result = hdssl::test::ProgramResult;
+Result sh(const std::string& cmd) { return hdssl::test::run_command(cmd); }
 Result pretrain(int ranks, const std::string& args) {  // ranks 0: a plain run, no launcher
   return sh((ranks ? launch(ranks) : "") + kPretrain + " " + args);
 }
@@ -74,31 +64,13 @@ std::string phantoms() {  // two small unlabeled CT phantoms, written once by ./
   }();
   return dir;
 }
-std::string read_text(const std::string& path) {
-  std::ifstream f(path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
+using hdssl::test::read_text;
 size_t count(const std::string& text, const std::string& what) {
   size_t n = 0;
   for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
   return n;
 }
-// The deterministic columns of metrics.csv (step, Lc, Lr, L, grad norm) as text, one line per step.
-std::vector<std::string> losses(const std::string& run_dir) {
-  std::vector<std::string> out;
-  std::ifstream f(run_dir + "/metrics.csv");
-  std::string line;
-  std::getline(f, line);
-  while (std::getline(f, line)) {
-    std::vector<std::string> cells;
-    std::stringstream ss(line);
-    for (std::string c; std::getline(ss, c, ',');) cells.push_back(c);
-    if (cells.size() == 9) out.push_back(cells[0] + " " + cells[3] + " " + cells[4] + " " + cells[5] + " " + cells[6]);
-  }
-  return out;
-}
+std::vector<std::string> losses(const std::string& run_dir) { return hdssl::test::metrics_losses(run_dir); }
 
 // One uninterrupted 2-rank run of 6 steps (checkpoints at 3 and 6), shared by the tests below.
 const std::string& two_rank_run() {

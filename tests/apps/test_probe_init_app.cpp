@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/apps/program_test_util.h"
 #include "apps/common/run_folder.h"
 #include "models/checkpoint.h"
 
@@ -44,12 +45,7 @@ Result sh(const std::string& cmd) {
   return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, out};
 }
 
-std::string slurp(const std::string& path) {
-  std::ifstream f(path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
+std::string slurp(const std::string& path) { return hdssl::test::read_text(path); }
 
 // A tiny CPU configuration (bitwise comparisons are a CPU promise).
 const std::string kTiny =
@@ -74,27 +70,8 @@ class ProbeInitApp : public ::testing::Test {
 };
 std::string ProbeInitApp::dir_;
 
-// metrics.csv as text cells, one vector per row (the header dropped).
-std::vector<std::vector<std::string>> cells(const std::string& run) {
-  std::vector<std::vector<std::string>> out;
-  std::ifstream f(run + "/metrics.csv");
-  std::string line, c;
-  std::getline(f, line);
-  while (std::getline(f, line)) {
-    std::vector<std::string> row;
-    std::stringstream ss(line);
-    while (std::getline(ss, c, ',')) row.push_back(c);
-    out.push_back(row);
-  }
-  return out;
-}
-// step, Lc, Lr, L, grad norm of each row: the deterministic columns.
-std::vector<std::string> losses(const std::string& run) {
-  std::vector<std::string> out;
-  for (const auto& r : cells(run))
-    out.push_back(r.at(0) + " " + r.at(3) + " " + r.at(4) + " " + r.at(5) + " " + r.at(6));
-  return out;
-}
+std::vector<std::vector<std::string>> cells(const std::string& run) { return hdssl::test::metrics_cells(run); }
+std::vector<std::string> losses(const std::string& run) { return hdssl::test::metrics_losses(run); }
 std::vector<std::string> probe_column(const std::string& run) {
   std::vector<std::string> out;
   for (const auto& r : cells(run)) out.push_back(r.at(8));
