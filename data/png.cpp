@@ -3,8 +3,11 @@
 
 #include <png.h>
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstdio>
+#include <string>
 #include <vector>
 
 namespace hdssl::data {
@@ -32,26 +35,37 @@ void write_axial_png(const std::string& path, const Volume& ras, int64_t z, doub
   write_rgb_png(path, W * panels, H, rgb);
 }
 
+// Written to a temporary name and renamed, so a failed write (a full disk) leaves the previous PNG intact.
 void write_rgb_png(const std::string& path, int64_t width, int64_t height, const std::vector<unsigned char>& rgb) {
   if (int64_t(rgb.size()) != width * height * 3) throw DataError(path + ": RGB buffer size does not match the image");
-  const int64_t W = width, H = height, panels = 1;
-  FILE* f = std::fopen(path.c_str(), "wb");
+  const int64_t W = width, H = height;
+  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  FILE* f = std::fopen(tmp.c_str(), "wb");
   if (!f) throw DataError(path + ": cannot open for writing");
   png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, nullptr, nullptr, nullptr);
   png_infop info = png_create_info_struct(png);
   if (setjmp(png_jmpbuf(png))) {
     png_destroy_write_struct(&png, &info);
     std::fclose(f);
-    throw DataError(path + ": libpng error while writing");
+    std::remove(tmp.c_str());
+    throw DataError(path + ": libpng error while writing (disk full?); the previous file is kept");
   }
   png_init_io(png, f);
-  png_set_IHDR(png, info, png_uint_32(W * panels), png_uint_32(H), 8, PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE,
+  png_set_IHDR(png, info, png_uint_32(W), png_uint_32(H), 8, PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE,
                PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
   png_write_info(png, info);
-  for (int64_t r = 0; r < H; ++r) png_write_row(png, const_cast<unsigned char*>(&rgb[size_t(r * W * panels * 3)]));
+  for (int64_t r = 0; r < H; ++r) png_write_row(png, const_cast<unsigned char*>(&rgb[size_t(r * W * 3)]));
   png_write_end(png, nullptr);
   png_destroy_write_struct(&png, &info);
-  std::fclose(f);
+  const bool flushed = std::fflush(f) == 0 && !std::ferror(f);
+  if (std::fclose(f) != 0 || !flushed) {
+    std::remove(tmp.c_str());
+    throw DataError(path + ": write failed (disk full?); the previous file is kept");
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    std::remove(tmp.c_str());
+    throw DataError(path + ": cannot replace the file");
+  }
 }
 
 }  // namespace hdssl::data
