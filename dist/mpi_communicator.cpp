@@ -8,6 +8,7 @@
 #define OMPI_SKIP_MPICXX 1
 #define MPICH_SKIP_MPICXX 1
 #include <mpi.h>
+#include <unistd.h>
 #ifdef HDSSL_HAVE_CUDA_AWARE_MPI
 #include <mpi-ext.h>  // MPIX_Query_cuda_support
 #endif
@@ -17,6 +18,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <iostream>
+#include <string>
 
 #include "dist/communicator.h"
 #include "engine/check.h"
@@ -58,7 +60,12 @@ class MpiCommunicator : public Communicator {
   bool accepts_device_buffers() const override { return device_buffers_; }
 
   [[noreturn]] void abort(const std::string& message, int code) override {
-    std::cerr << "hdssl rank " << rank_ << ": " << message << std::endl;
+    // One write(2) of the whole line, then a moment for the launcher to forward it: written in pieces, the
+    // launcher's own MPI_ABORT banner could land in the middle of the message.
+    const std::string line = "hdssl rank " + std::to_string(rank_) + ": " + message + "\n";
+    ssize_t written = ::write(2, line.data(), line.size());
+    (void)written;
+    ::usleep(200 * 1000);
     MPI_Abort(MPI_COMM_WORLD, code);
     std::exit(code);  // MPI_Abort does not return; this keeps [[noreturn]] honest
   }
