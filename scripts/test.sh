@@ -15,6 +15,8 @@ if [ "${1:-}" = "--sanitize" ]; then
   export BUILD_DIR=${BUILD_DIR:-build-sanitize}
   export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:strict_string_checks=1:detect_stack_use_after_return=1}
   export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+  # Leaks that third-party libraries keep for the life of the process (fontconfig via cairo, Open MPI).
+  export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$PWD/tests/sanitizer/lsan.supp:print_suppressions=0}
   bash scripts/build.sh -DHDSSL_SANITIZE=ON -DHDSSL_CUDA=OFF
 else
   bash scripts/build.sh
