@@ -245,18 +245,22 @@ TEST(PretrainApp, FailuresAreClearAndExitNonZero) {
   // memory needs terabytes of address space. The memory refusals are checked in the normal build.
   if (!hdssl::test::kUnderAsan) {
     // Out of memory (host memory capped at 1.5 GB): the size asked for is in the message, exit code 3.
-    Result oom = run("--data " + phantoms() + " -o " + base + "/r6 --patch 64 64 16 --batch-pairs 32 --voxels-per-pair 64"
-                     " --base-channels 64 --scales 2 --spacing 4 4 8 --modality ct --threads 1 --loader-threads 1"
-                     " --steps 2 --device cpu --skip-memory-check", "ulimit -v 1500000; ");
+    Result oom = run("--data " + phantoms() + " -o " + base +
+                         "/r6 --patch 64 64 16 --batch-pairs 32 --voxels-per-pair 64"
+                         " --base-channels 64 --scales 2 --spacing 4 4 8 --modality ct --threads 1 --loader-threads 1"
+                         " --steps 2 --device cpu --skip-memory-check",
+                     "ulimit -v 1500000; ");
     EXPECT_EQ(oom.code, 3) << oom.output;
     EXPECT_NE(oom.output.find("out of host memory: could not allocate"), std::string::npos) << oom.output;
     EXPECT_NE(oom.output.find(" bytes"), std::string::npos) << oom.output;
 
     // The same run without --skip-memory-check: refused before the model is built, by the estimate, with
     // the estimate, what is available and settings that would fit; nothing is written but the log.
-    Result est = run("--data " + phantoms() + " -o " + base + "/r7 --patch 64 64 16 --batch-pairs 32 --voxels-per-pair 64"
-                     " --base-channels 64 --scales 2 --spacing 4 4 8 --modality ct --threads 1 --loader-threads 1"
-                     " --steps 2 --device cpu", "ulimit -v 1500000; ");
+    Result est = run("--data " + phantoms() + " -o " + base +
+                         "/r7 --patch 64 64 16 --batch-pairs 32 --voxels-per-pair 64"
+                         " --base-channels 64 --scales 2 --spacing 4 4 8 --modality ct --threads 1 --loader-threads 1"
+                         " --steps 2 --device cpu",
+                     "ulimit -v 1500000; ");
     EXPECT_EQ(est.code, 3) << est.output;
     EXPECT_NE(est.output.find("Settings that would fit: --patch"), std::string::npos) << est.output;
     EXPECT_NE(est.output.find("available (RLIMIT_AS"), std::string::npos) << est.output;  // ulimit -v is the limit

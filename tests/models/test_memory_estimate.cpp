@@ -162,7 +162,8 @@ TEST(MemoryEstimate, RefusalGivesEstimateAvailableAndSettingsThatFit) {
 }
 
 TEST(MemoryEstimate, AnAddressSpaceLimitIsSeenAndRefusesThePaperDefaults) {
-  if (hdssl::test::kUnderAsan) GTEST_SKIP() << "AddressSanitizer's shadow memory cannot run under an address-space limit";
+  if (hdssl::test::kUnderAsan)
+    GTEST_SKIP() << "AddressSanitizer's shadow memory cannot run under an address-space limit";
   // ulimit -v in a child: 512 MiB above what it maps now.
   int fds[2];
   ASSERT_EQ(pipe(fds), 0);
