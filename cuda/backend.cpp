@@ -52,6 +52,7 @@ class CudaBackend final : public BackendImpl {
   // ---- elementwise ----
   void fill(Tensor& out, double value) override {
     if (out.dtype() == DType::I32) return k::fill<int32_t>(out.data<int32_t>(), out.numel(), value);
+    if (out.dtype() == DType::BF16) return k::fill<bf16>(out.data<bf16>(), out.numel(), value);
     dispatch_float(out.dtype(), "fill", [&](auto tag) {
       using T = decltype(tag);
       k::fill<T>(out.data<T>(), out.numel(), value);
@@ -60,13 +61,19 @@ class CudaBackend final : public BackendImpl {
   void cast(const Tensor& x, Tensor& out) override {
     auto to = [&](auto* src) {
       using S = std::remove_const_t<std::remove_pointer_t<decltype(src)>>;
-      if (out.dtype() == DType::F32) k::cast<S, float>(src, out.data<float>(), x.numel());
-      else if (out.dtype() == DType::F64) k::cast<S, double>(src, out.data<double>(), x.numel());
-      else k::cast<S, int32_t>(src, out.data<int32_t>(), x.numel());
+      switch (out.dtype()) {
+        case DType::F32: return k::cast<S, float>(src, out.data<float>(), x.numel());
+        case DType::F64: return k::cast<S, double>(src, out.data<double>(), x.numel());
+        case DType::BF16: return k::cast<S, bf16>(src, out.data<bf16>(), x.numel());
+        case DType::I32: return k::cast<S, int32_t>(src, out.data<int32_t>(), x.numel());
+      }
     };
-    if (x.dtype() == DType::F32) to(static_cast<const float*>(x.data<float>()));
-    else if (x.dtype() == DType::F64) to(static_cast<const double*>(x.data<double>()));
-    else to(static_cast<const int32_t*>(x.data<int32_t>()));
+    switch (x.dtype()) {
+      case DType::F32: return to(static_cast<const float*>(x.data<float>()));
+      case DType::F64: return to(static_cast<const double*>(x.data<double>()));
+      case DType::BF16: return to(static_cast<const bf16*>(x.data<bf16>()));
+      case DType::I32: return to(static_cast<const int32_t*>(x.data<int32_t>()));
+    }
   }
   void axpby(double a, const Tensor& x, double b, const Tensor& y, Tensor& out) override {
     dispatch_float(x.dtype(), "axpby", [&](auto tag) {

@@ -19,6 +19,13 @@ class BackendImpl {
  public:
   virtual ~BackendImpl() = default;
   virtual Device device() const = 0;
+  // Whether this backend has its own bfloat16 kernel for the primitive `op` (its name in engine/backend.h).
+  // Where it has none, the dispatch runs the primitive in float32 on widened copies and rounds the outputs
+  // (engine/bf16_widening.h), so every primitive takes bf16 on every backend.
+  virtual bool computes_bf16(const char* op) const {
+    (void)op;
+    return false;
+  }
 
   virtual void* allocate(size_t bytes) = 0;
   virtual void deallocate(void* ptr, size_t bytes) = 0;

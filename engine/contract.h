@@ -23,10 +23,10 @@ class Contract {
     HDSSL_CHECK(t.is_contiguous()) << op_ << ": " << name << " must be contiguous, got " << t.describe();
     return *this;
   }
-  // A tensor of float32 or float64.
+  // A tensor of float32, float64 or bfloat16.
   const Contract& floating(const Tensor& t, const char* name) const {
     tensor(t, name);
-    HDSSL_CHECK(is_floating(t.dtype())) << op_ << ": " << name << " must be float32 or float64, got "
+    HDSSL_CHECK(is_floating(t.dtype())) << op_ << ": " << name << " must be float32, float64 or bfloat16, got "
                                         << t.describe();
     return *this;
   }
@@ -47,6 +47,16 @@ class Contract {
   }
   const Contract& vec(const Tensor& t, int64_t n, const Tensor& like, const char* name) const {
     return shaped(t, Shape{n}, like, name);
+  }
+  // [n] of the dtype x computes in (engine/dtype.h compute_dtype: float32 for bfloat16 x): batch-norm
+  // parameters and statistics.
+  const Contract& stats_vec(const Tensor& t, int64_t n, const Tensor& x, const char* name) const {
+    tensor(t, name);
+    const DType want = compute_dtype(x.dtype());
+    HDSSL_CHECK(t.shape() == Shape{n} && t.dtype() == want)
+        << op_ << ": " << name << " must be " << dtype_name(want) << shape_str(Shape{n}) << " for x "
+        << x.describe() << ", got " << t.describe();
+    return *this;
   }
   const Contract& scalar(const Tensor& t, const Tensor& like, const char* name) const {
     return shaped(t, Shape{1}, like, name);

@@ -1,11 +1,13 @@
 // The dispatch: every primitive's contract (engine/backend.h), checked once for all devices, before the
 // device's implementation (engine/backend_impl.h) runs. The backends in engine/cpu and cuda/ check
-// nothing of this again. Messages name the primitive and show the offending tensors.
+// nothing of this again. Messages name the primitive and show the offending tensors. bfloat16 calls that
+// a backend has no bf16 kernel for run in float32 here (engine/bf16_widening.h).
 #include <initializer_list>
 #include <utility>
 
 #include "engine/backend.h"
 #include "engine/backend_impl.h"
+#include "engine/bf16_widening.h"
 #include "engine/contract.h"
 
 namespace hdssl {
@@ -60,10 +62,10 @@ void check_rows(const Contract& c, const Tensor& x, const Tensor& per_row, const
   c.dims(x, 2, xn).vec(per_row, x.size(0), x, rn);
 }
 
-// Batch-norm statistics and affine parameters: [C] of x's dtype.
+// Batch-norm statistics and affine parameters: [C] of the dtype x computes in (float32 for bf16 x).
 using NamedTensors = std::initializer_list<std::pair<const Tensor*, const char*>>;
 void check_channel_vectors(const Contract& c, const Tensor& x, NamedTensors vs) {
-  for (const auto& [v, name] : vs) c.vec(*v, x.size(1), x, name);
+  for (const auto& [v, name] : vs) c.stats_vec(*v, x.size(1), x, name);
 }
 
 void check_infonce(const Contract& c, const Tensor& za, const Tensor& zb, double tau, const Tensor& lse_a,
@@ -112,42 +114,60 @@ void Backend::cast(const Tensor& x, Tensor& out) {
 }
 void Backend::axpby(double a, const Tensor& x, double b, const Tensor& y, Tensor& out) {
   Contract("axpby", device()).floating(x, "x").same(x, y, "y").same(x, out, "out");
-  impl_->axpby(a, x, b, y, out);
+  Bf16Widening bf(*impl_, "axpby", {&x, &y, &out});
+  impl_->axpby(a, bf.in(x), b, bf.in(y), bf.out(out));
+  bf.finish();
 }
 void Backend::mul(const Tensor& x, const Tensor& y, Tensor& out) {
   Contract("mul", device()).floating(x, "x").same(x, y, "y").same(x, out, "out");
-  impl_->mul(x, y, out);
+  Bf16Widening bf(*impl_, "mul", {&x, &y, &out});
+  impl_->mul(bf.in(x), bf.in(y), bf.out(out));
+  bf.finish();
 }
 void Backend::relu_forward(const Tensor& x, Tensor& y) {
   Contract("relu_forward", device()).floating(x, "x").same(x, y, "y");
-  impl_->relu_forward(x, y);
+  Bf16Widening bf(*impl_, "relu_forward", {&x, &y});
+  impl_->relu_forward(bf.in(x), bf.out(y));
+  bf.finish();
 }
 void Backend::relu_backward(const Tensor& y, const Tensor& dy, Tensor& dx) {
   Contract("relu_backward", device()).floating(y, "y").same(y, dy, "dy").same(y, dx, "dx");
-  impl_->relu_backward(y, dy, dx);
+  Bf16Widening bf(*impl_, "relu_backward", {&y, &dy, &dx});
+  impl_->relu_backward(bf.in(y), bf.in(dy), bf.out(dx));
+  bf.finish();
 }
 void Backend::sigmoid_forward(const Tensor& x, Tensor& y) {
   Contract("sigmoid_forward", device()).floating(x, "x").same(x, y, "y");
-  impl_->sigmoid_forward(x, y);
+  Bf16Widening bf(*impl_, "sigmoid_forward", {&x, &y});
+  impl_->sigmoid_forward(bf.in(x), bf.out(y));
+  bf.finish();
 }
 void Backend::sigmoid_backward(const Tensor& y, const Tensor& dy, Tensor& dx) {
   Contract("sigmoid_backward", device()).floating(y, "y").same(y, dy, "dy").same(y, dx, "dx");
-  impl_->sigmoid_backward(y, dy, dx);
+  Bf16Widening bf(*impl_, "sigmoid_backward", {&y, &dy, &dx});
+  impl_->sigmoid_backward(bf.in(y), bf.in(dy), bf.out(dx));
+  bf.finish();
 }
 
 // ---- reductions ----
 void Backend::sum_all(const Tensor& x, Tensor& out) {
   Contract("sum_all", device()).floating(x, "x").scalar(out, x, "out");
-  impl_->sum_all(x, out);
+  Bf16Widening bf(*impl_, "sum_all", {&x, &out});
+  impl_->sum_all(bf.in(x), bf.out(out));
+  bf.finish();
 }
 void Backend::sum_squares(const Tensor& x, Tensor& out) {
   Contract("sum_squares", device()).floating(x, "x").scalar(out, x, "out");
-  impl_->sum_squares(x, out);
+  Bf16Widening bf(*impl_, "sum_squares", {&x, &out});
+  impl_->sum_squares(bf.in(x), bf.inout(out));
+  bf.finish();
 }
 void Backend::channel_sum(const Tensor& x, Tensor& out) {
   const Contract c("channel_sum", device());
   c.dims(x, 2, "x", /*at_least=*/true).vec(out, x.size(1), x, "out");
-  impl_->channel_sum(x, out);
+  Bf16Widening bf(*impl_, "channel_sum", {&x, &out});
+  impl_->channel_sum(bf.in(x), bf.out(out));
+  bf.finish();
 }
 
 // ---- 3D convolution ----
@@ -155,43 +175,61 @@ void Backend::conv3d_forward(const Tensor& x, const Tensor& w, const Tensor& b, 
   const Contract c("conv3d_forward", device());
   check_conv(c, x, w, y, a.pad, "x", "w", "y");
   if (b.defined()) c.vec(b, w.size(0), x, "bias");
-  impl_->conv3d_forward(x, w, b, y, a);
+  Bf16Widening bf(*impl_, "conv3d_forward", {&x, &w, &b, &y});
+  impl_->conv3d_forward(bf.in(x), bf.in(w), bf.in(b), bf.out(y), a);
+  bf.finish();
 }
 void Backend::conv3d_backward_data(const Tensor& dy, const Tensor& w, Tensor& dx, const Conv3dArgs& a) {
   check_conv(Contract("conv3d_backward_data", device()), dx, w, dy, a.pad, "dx", "w", "dy");
-  impl_->conv3d_backward_data(dy, w, dx, a);
+  Bf16Widening bf(*impl_, "conv3d_backward_data", {&dy, &w, &dx});
+  impl_->conv3d_backward_data(bf.in(dy), bf.in(w), bf.out(dx), a);
+  bf.finish();
 }
 void Backend::conv3d_backward_filter(const Tensor& x, const Tensor& dy, Tensor& dw, const Conv3dArgs& a) {
   check_conv(Contract("conv3d_backward_filter", device()), x, dw, dy, a.pad, "x", "dw", "dy");
-  impl_->conv3d_backward_filter(x, dy, dw, a);
+  Bf16Widening bf(*impl_, "conv3d_backward_filter", {&x, &dy, &dw});
+  impl_->conv3d_backward_filter(bf.in(x), bf.in(dy), bf.out(dw), a);
+  bf.finish();
 }
 
 // ---- pooling, upsampling, cropping ----
 void Backend::maxpool2_forward(const Tensor& x, Tensor& y, Tensor& idx) {
   const Contract c("maxpool2_forward", device());
   c.volume(x, "x").shaped(y, halved(x), x, "y").int32(idx, halved(x), "idx");
-  impl_->maxpool2_forward(x, y, idx);
+  Bf16Widening bf(*impl_, "maxpool2_forward", {&x, &y, &idx});
+  impl_->maxpool2_forward(bf.in(x), bf.out(y), bf.out(idx));
+  bf.finish();
 }
 void Backend::maxpool2_backward(const Tensor& dy, const Tensor& idx, Tensor& dx) {
   const Contract c("maxpool2_backward", device());
   c.volume(dx, "dx").shaped(dy, halved(dx), dx, "dy").int32(idx, halved(dx), "idx");
-  impl_->maxpool2_backward(dy, idx, dx);
+  Bf16Widening bf(*impl_, "maxpool2_backward", {&dy, &idx, &dx});
+  impl_->maxpool2_backward(bf.in(dy), bf.in(idx), bf.out(dx));
+  bf.finish();
 }
 void Backend::upsample2_forward(const Tensor& x, Tensor& y) {
   Contract("upsample2_forward", device()).volume(x, "x").shaped(y, doubled(x), x, "y");
-  impl_->upsample2_forward(x, y);
+  Bf16Widening bf(*impl_, "upsample2_forward", {&x, &y});
+  impl_->upsample2_forward(bf.in(x), bf.out(y));
+  bf.finish();
 }
 void Backend::upsample2_backward(const Tensor& dy, Tensor& dx) {
   Contract("upsample2_backward", device()).volume(dx, "dx").shaped(dy, doubled(dx), dx, "dy");
-  impl_->upsample2_backward(dy, dx);
+  Bf16Widening bf(*impl_, "upsample2_backward", {&dy, &dx});
+  impl_->upsample2_backward(bf.in(dy), bf.out(dx));
+  bf.finish();
 }
 void Backend::crop_forward(const Tensor& x, Tensor& y, const int64_t offset[3]) {
   check_crop(Contract("crop_forward", device()), x, y, offset, "x", "y");
-  impl_->crop_forward(x, y, offset);
+  Bf16Widening bf(*impl_, "crop_forward", {&x, &y});
+  impl_->crop_forward(bf.in(x), bf.out(y), offset);
+  bf.finish();
 }
 void Backend::crop_backward(const Tensor& dy, Tensor& dx, const int64_t offset[3]) {
   check_crop(Contract("crop_backward", device()), dx, dy, offset, "dx", "dy");
-  impl_->crop_backward(dy, dx, offset);
+  Bf16Widening bf(*impl_, "crop_backward", {&dy, &dx});
+  impl_->crop_backward(bf.in(dy), bf.out(dx), offset);
+  bf.finish();
 }
 void Backend::copy_channels(const Tensor& src, Tensor& dst, int64_t c0, bool reverse) {
   const Contract c("copy_channels", device());
@@ -215,7 +253,9 @@ void Backend::batchnorm_forward_train(const Tensor& x, const Tensor& gamma, cons
                                {&running_var, "running_var"}});
   HDSSL_REQUIRE(c, channel_view(x).count() > 1) << "expected more than 1 value per channel when training, got "
                                           << x.describe();
-  impl_->batchnorm_forward_train(x, gamma, beta, y, save_mean, save_invstd, running_mean, running_var, a);
+  Bf16Widening bf(*impl_, "batchnorm_forward_train", {&x});  // the [C] vectors are float32 then
+  impl_->batchnorm_forward_train(bf.in(x), gamma, beta, bf.out(y), save_mean, save_invstd, running_mean, running_var, a);
+  bf.finish();
 }
 void Backend::batchnorm_forward_eval(const Tensor& x, const Tensor& gamma, const Tensor& beta,
                                      const Tensor& running_mean, const Tensor& running_var, Tensor& y,
@@ -224,7 +264,9 @@ void Backend::batchnorm_forward_eval(const Tensor& x, const Tensor& gamma, const
   c.dims(x, 2, "x", /*at_least=*/true).same(x, y, "y");
   check_channel_vectors(c, x, {{&gamma, "gamma"}, {&beta, "beta"}, {&running_mean, "running_mean"},
                                {&running_var, "running_var"}});
-  impl_->batchnorm_forward_eval(x, gamma, beta, running_mean, running_var, y, a);
+  Bf16Widening bf(*impl_, "batchnorm_forward_eval", {&x});
+  impl_->batchnorm_forward_eval(bf.in(x), gamma, beta, running_mean, running_var, bf.out(y), a);
+  bf.finish();
 }
 void Backend::batchnorm_backward(const Tensor& x, const Tensor& dy, const Tensor& gamma, const Tensor& save_mean,
                                  const Tensor& save_invstd, Tensor& dx, Tensor& dgamma, Tensor& dbeta) {
@@ -232,7 +274,9 @@ void Backend::batchnorm_backward(const Tensor& x, const Tensor& dy, const Tensor
   c.dims(x, 2, "x", /*at_least=*/true).same(x, dy, "dy").same(x, dx, "dx");
   check_channel_vectors(c, x, {{&gamma, "gamma"}, {&save_mean, "save_mean"}, {&save_invstd, "save_invstd"},
                                {&dgamma, "dgamma"}, {&dbeta, "dbeta"}});
-  impl_->batchnorm_backward(x, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta);
+  Bf16Widening bf(*impl_, "batchnorm_backward", {&x});
+  impl_->batchnorm_backward(bf.in(x), bf.in(dy), gamma, save_mean, save_invstd, bf.out(dx), dgamma, dbeta);
+  bf.finish();
 }
 
 // ---- dense linear algebra ----
@@ -246,22 +290,30 @@ void Backend::matmul(const Tensor& a, const Tensor& b, Tensor& out, bool trans_a
   const int64_t Kb = trans_b ? b.size(1) : b.size(0), N = trans_b ? b.size(0) : b.size(1);
   HDSSL_REQUIRE(c, K == Kb && out.size(0) == M && out.size(1) == N)
       << "op(a) " << M << "x" << K << " @ op(b) " << Kb << "x" << N << " -> " << out.describe();
-  impl_->matmul(a, b, out, trans_a, trans_b, alpha, beta);
+  Bf16Widening bf(*impl_, "matmul", {&a, &b, &out});
+  impl_->matmul(bf.in(a), bf.in(b), bf.inout(out), trans_a, trans_b, alpha, beta);
+  bf.finish();
 }
 void Backend::add_row_vector(const Tensor& x, const Tensor& v, Tensor& out) {
   const Contract c("add_row_vector", device());
   c.dims(x, 2, "x").vec(v, x.size(1), x, "v").same(x, out, "out");
-  impl_->add_row_vector(x, v, out);
+  Bf16Widening bf(*impl_, "add_row_vector", {&x, &v, &out});
+  impl_->add_row_vector(bf.in(x), bf.in(v), bf.out(out));
+  bf.finish();
 }
 
 // ---- voxel gather ----
 void Backend::gather_voxels(const Tensor& feat, const Tensor& coords, int level, Tensor& out) {
   check_gather(Contract("gather_voxels", device()), feat, coords, level, out, "feat", "out");
-  impl_->gather_voxels(feat, coords, level, out);
+  Bf16Widening bf(*impl_, "gather_voxels", {&feat, &coords, &out});
+  impl_->gather_voxels(bf.in(feat), bf.in(coords), level, bf.out(out));
+  bf.finish();
 }
 void Backend::gather_voxels_backward(const Tensor& dout, const Tensor& coords, int level, Tensor& dfeat) {
   check_gather(Contract("gather_voxels_backward", device()), dfeat, coords, level, dout, "dfeat", "dout");
-  impl_->gather_voxels_backward(dout, coords, level, dfeat);
+  Bf16Widening bf(*impl_, "gather_voxels_backward", {&dout, &coords, &dfeat});
+  impl_->gather_voxels_backward(bf.in(dout), bf.in(coords), level, bf.out(dfeat));
+  bf.finish();
 }
 
 // ---- row-wise ----
@@ -269,23 +321,31 @@ void Backend::l2norm_forward(const Tensor& x, Tensor& y, Tensor& norms, double e
   const Contract c("l2norm_forward", device());
   check_rows(c, x, norms, "x", "norms");
   c.same(x, y, "y");
-  impl_->l2norm_forward(x, y, norms, eps);
+  Bf16Widening bf(*impl_, "l2norm_forward", {&x, &y, &norms});
+  impl_->l2norm_forward(bf.in(x), bf.out(y), bf.out(norms), eps);
+  bf.finish();
 }
 void Backend::l2norm_backward(const Tensor& dy, const Tensor& y, const Tensor& norms, Tensor& dx) {
   const Contract c("l2norm_backward", device());
   check_rows(c, y, norms, "y", "norms");
   c.same(y, dy, "dy").same(y, dx, "dx");
-  impl_->l2norm_backward(dy, y, norms, dx);
+  Bf16Widening bf(*impl_, "l2norm_backward", {&dy, &y, &norms, &dx});
+  impl_->l2norm_backward(bf.in(dy), bf.in(y), bf.in(norms), bf.out(dx));
+  bf.finish();
 }
 void Backend::logsumexp_rows(const Tensor& x, Tensor& out) {
   check_rows(Contract("logsumexp_rows", device()), x, out, "x", "out");
-  impl_->logsumexp_rows(x, out);
+  Bf16Widening bf(*impl_, "logsumexp_rows", {&x, &out});
+  impl_->logsumexp_rows(bf.in(x), bf.out(out));
+  bf.finish();
 }
 void Backend::logsumexp_rows_backward(const Tensor& x, const Tensor& out, const Tensor& dout, Tensor& dx) {
   const Contract c("logsumexp_rows_backward", device());
   check_rows(c, x, out, "x", "out");
   c.same(out, dout, "dout").same(x, dx, "dx");
-  impl_->logsumexp_rows_backward(x, out, dout, dx);
+  Bf16Widening bf(*impl_, "logsumexp_rows_backward", {&x, &out, &dout, &dx});
+  impl_->logsumexp_rows_backward(bf.in(x), bf.in(out), bf.in(dout), bf.out(dx));
+  bf.finish();
 }
 
 // ---- losses ----
@@ -294,45 +354,61 @@ void Backend::infonce_forward(const Tensor& za, const Tensor& zb, double tau, Te
   const Contract c("infonce_forward", device());
   check_infonce(c, za, zb, tau, lse_a, lse_b);
   c.scalar(loss, za, "loss");
-  impl_->infonce_forward(za, zb, tau, loss, lse_a, lse_b);
+  Bf16Widening bf(*impl_, "infonce_forward", {&za, &zb, &loss, &lse_a, &lse_b});
+  impl_->infonce_forward(bf.in(za), bf.in(zb), tau, bf.out(loss), bf.out(lse_a), bf.out(lse_b));
+  bf.finish();
 }
 void Backend::infonce_backward(const Tensor& za, const Tensor& zb, double tau, const Tensor& lse_a,
                                const Tensor& lse_b, const Tensor& dloss, Tensor& dza, Tensor& dzb) {
   const Contract c("infonce_backward", device());
   check_infonce(c, za, zb, tau, lse_a, lse_b);
   c.scalar(dloss, za, "dloss").same(za, dza, "dza").same(zb, dzb, "dzb");
-  impl_->infonce_backward(za, zb, tau, lse_a, lse_b, dloss, dza, dzb);
+  Bf16Widening bf(*impl_, "infonce_backward", {&za, &zb, &lse_a, &lse_b, &dloss, &dza, &dzb});
+  impl_->infonce_backward(bf.in(za), bf.in(zb), tau, bf.in(lse_a), bf.in(lse_b), bf.in(dloss), bf.out(dza), bf.out(dzb));
+  bf.finish();
 }
 void Backend::mse_forward(const Tensor& x, const Tensor& target, Tensor& loss) {
   Contract("mse_forward", device()).floating(x, "x").same(x, target, "target").scalar(loss, x, "loss");
-  impl_->mse_forward(x, target, loss);
+  Bf16Widening bf(*impl_, "mse_forward", {&x, &target, &loss});
+  impl_->mse_forward(bf.in(x), bf.in(target), bf.out(loss));
+  bf.finish();
 }
 void Backend::mse_backward(const Tensor& x, const Tensor& target, const Tensor& dloss, Tensor& dx) {
   Contract("mse_backward", device())
       .floating(x, "x").same(x, target, "target").scalar(dloss, x, "dloss").same(x, dx, "dx");
-  impl_->mse_backward(x, target, dloss, dx);
+  Bf16Widening bf(*impl_, "mse_backward", {&x, &target, &dloss, &dx});
+  impl_->mse_backward(bf.in(x), bf.in(target), bf.in(dloss), bf.out(dx));
+  bf.finish();
 }
 void Backend::bce_logits_forward(const Tensor& x, const Tensor& target, Tensor& loss) {
   Contract("bce_logits_forward", device()).floating(x, "x").same(x, target, "target").scalar(loss, x, "loss");
-  impl_->bce_logits_forward(x, target, loss);
+  Bf16Widening bf(*impl_, "bce_logits_forward", {&x, &target, &loss});
+  impl_->bce_logits_forward(bf.in(x), bf.in(target), bf.out(loss));
+  bf.finish();
 }
 void Backend::bce_logits_backward(const Tensor& x, const Tensor& target, const Tensor& dloss, Tensor& dx) {
   Contract("bce_logits_backward", device())
       .floating(x, "x").same(x, target, "target").scalar(dloss, x, "dloss").same(x, dx, "dx");
-  impl_->bce_logits_backward(x, target, dloss, dx);
+  Bf16Widening bf(*impl_, "bce_logits_backward", {&x, &target, &dloss, &dx});
+  impl_->bce_logits_backward(bf.in(x), bf.in(target), bf.in(dloss), bf.out(dx));
+  bf.finish();
 }
 void Backend::soft_dice_forward(const Tensor& p, const Tensor& g, Tensor& loss, Tensor& sums) {
   const Contract c("soft_dice_forward", device());
   check_dice(c, p, g, sums);
   c.scalar(loss, p, "loss");
-  impl_->soft_dice_forward(p, g, loss, sums);
+  Bf16Widening bf(*impl_, "soft_dice_forward", {&p, &g, &loss, &sums});
+  impl_->soft_dice_forward(bf.in(p), bf.in(g), bf.out(loss), bf.out(sums));
+  bf.finish();
 }
 void Backend::soft_dice_backward(const Tensor& p, const Tensor& g, const Tensor& sums, const Tensor& dloss,
                                  Tensor& dp) {
   const Contract c("soft_dice_backward", device());
   check_dice(c, p, g, sums);
   c.scalar(dloss, p, "dloss").same(p, dp, "dp");
-  impl_->soft_dice_backward(p, g, sums, dloss, dp);
+  Bf16Widening bf(*impl_, "soft_dice_backward", {&p, &g, &sums, &dloss, &dp});
+  impl_->soft_dice_backward(bf.in(p), bf.in(g), bf.in(sums), bf.in(dloss), bf.out(dp));
+  bf.finish();
 }
 
 // ---- optimizer ----
@@ -342,7 +418,9 @@ void Backend::adam_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v,
   c.floating(param, "param").same(param, grad, "grad").same(param, m, "m").same(param, v, "v");
   if (scale.defined()) c.scalar(scale, param, "scale");
   HDSSL_REQUIRE(c, a.step >= 1) << "step is 1-based, got " << a.step;
-  impl_->adam_step(param, grad, m, v, a, grad_scale, scale);
+  Bf16Widening bf(*impl_, "adam_step", {&param, &grad, &m, &v, &scale});
+  impl_->adam_step(bf.inout(param), bf.in(grad), bf.inout(m), bf.inout(v), a, grad_scale, bf.in(scale));
+  bf.finish();
 }
 void Backend::clip_scale(const Tensor& sum_squares, double max_norm, double eps, Tensor& scale) {
   const Contract c("clip_scale", device());
@@ -350,7 +428,9 @@ void Backend::clip_scale(const Tensor& sum_squares, double max_norm, double eps,
   c.scalar(scale, sum_squares, "scale");
   HDSSL_REQUIRE(c, max_norm > 0 && eps >= 0) << "max_norm > 0 and eps >= 0 expected, got " << max_norm << ", "
                                               << eps;
-  impl_->clip_scale(sum_squares, max_norm, eps, scale);
+  Bf16Widening bf(*impl_, "clip_scale", {&sum_squares, &scale});
+  impl_->clip_scale(bf.in(sum_squares), max_norm, eps, bf.out(scale));
+  bf.finish();
 }
 
 }  // namespace hdssl

@@ -57,6 +57,7 @@ Tensor Tensor::from_vector(const std::vector<T>& values, const Shape& shape, Dev
 template Tensor Tensor::from_vector<float>(const std::vector<float>&, const Shape&, Device);
 template Tensor Tensor::from_vector<double>(const std::vector<double>&, const Shape&, Device);
 template Tensor Tensor::from_vector<int32_t>(const std::vector<int32_t>&, const Shape&, Device);
+template Tensor Tensor::from_vector<bf16>(const std::vector<bf16>&, const Shape&, Device);
 
 std::string Tensor::describe() const {
   if (!defined()) return "undefined tensor";
@@ -140,12 +141,14 @@ std::vector<T> Tensor::to_vector() const {
 template std::vector<float> Tensor::to_vector<float>() const;
 template std::vector<double> Tensor::to_vector<double>() const;
 template std::vector<int32_t> Tensor::to_vector<int32_t>() const;
+template std::vector<bf16> Tensor::to_vector<bf16>() const;
 
 double Tensor::item() const {
   HDSSL_CHECK(numel() == 1) << "item() of " << describe();
   switch (dtype_) {
     case DType::F32: return to_vector<float>()[0];
     case DType::F64: return to_vector<double>()[0];
+    case DType::BF16: return double(float(to_vector<bf16>()[0]));
     default: return to_vector<int32_t>()[0];
   }
 }

@@ -2,6 +2,8 @@
 // blocks and each thread walks on by the grid's width), so one launch covers 167 M voxels and any odd size.
 // Nothing clever: these are bandwidth-bound, and the plain loop is what a reader should see. Scalars
 // arrive as double and are converted once to T.
+#include <type_traits>
+
 #include "cuda/kernels/common.cuh"
 #include "cuda/kernels/kernels.h"
 
@@ -14,8 +16,14 @@ __global__ void fill_kernel(T* out, int64_t n, T v) {
 }
 
 template <class Tin, class Tout>
+__device__ Tout cast_one(Tin v) {
+  if constexpr (std::is_same_v<Tin, bf16>) return static_cast<Tout>(float(v));
+  else if constexpr (std::is_same_v<Tout, bf16>) return bf16(float(v));
+  else return static_cast<Tout>(v);
+}
+template <class Tin, class Tout>
 __global__ void cast_kernel(const Tin* x, Tout* out, int64_t n) {
-  for (int64_t i = thread_index(); i < n; i += thread_stride()) out[i] = static_cast<Tout>(x[i]);
+  for (int64_t i = thread_index(); i < n; i += thread_stride()) out[i] = cast_one<Tin, Tout>(x[i]);
 }
 
 template <class T>
@@ -139,6 +147,7 @@ HDSSL_INSTANTIATE(float)
 HDSSL_INSTANTIATE(double)
 #undef HDSSL_INSTANTIATE
 template void fill<int32_t>(int32_t*, int64_t, double);
+template void fill<bf16>(bf16*, int64_t, double);
 
 #define HDSSL_INSTANTIATE_CAST(A, B) template void cast<A, B>(const A*, B*, int64_t);
 HDSSL_INSTANTIATE_CAST(float, float)
@@ -150,6 +159,15 @@ HDSSL_INSTANTIATE_CAST(double, int32_t)
 HDSSL_INSTANTIATE_CAST(int32_t, float)
 HDSSL_INSTANTIATE_CAST(int32_t, double)
 HDSSL_INSTANTIATE_CAST(int32_t, int32_t)
+// bfloat16 <-> the others: through float (engine/bf16.h rounds to nearest even; double is rounded to float
+// first, as on the CPU)
+HDSSL_INSTANTIATE_CAST(bf16, bf16)
+HDSSL_INSTANTIATE_CAST(bf16, float)
+HDSSL_INSTANTIATE_CAST(bf16, double)
+HDSSL_INSTANTIATE_CAST(bf16, int32_t)
+HDSSL_INSTANTIATE_CAST(float, bf16)
+HDSSL_INSTANTIATE_CAST(double, bf16)
+HDSSL_INSTANTIATE_CAST(int32_t, bf16)
 #undef HDSSL_INSTANTIATE_CAST
 
 }  // namespace hdssl::cuda::kernels

@@ -1,11 +1,16 @@
 // Launchers of the CUDA kernels, one block per .cu file (plain C++ declarations, so backend.cpp is
 // compiled by the host compiler). Every launcher queues its work on the context's stream and never
 // synchronizes. Pointers are device pointers to contiguous data; sizes are 64-bit element counts.
-// Instantiated for T = float and double only (cast also for int32).
+// Instantiated for T = float and double only (cast and fill also for int32 and bfloat16; the other
+// primitives see bfloat16 only where cuda/backend.cpp says it computes them in bf16 itself).
 #pragma once
 #include <cstdint>
 
+#include "engine/bf16.h"
+
 namespace hdssl::cuda::kernels {
+
+using hdssl::bf16;
 
 // ---- elementwise.cu ----
 template <class T> void fill(T* out, int64_t n, double value);

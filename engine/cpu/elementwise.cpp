@@ -1,5 +1,6 @@
 // Elementwise kernels: one OpenMP loop each over the flat contiguous data.
 #include <cmath>
+#include <type_traits>
 
 #include "engine/cpu/cpu_backend.h"
 
@@ -12,6 +13,12 @@ void CpuBackend::fill(Tensor& out, double value) {
     for (int64_t i = 0; i < n; ++i) o[i] = int32_t(value);
     return;
   }
+  if (out.dtype() == DType::BF16) {
+    bf16* o = out.data<bf16>();
+    const auto v = bf16(static_cast<float>(value));
+    for (int64_t i = 0; i < n; ++i) o[i] = v;
+    return;
+  }
   dispatch_float(out.dtype(), "fill", [&](auto tag) {
     using T = decltype(tag);
     T* o = out.data<T>();
@@ -20,16 +27,36 @@ void CpuBackend::fill(Tensor& out, double value) {
   });
 }
 
+namespace {
+// One element of a cast. bfloat16 goes through float: widening is exact, narrowing rounds to nearest
+// even (engine/bf16.h); a double is first rounded to float, as PyTorch does.
+template <class To, class From> To convert_one(From v) {
+  if constexpr (std::is_same_v<From, bf16>) return convert_one<To>(float(v));
+  else if constexpr (std::is_same_v<To, bf16>) return bf16(float(v));
+  else return static_cast<To>(v);
+}
+template <class From, class To> void convert_all(const From* src, To* dst, int64_t n) {
+#pragma omp parallel for schedule(static) if (n > 65536)
+  for (int64_t i = 0; i < n; ++i) dst[i] = convert_one<To>(src[i]);
+}
+template <class From> void convert_from(const From* src, Tensor& out, int64_t n) {
+  switch (out.dtype()) {
+    case DType::F32: return convert_all(src, out.data<float>(), n);
+    case DType::F64: return convert_all(src, out.data<double>(), n);
+    case DType::BF16: return convert_all(src, out.data<bf16>(), n);
+    case DType::I32: return convert_all(src, out.data<int32_t>(), n);
+  }
+}
+}  // namespace
+
 void CpuBackend::cast(const Tensor& x, Tensor& out) {
   const int64_t n = x.numel();
-  auto convert = [&](auto* src) {
-    if (out.dtype() == DType::F32) { float* o = out.data<float>(); for (int64_t i = 0; i < n; ++i) o[i] = float(src[i]); }
-    else if (out.dtype() == DType::F64) { double* o = out.data<double>(); for (int64_t i = 0; i < n; ++i) o[i] = double(src[i]); }
-    else { int32_t* o = out.data<int32_t>(); for (int64_t i = 0; i < n; ++i) o[i] = int32_t(src[i]); }
-  };
-  if (x.dtype() == DType::F32) convert(x.data<float>());
-  else if (x.dtype() == DType::F64) convert(x.data<double>());
-  else convert(x.data<int32_t>());
+  switch (x.dtype()) {
+    case DType::F32: return convert_from(x.data<float>(), out, n);
+    case DType::F64: return convert_from(x.data<double>(), out, n);
+    case DType::BF16: return convert_from(x.data<bf16>(), out, n);
+    case DType::I32: return convert_from(x.data<int32_t>(), out, n);
+  }
 }
 
 void CpuBackend::axpby(double a, const Tensor& x, double b, const Tensor& y, Tensor& out) {
