@@ -254,7 +254,8 @@ void Backend::batchnorm_forward_train(const Tensor& x, const Tensor& gamma, cons
   HDSSL_REQUIRE(c, channel_view(x).count() > 1) << "expected more than 1 value per channel when training, got "
                                           << x.describe();
   Bf16Widening bf(*impl_, "batchnorm_forward_train", {&x});  // the [C] vectors are float32 then
-  impl_->batchnorm_forward_train(bf.in(x), gamma, beta, bf.out(y), save_mean, save_invstd, running_mean, running_var, a);
+  impl_->batchnorm_forward_train(bf.in(x), gamma, beta, bf.out(y), save_mean, save_invstd, running_mean,
+                                 running_var, a);
   bf.finish();
 }
 void Backend::batchnorm_forward_eval(const Tensor& x, const Tensor& gamma, const Tensor& beta,
@@ -364,7 +365,8 @@ void Backend::infonce_backward(const Tensor& za, const Tensor& zb, double tau, c
   check_infonce(c, za, zb, tau, lse_a, lse_b);
   c.scalar(dloss, za, "dloss").same(za, dza, "dza").same(zb, dzb, "dzb");
   Bf16Widening bf(*impl_, "infonce_backward", {&za, &zb, &lse_a, &lse_b, &dloss, &dza, &dzb});
-  impl_->infonce_backward(bf.in(za), bf.in(zb), tau, bf.in(lse_a), bf.in(lse_b), bf.in(dloss), bf.out(dza), bf.out(dzb));
+  impl_->infonce_backward(bf.in(za), bf.in(zb), tau, bf.in(lse_a), bf.in(lse_b), bf.in(dloss), bf.out(dza),
+                          bf.out(dzb));
   bf.finish();
 }
 void Backend::mse_forward(const Tensor& x, const Tensor& target, Tensor& loss) {
