@@ -117,15 +117,10 @@ TEST(PretrainApp, LossFallsAndTheRunFolderIsComplete) {
     std::printf("python3-torch not installed: PyTorch load check skipped\n");
     return;
   }
-  std::string cmd = "/usr/bin/python3 " HDSSL_SOURCE_DIR "/tests/apps/load_checkpoint_in_torch.py " + out +
-                    "/backbone.safetensors " + out + "/checkpoint_final.safetensors 2>&1";
-  FILE* p = ::popen(cmd.c_str(), "r");
-  std::string py;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof(buf), p)) > 0) py.append(buf, n);
-  EXPECT_EQ(::pclose(p), 0) << py;
-  EXPECT_NE(py.find("OK"), std::string::npos) << py;
+  Result py = hdssl::test::run_command("/usr/bin/python3 " HDSSL_SOURCE_DIR "/tests/apps/load_checkpoint_in_torch.py " +
+                                       out + "/backbone.safetensors " + out + "/checkpoint_final.safetensors");
+  EXPECT_EQ(py.code, 0) << py.output;
+  EXPECT_NE(py.output.find("OK"), std::string::npos) << py.output;
 }
 
 TEST(PretrainApp, KillNineThenResumeReproducesTheLossesBitForBit) {
@@ -301,14 +296,9 @@ TEST(PretrainApp, LogEveryWritesRowsAtLogStepsAndCatchesNaNAtTheNextOne) {
 TEST(PretrainApp, DemoRunsFromAnEmptyFolder) {
   const std::string cwd = scratch() + "/demo";
   fs::create_directories(cwd);
-  std::string cmd = "cd " + cwd + " && " + kPretrain + " --demo --steps 3 --threads 2 2>&1";
-  FILE* p = ::popen(cmd.c_str(), "r");
-  std::string out;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
-  int status = ::pclose(p);
-  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << out;
+  Result r = run("--demo --steps 3 --threads 2", "cd " + cwd + " && ");
+  const std::string& out = r.output;
+  ASSERT_TRUE(r.exited && r.code == 0) << out;
   EXPECT_NE(out.find("synthetic CT phantoms"), std::string::npos) << out;
   EXPECT_TRUE(fs::exists(cwd + "/hdssl-demo/run/backbone.safetensors")) << out;
 }
