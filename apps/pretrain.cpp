@@ -33,6 +33,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "apps/common/ct_window_setting.h"
 #include "apps/common/device_setup.h"
 #include "apps/common/plot.h"
 #include "apps/common/progress.h"
@@ -126,9 +127,7 @@ void declare_settings(app::SettingsTable& t, Options& o) {
         K::Defines)
       .one_of({"one", "per-pair"})
       .legacy("per-pair");
-  t.add("--ct-window", "ct_window", o.ct_window,
-        "CT intensity window: paper [-1350,1000] | program [-175,250] | LO,HI (HU)", K::Defines)
-      .legacy("paper");
+  app::add_ct_window(t, o.ct_window);
   t.add("--vox2vec-order", "vox2vec_order", o.vox2vec_order,
         "vox2vec augmentations: program (blur/sharpen, noise in HU, window + clip last) | legacy (window first)",
         K::Defines)
@@ -371,11 +370,6 @@ std::string pick_checkpoint(app::RunFolder& run) {
 
 // Refusals that need more than one setting (each setting's own range is checked by the table).
 void check_combinations(const Options& o) {
-  try {
-    data::PreprocessConfig().set_ct_window(o.ct_window);
-  } catch (const std::exception& e) {
-    throw app::UsageError(std::string("--ct-window: ") + e.what());
-  }
   if (!o.init.empty() && o.scales == 0) return;  // --init: the backbone file tells, checked again after read_init()
   const int scales = o.scales > 0 ? o.scales : (o.arch == "vox2vec" ? models::PretrainConfig::vox2vec().scales
                                                                     : models::PretrainConfig::ours().scales);

@@ -127,7 +127,8 @@ TEST_F(Apps, Refusals) {
            {"--fg-prob 1.5", "--fg-prob 1.5: out of range, must be >= 0 and <= 1"},
            {"--patch 16 0 8", "--patch 16 0 8: out of range, each value must be >= 1"},
            {"--spacing 8 -8 16", "--spacing 8 -8 16: out of range, each value must be > 0"},
-           {"--folds 1", "--folds 1: out of range, must be >= 2"}}) {
+           {"--folds 1", "--folds 1: out of range, must be >= 2"},
+           {"--ct-window 250,-175", "--ct-window: CT window '250,-175': expected paper, program or LO,HI"}}) {
     r = run_passive(eval_cmd("bad4", flags));
     EXPECT_EQ(r.code, 2) << flags << "\n" << r.output;
     EXPECT_NE(r.output.find(says), std::string::npos) << r.output;

@@ -321,7 +321,8 @@ TEST(PretrainApp, OutOfRangeFlagsAreRefusedAtTheCommandLineWithExit2) {
            {"--scales 0", "--scales 0: out of range, must be >= 1"},
            {"--threads -1", "--threads -1: out of range, must be >= 0"},
            {"--save-every 0", "--save-every 0: out of range, must be >= 1"},
-           {"--arch resnet", "--arch: resnet not in {ours,vox2vec}"}}) {
+           {"--arch resnet", "--arch: resnet not in {ours,vox2vec}"},
+           {"--ct-window 250,-175", "--ct-window: CT window '250,-175': expected paper, program or LO,HI"}}) {
     // The range flag comes after the tiny settings, so it is the one that counts (the last wins).
     Result r = run("--data " + phantoms() + " -o " + out + kTiny + " " + flags);
     EXPECT_EQ(r.code, 2) << flags << "\n" << r.output;
