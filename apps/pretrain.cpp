@@ -381,7 +381,8 @@ void check_combinations(const Options& o) {
                             std::to_string(m) + " with " + std::to_string(scales) + " scales (--scales, --arch)");
 }
 
-// Refuses (exit 3) a configuration whose estimated peak memory does not fit what this process may use.
+// Refuses (exit 3) a configuration whose estimated peak memory does not fit what this process may use: host
+// memory, and on a GPU the device's free memory.
 void check_memory(const Options& o, const models::PretrainConfig& mc, Device device, int threads,
                   const std::vector<data::PreprocessedVolume>& vols, app::RunFolder& run) {
   models::MemoryConfig mem{mc, o.batch_pairs, {o.patch[0], o.patch[1], o.patch[2]}, o.voxels_per_pair,
@@ -389,12 +390,14 @@ void check_memory(const Options& o, const models::PretrainConfig& mc, Device dev
   for (const auto& v : vols) mem.dataset_bytes += int64_t(v.image.data.size() * sizeof(float) + v.body.data.size());
   std::string source;
   const int64_t host = models::available_host_memory(&source);
-  // The GPU's free memory is not queried yet (-1: only the host side is checked).
-  if (std::string why = models::memory_refusal(mem, host, source, /*device_available=*/-1); !why.empty())
-    throw Fatal{why, 3};
+  const int64_t gpu = models::available_device_memory(device);  // -1 on the CPU
+  if (std::string why = models::memory_refusal(mem, host, source, gpu); !why.empty()) throw Fatal{why, 3};
   const models::MemoryEstimate e = models::estimate_pretrain_memory(mem);
   run.log("memory estimate: " + fmt("%.2f", double(e.host) / double(1 << 30)) + " GiB host" +
-          (host > 0 ? " of " + fmt("%.2f", double(host) / double(1 << 30)) + " GiB available (" + source + ")" : ""));
+          (host > 0 ? " of " + fmt("%.2f", double(host) / double(1 << 30)) + " GiB available (" + source + ")" : "") +
+          (gpu >= 0 ? ", " + fmt("%.2f", double(e.device) / double(1 << 30)) + " GiB GPU of " +
+                          fmt("%.2f", double(gpu) / double(1 << 30)) + " GiB free"
+                    : ""));
 }
 
 // --init: reads the backbone file and takes its architecture (base, scales, blocks) where the flags leave
