@@ -27,6 +27,7 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include "apps/common/ct_window_setting.h"
 #include "apps/common/device_setup.h"
 #include "apps/common/plot.h"
 #include "apps/common/progress.h"
@@ -126,9 +127,7 @@ void declare_settings(app::SettingsTable& t, Options& o) {
         K::Defines)
       .one_of({"train", "eval"})
       .legacy("eval");
-  t.add("--ct-window", "ct_window", o.ct_window,
-        "CT intensity window: paper [-1350,1000] | program [-175,250] | LO,HI (HU)", K::Defines)
-      .legacy("paper");
+  app::add_ct_window(t, o.ct_window);
   t.add("--val-fraction", "val_fraction", o.val_fraction,
         "model selection: share of each fold's training cases that validate (0: test the last step)", K::Defines)
       .at_least(0).below(1).legacy(0.0);
@@ -454,7 +453,7 @@ int run_evaluation(Options& o, app::SettingsTable& table) {
   data::LabeledDataset ds = data::read_labeled_dataset(o.data);
   meta.preprocess = ds.modality == data::Modality::CT ? data::PreprocessConfig::ct() : data::PreprocessConfig::mri();
   if (!o.spacing.empty()) meta.preprocess.spacing = {o.spacing[0], o.spacing[1], o.spacing[2]};
-  meta.preprocess.set_ct_window(o.ct_window);  // checked in main()
+  meta.preprocess.set_ct_window(o.ct_window);  // checked in main() (check_ranges)
   meta.preprocess.min_size = meta.patch;
   if (!o.weights.empty()) check_weights_preprocessing(o, weights_st, meta.preprocess, run);
 
@@ -517,12 +516,7 @@ int main(int argc, char** argv) {
                          "continue the run RUN (or the one in -o) with its own settings (finished folds are kept)");
   if (int rc = app::parse_command_line(app, argc, argv); rc >= 0) return rc;
   try {
-    table.check_ranges();
-    try {
-      data::PreprocessConfig().set_ct_window(o.ct_window);
-    } catch (const std::exception& e) {
-      throw app::UsageError(std::string("--ct-window: ") + e.what());
-    }
+    table.check_ranges();  // --ct-window's value too
     o.resume = resume.apply(&o.out, table.given("-o,--out"));
   } catch (const app::UsageError& e) {
     std::cerr << "evaluate: error: " << e.what() << std::endl;

@@ -33,6 +33,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "apps/common/ct_window_setting.h"
 #include "apps/common/device_setup.h"
 #include "apps/common/plot.h"
 #include "apps/common/progress.h"
@@ -126,9 +127,7 @@ void declare_settings(app::SettingsTable& t, Options& o) {
         K::Defines)
       .one_of({"one", "per-pair"})
       .legacy("per-pair");
-  t.add("--ct-window", "ct_window", o.ct_window,
-        "CT intensity window: paper [-1350,1000] | program [-175,250] | LO,HI (HU)", K::Defines)
-      .legacy("paper");
+  app::add_ct_window(t, o.ct_window);
   t.add("--vox2vec-order", "vox2vec_order", o.vox2vec_order,
         "vox2vec augmentations: program (blur/sharpen, noise in HU, window + clip last) | legacy (window first)",
         K::Defines)
@@ -371,11 +370,6 @@ std::string pick_checkpoint(app::RunFolder& run) {
 
 // Refusals that need more than one setting (each setting's own range is checked by the table).
 void check_combinations(const Options& o) {
-  try {
-    data::PreprocessConfig().set_ct_window(o.ct_window);
-  } catch (const std::exception& e) {
-    throw app::UsageError(std::string("--ct-window: ") + e.what());
-  }
   if (!o.init.empty() && o.scales == 0) return;  // --init: the backbone file tells, checked again after read_init()
   const int scales = o.scales > 0 ? o.scales : (o.arch == "vox2vec" ? models::PretrainConfig::vox2vec().scales
                                                                     : models::PretrainConfig::ours().scales);
@@ -387,7 +381,8 @@ void check_combinations(const Options& o) {
                             std::to_string(m) + " with " + std::to_string(scales) + " scales (--scales, --arch)");
 }
 
-// Refuses (exit 3) a configuration whose estimated peak memory does not fit what this process may use.
+// Refuses (exit 3) a configuration whose estimated peak memory does not fit what this process may use: host
+// memory, and on a GPU the device's free memory.
 void check_memory(const Options& o, const models::PretrainConfig& mc, Device device, int threads,
                   const std::vector<data::PreprocessedVolume>& vols, app::RunFolder& run) {
   models::MemoryConfig mem{mc, o.batch_pairs, {o.patch[0], o.patch[1], o.patch[2]}, o.voxels_per_pair,
@@ -395,12 +390,14 @@ void check_memory(const Options& o, const models::PretrainConfig& mc, Device dev
   for (const auto& v : vols) mem.dataset_bytes += int64_t(v.image.data.size() * sizeof(float) + v.body.data.size());
   std::string source;
   const int64_t host = models::available_host_memory(&source);
-  // The GPU's free memory is not queried yet (-1: only the host side is checked).
-  if (std::string why = models::memory_refusal(mem, host, source, /*device_available=*/-1); !why.empty())
-    throw Fatal{why, 3};
+  const int64_t gpu = models::available_device_memory(device);  // -1 on the CPU
+  if (std::string why = models::memory_refusal(mem, host, source, gpu); !why.empty()) throw Fatal{why, 3};
   const models::MemoryEstimate e = models::estimate_pretrain_memory(mem);
   run.log("memory estimate: " + fmt("%.2f", double(e.host) / double(1 << 30)) + " GiB host" +
-          (host > 0 ? " of " + fmt("%.2f", double(host) / double(1 << 30)) + " GiB available (" + source + ")" : ""));
+          (host > 0 ? " of " + fmt("%.2f", double(host) / double(1 << 30)) + " GiB available (" + source + ")" : "") +
+          (gpu >= 0 ? ", " + fmt("%.2f", double(e.device) / double(1 << 30)) + " GiB GPU of " +
+                          fmt("%.2f", double(gpu) / double(1 << 30)) + " GiB free"
+                    : ""));
 }
 
 // --init: reads the backbone file and takes its architecture (base, scales, blocks) where the flags leave

@@ -48,6 +48,7 @@ class CudaBackend final : public BackendImpl {
     if (bytes) cudaCheck(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, ctx().stream));
   }
   void synchronize() override { cudaCheck(cudaStreamSynchronize(ctx().stream)); }
+  int64_t free_memory() override { return cuda::free_memory(); }
 
   // ---- elementwise ----
   void fill(Tensor& out, double value) override {
@@ -398,6 +399,14 @@ std::string device_summary() {
   os << p.name << " (sm_" << p.major << p.minor << ", " << double(p.totalGlobalMem) / double(1 << 30)
      << " GiB), cuDNN " << cudnnGetVersion() << ", cuBLAS " << cublas_version;
   return os.str();
+}
+
+int64_t free_memory() {
+  if (!has_context()) return -1;
+  size_t free_b = 0, total_b = 0;
+  cudaCheck(cudaMemGetInfo(&free_b, &total_b));
+  const AllocatorStats st = ctx().alloc.stats();
+  return int64_t(free_b) + int64_t(st.bytes_reserved - st.bytes_in_use);  // + the cached, unused blocks
 }
 
 }  // namespace hdssl::cuda

@@ -10,6 +10,7 @@
 //
 // After a true return, hdssl::backend(Device::cuda()) is the CUDA backend and cuda_available() is true.
 #pragma once
+#include <cstdint>
 #include <string>
 
 namespace hdssl::cuda {
@@ -21,5 +22,10 @@ bool init();
 
 // One line naming the device, for logs: "NVIDIA H100 80GB HBM3 (sm_90, 79.1 GiB), cuDNN 91400, cuBLAS 130000".
 std::string device_summary();
+
+// Bytes the backend can still allocate on its device: the driver's free memory (cudaMemGetInfo) plus the
+// blocks the caching allocator holds unused (it releases them and retries when cudaMalloc runs out).
+// What hdssl::backend(Device::cuda()).free_memory() returns. -1 before init() returned true.
+int64_t free_memory();
 
 }  // namespace hdssl::cuda

@@ -53,6 +53,7 @@ class Backend final {
   void copy_to_host(void* dst, const void* src, size_t bytes);    // this device -> host
   void copy_device(void* dst, const void* src, size_t bytes);     // within this device
   void synchronize();                                            // wait for queued work
+  int64_t free_memory();  // bytes this device can still allocate; -1 when it cannot tell (the CPU)
 
   // ---- elementwise (same shapes) ----
   void fill(Tensor& out, double value);                               // out = value

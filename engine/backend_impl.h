@@ -33,6 +33,9 @@ class BackendImpl {
   virtual void copy_to_host(void* dst, const void* src, size_t bytes) = 0;
   virtual void copy_device(void* dst, const void* src, size_t bytes) = 0;
   virtual void synchronize() = 0;
+  // Bytes this device can still allocate, or -1 when the implementation cannot tell. The CPU says -1: the
+  // host's memory is the process's to judge (models/memory_estimate.h, available_host_memory()).
+  virtual int64_t free_memory() { return -1; }
 
   virtual void fill(Tensor& out, double value) = 0;
   virtual void cast(const Tensor& x, Tensor& out) = 0;

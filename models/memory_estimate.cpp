@@ -11,6 +11,8 @@
 #include <sstream>
 #include <string>
 
+#include "engine/backend.h"
+
 namespace hdssl::models {
 namespace {
 
@@ -68,8 +70,11 @@ std::string gib(int64_t b) {
   return s;
 }
 
+// -1: unknown, not checked.
+bool fits_host(const MemoryEstimate& e, int64_t host) { return host < 0 || e.host * 11 / 10 <= host; }
+bool fits_device(const MemoryEstimate& e, int64_t device) { return device < 0 || e.device * 11 / 10 <= device; }
 bool fits(const MemoryEstimate& e, int64_t host, int64_t device) {
-  return e.host * 11 / 10 <= host && (device < 0 || e.device * 11 / 10 <= device);
+  return fits_host(e, host) && fits_device(e, device);
 }
 
 int64_t read_int_file(const std::string& path) {
@@ -183,15 +188,20 @@ int64_t available_host_memory(std::string* source) {
   return best;
 }
 
+int64_t available_device_memory(Device device) {
+  return device.is_cuda() ? backend(device).free_memory() : -1;
+}
+
 std::string memory_refusal(const MemoryConfig& c, int64_t host_available, const std::string& host_source,
                            int64_t device_available) {
   const MemoryEstimate e = estimate_pretrain_memory(c);
   const int64_t dev = c.cuda ? device_available : -1;
-  if (host_available < 0 || fits(e, host_available, dev)) return "";
+  if (fits(e, host_available, dev)) return "";
   std::ostringstream os;
   os << "not enough memory for this configuration: it needs about " << e.str() << " at its peak, but ";
-  if (c.cuda && dev >= 0 && e.device * 11 / 10 > dev) os << "the GPU has " << gib(dev) << " free";
-  else os << "only " << gib(host_available) << " is available (" << host_source << ")";
+  const bool device_short = !fits_device(e, dev), host_short = !fits_host(e, host_available);
+  if (device_short) os << "the GPU has " << gib(dev) << " free" << (host_short ? " and " : "");
+  if (host_short) os << "only " << gib(host_available) << " is available (" << host_source << ")";
   os << ". Settings that would fit:";
   bool any = false;
   for (int64_t b = c.batch_pairs - 1; b >= 1; --b) {
@@ -221,7 +231,7 @@ std::string memory_refusal(const MemoryConfig& c, int64_t host_available, const 
     MemoryConfig g = c;
     g.cuda = true;
     const MemoryEstimate ge = estimate_pretrain_memory(g);
-    if (ge.host * 11 / 10 <= host_available) {
+    if (fits_host(ge, host_available)) {
       os << " --device cuda (a GPU with " << gib(ge.device * 11 / 10) << " free);";
       any = true;
     }

@@ -17,11 +17,14 @@
 //   baseline     the process itself (code, OpenBLAS / OpenMP / CUDA runtime buffers)
 // On the GPU the model, graph and workspaces live in device memory; the host keeps dataset, batches and
 // baseline. Checked against measured peaks in tests/models/test_memory_estimate.cpp (VmHWM on the CPU).
+// What is available: available_host_memory() for the host, available_device_memory() for the GPU (the
+// device's free memory through the engine's backend, so nothing here includes CUDA headers).
 #pragma once
 #include <array>
 #include <cstdint>
 #include <string>
 
+#include "engine/device.h"
 #include "models/pretrainer.h"
 
 namespace hdssl::models {
@@ -54,9 +57,14 @@ int64_t pretrain_parameter_count(const PretrainConfig& c);
 // `source` says which one it was. Returns -1 when none could be read.
 int64_t available_host_memory(std::string* source = nullptr);
 
+// GPU memory this process may still allocate on `device` (free device memory plus what the CUDA backend's
+// caching allocator holds unused); -1 for the CPU, whose memory is the host's.
+int64_t available_device_memory(Device device);
+
 // Empty when the estimate fits (with a 10 % margin) in host_available and, for CUDA, device_available;
 // otherwise a message with the estimate, what is available, and settings that would fit: the largest
 // --batch-pairs, a smaller --patch (divisible by 2^(scales-1)), and --device cuda when on the CPU.
+// An amount of -1 is unknown and not checked (both -1: never a refusal).
 std::string memory_refusal(const MemoryConfig& c, int64_t host_available, const std::string& host_source,
                            int64_t device_available = -1);
 

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstdint>
 #include <sstream>
+#include <utility>
 
 namespace hdssl::app {
 
@@ -67,6 +68,11 @@ Setting& Setting::one_of(const std::vector<std::string>& allowed) {
 
 Setting& Setting::required() {
   opt_->required();
+  return *this;
+}
+
+Setting& Setting::check(std::function<std::string(const json&)> problem) {
+  check_ = std::move(problem);
   return *this;
 }
 
@@ -138,6 +144,11 @@ void SettingsTable::check_ranges() const {
     std::string shown;
     for (double x : s->numbers_()) shown += " " + num(x);
     throw UsageError(s->flag_ + shown + ": out of range, " + p);
+  }
+  for (const auto& s : settings_) {
+    if (!s->given() || !s->check_) continue;
+    const std::string p = s->check_(s->get());
+    if (!p.empty()) throw UsageError(s->flag_ + ": " + p);
   }
 }
 

@@ -44,6 +44,9 @@ class Setting {
   Setting& finite();             // not NaN or Inf
   Setting& one_of(const std::vector<std::string>& allowed);  // for text settings, checked by CLI11
   Setting& required();  // CLI11 refuses a command line without it
+  // A rule that ranges cannot say (a CT window "LO,HI"): `problem` returns "" for a good value, else what is
+  // wrong with it; check_ranges() refuses a given flag that breaks it with "FLAG: problem".
+  Setting& check(std::function<std::string(const nlohmann::json&)> problem);
   // The value a run saved before this setting existed used (its behaviour then), when that differs from
   // today's default: --resume of such a run takes it instead of the default.
   Setting& legacy(const nlohmann::json& before);
@@ -72,6 +75,7 @@ class Setting {
     std::function<bool(double)> ok;
   };
   std::vector<Rule> rules_;
+  std::function<std::string(const nlohmann::json&)> check_;  // empty: none
   std::string help_;
   void update_help();
 };
@@ -87,7 +91,8 @@ class SettingsTable {
   Setting& add(const std::string& flag, const std::string& key, T& field, const std::string& help, Kind kind,
                int count = 0);
 
-  // Every given flag against its ranges; throws UsageError "--tau 0: out of range, must be > 0".
+  // Every given flag against its ranges, then against its check(); throws UsageError "--tau 0: out of
+  // range, must be > 0" (a check(): "FLAG: problem").
   void check_ranges() const;
   // Every setting except NotSaved ones, under its JSON key.
   nlohmann::json to_json() const;

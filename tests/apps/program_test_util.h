@@ -11,20 +11,30 @@
 namespace hdssl::test {
 
 struct ProgramResult {
-  int code;            // the exit code; 128 + N when killed by signal N
-  std::string output;  // stdout and stderr together
+  int code;            // the exit code; 128 + N when killed by signal N, -1 when no shell could be started
+  std::string output;  // stdout and stderr together (stdout alone with Stderr::kDropped)
+  bool exited = true;  // false when a signal ended it or no shell could be started
 };
 
+// What run_command does with the program's stderr.
+enum class Stderr { kMerged, kDropped };
+
 // Runs a shell command line and waits for it.
-inline ProgramResult run_command(const std::string& cmd) {
-  FILE* p = ::popen((cmd + " 2>&1").c_str(), "r");
+inline ProgramResult run_command(const std::string& cmd, Stderr err = Stderr::kMerged) {
+  FILE* p = ::popen((cmd + (err == Stderr::kMerged ? " 2>&1" : " 2>/dev/null")).c_str(), "r");
+  if (!p) return {-1, "popen failed for: " + cmd, false};
   std::string out;
   char buf[4096];
   size_t n;
   while ((n = std::fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
   const int status = ::pclose(p);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), out};
+  if (WIFEXITED(status)) return {WEXITSTATUS(status), out, true};
+  return {128 + WTERMSIG(status), out, false};
 }
+
+// run_command with OMP_WAIT_POLICY=PASSIVE set for the program: its idle OpenMP threads sleep instead of
+// spinning, so the programs ctest -j runs side by side on few cores do not slow each other down.
+inline ProgramResult run_passive(const std::string& cmd) { return run_command("OMP_WAIT_POLICY=PASSIVE " + cmd); }
 
 inline std::string read_text(const std::string& path) {
   std::ifstream f(path);

@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "apps/common/ct_window_setting.h"
 #include "apps/common/plot.h"
 #include "apps/common/progress.h"
 #include "apps/common/run_folder.h"
@@ -240,4 +241,73 @@ TEST(ResumeFlag, TakesTheRunFolderOrGoesWithO) {
   app::ResumeFlag r(cli, "resume");
   ASSERT_EQ(parse(cli, {"--resume", "A", "-o", "B"}), -1);
   EXPECT_THROW(r.apply(&o, true), app::UsageError);
+}
+
+// --ct-window, declared once for ./pretrain and ./evaluate: its help, kind and legacy value, and the check
+// that check_ranges() runs after the ranges (exit 2 in the programs).
+TEST(CtWindowSetting, OneDeclarationWithItsHelpKindLegacyAndCheck) {
+  for (const auto& [value, says] : std::vector<std::pair<std::string, std::string>>{
+           {"250,-175", "--ct-window: CT window '250,-175': expected paper, program or LO,HI in HU with LO < HI"},
+           {"abdomen", "--ct-window: CT window 'abdomen': expected paper, program or LO,HI in HU with LO < HI"},
+           {"-175,nan", "--ct-window: CT window '-175,nan': expected paper, program or LO,HI in HU with LO < HI"}}) {
+    CLI::App cli;
+    app::SettingsTable t(cli);
+    std::string w = "program";
+    app::add_ct_window(t, w);
+    ASSERT_EQ(parse(cli, {"--ct-window", value}), -1);
+    try {
+      t.check_ranges();
+      ADD_FAILURE() << value << ": accepted";
+    } catch (const app::UsageError& e) {
+      EXPECT_EQ(std::string(e.what()), says);
+    }
+  }
+  for (const std::string value : {"paper", "program", "-100,300"}) {
+    CLI::App cli;
+    app::SettingsTable t(cli);
+    std::string w = "program";
+    app::add_ct_window(t, w);
+    ASSERT_EQ(parse(cli, {"--ct-window", value}), -1);
+    EXPECT_NO_THROW(t.check_ranges()) << value;
+    EXPECT_EQ(w, value);
+    EXPECT_EQ(t.to_json().at("ct_window"), value);
+  }
+  // The ranges come first: a command line with both a bad range and a bad window names the range.
+  {
+    Demo d;
+    CLI::App cli;
+    app::SettingsTable t(cli);
+    std::string w = "program";
+    app::add_ct_window(t, w);
+    declare(t, d);
+    ASSERT_EQ(parse(cli, {"--ct-window", "1,0", "--tau", "0"}), -1);
+    try {
+      t.check_ranges();
+      ADD_FAILURE() << "accepted";
+    } catch (const app::UsageError& e) {
+      EXPECT_EQ(std::string(e.what()), "--tau 0: out of range, must be > 0 and finite");
+    }
+  }
+  CLI::App cli;
+  app::SettingsTable t(cli);
+  std::string w = "program";
+  app::Setting& s = app::add_ct_window(t, w);
+  EXPECT_EQ(s.flag(), "--ct-window");
+  EXPECT_EQ(s.key(), "ct_window");
+  EXPECT_EQ(s.kind(), app::Kind::Defines);
+  EXPECT_EQ(cli.get_option("--ct-window")->get_description(),
+            "CT intensity window: paper [-1350,1000] | program [-175,250] | LO,HI (HU)");
+  ASSERT_EQ(parse(cli, {}), -1);
+  EXPECT_NO_THROW(t.check_ranges());
+  EXPECT_TRUE(t.resume(nlohmann::json::object()).empty());  // a run saved before the setting existed
+  EXPECT_EQ(w, "paper");                                    // used the paper's window, and keeps it
+  std::string again = "program";
+  CLI::App cli2;
+  app::SettingsTable t2(cli2);
+  app::add_ct_window(t2, again);
+  ASSERT_EQ(parse(cli2, {"--ct-window", "paper"}), -1);
+  const std::vector<std::string> notes = t2.resume({{"ct_window", "-100,300"}});  // Defines: the saved one wins
+  EXPECT_EQ(again, "-100,300");
+  ASSERT_EQ(notes.size(), 1u);
+  EXPECT_EQ(notes[0], "note: --ct-window \"paper\" ignored: a resumed run keeps its ct_window = \"-100,300\"");
 }

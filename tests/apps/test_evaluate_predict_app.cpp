@@ -15,25 +15,13 @@
 
 #include "data/nifti.h"
 #include "eval/report.h"
+#include "tests/apps/program_test_util.h"
 
 namespace fs = std::filesystem;
 
 namespace {
-
-struct Result {
-  int rc;
-  std::string out;
-};
-
-Result sh(const std::string& cmd) {
-  const std::string full = "OMP_WAIT_POLICY=PASSIVE " + cmd + " 2>&1";
-  FILE* p = popen(full.c_str(), "r");
-  std::string out;
-  char buf[4096];
-  while (size_t n = fread(buf, 1, sizeof buf, p)) out.append(buf, n);
-  int st = pclose(p);
-  return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, out};
-}
+using Result = hdssl::test::ProgramResult;
+using hdssl::test::run_passive;
 
 const std::string kBin = HDSSL_BINARY_DIR;
 
@@ -43,8 +31,8 @@ class Apps : public ::testing::Test {
     // One folder per process: ctest -j runs these tests in parallel processes (and other checkouts may too).
     dir_ = ::testing::TempDir() + "hdssl_eval_apps_" + std::to_string(::getpid());
     fs::remove_all(dir_);
-    Result r = sh(kBin + "/synth -o " + dir_ + "/data --cases 3 --seed 5 --spacing 8 8 16");
-    ASSERT_EQ(r.rc, 0) << r.out;
+    Result r = run_passive(kBin + "/synth -o " + dir_ + "/data --cases 3 --seed 5 --spacing 8 8 16");
+    ASSERT_EQ(r.code, 0) << r.output;
   }
   static void TearDownTestSuite() { fs::remove_all(dir_); }
   static std::string eval_cmd(const std::string& run, const std::string& extra) {
@@ -57,8 +45,8 @@ class Apps : public ::testing::Test {
 std::string Apps::dir_;
 
 TEST_F(Apps, EvaluateWritesTheRunFolderAndPredictOverlaysInputs) {
-  Result r = sh(eval_cmd("run", ""));
-  ASSERT_EQ(r.rc, 0) << r.out;
+  Result r = run_passive(eval_cmd("run", ""));
+  ASSERT_EQ(r.code, 0) << r.output;
   const std::string run = dir_ + "/run";
   for (const char* f : {"config.json", "log.txt", "splits_final.json", "cv_table.md", "cv_table.csv"})
     EXPECT_TRUE(fs::exists(run + "/" + f)) << f;
@@ -82,30 +70,31 @@ TEST_F(Apps, EvaluateWritesTheRunFolderAndPredictOverlaysInputs) {
 
   // A second run into the same folder is refused without --resume. With --resume the run keeps its own
   // settings (the resume rule of ./pretrain): a different flag that defines the run is ignored, with a note.
-  r = sh(eval_cmd("run", ""));
-  EXPECT_EQ(r.rc, 2);
-  EXPECT_NE(r.out.find("--resume"), std::string::npos) << r.out;
-  r = sh(eval_cmd("run", "--resume --lr 0.1"));
-  EXPECT_EQ(r.rc, 0) << r.out;
-  EXPECT_NE(r.out.find("--lr 0.1 ignored: a resumed run keeps its lr = 0.0003"), std::string::npos) << r.out;
-  EXPECT_NE(r.out.find("already done"), std::string::npos) << r.out;
-  r = sh(kBin + "/evaluate --resume " + run + " --threads 1");  // the run folder alone: its settings from config.json
-  EXPECT_EQ(r.rc, 0) << r.out;
-  EXPECT_NE(r.out.find("already done"), std::string::npos) << r.out;
+  r = run_passive(eval_cmd("run", ""));
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.output.find("--resume"), std::string::npos) << r.output;
+  r = run_passive(eval_cmd("run", "--resume --lr 0.1"));
+  EXPECT_EQ(r.code, 0) << r.output;
+  EXPECT_NE(r.output.find("--lr 0.1 ignored: a resumed run keeps its lr = 0.0003"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("already done"), std::string::npos) << r.output;
+  // The run folder alone: its settings from config.json.
+  r = run_passive(kBin + "/evaluate --resume " + run + " --threads 1");
+  EXPECT_EQ(r.code, 0) << r.output;
+  EXPECT_NE(r.output.find("already done"), std::string::npos) << r.output;
 
   // --table over the run.
-  r = sh(kBin + "/evaluate --table " + run + " -o " + dir_ + "/table");
-  EXPECT_EQ(r.rc, 0) << r.out;
+  r = run_passive(kBin + "/evaluate --table " + run + " -o " + dir_ + "/table");
+  EXPECT_EQ(r.code, 0) << r.output;
   EXPECT_TRUE(fs::exists(dir_ + "/table.md"));
-  EXPECT_NE(r.out.find("| linear |"), std::string::npos) << r.out;
+  EXPECT_NE(r.output.find("| linear |"), std::string::npos) << r.output;
 
   // ./predict with every fold: one label map per input, in that input's grid.
-  r = sh(kBin + "/predict -i " + dir_ + "/data/imagesTr -o " + dir_ + "/pred -m " + run + " --threads 1");
-  ASSERT_EQ(r.rc, 0) << r.out;
-  EXPECT_NE(r.out.find("3 checkpoint(s)"), std::string::npos) << r.out;
+  r = run_passive(kBin + "/predict -i " + dir_ + "/data/imagesTr -o " + dir_ + "/pred -m " + run + " --threads 1");
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_NE(r.output.find("3 checkpoint(s)"), std::string::npos) << r.output;
   // The model each fold tested: the validation-selected checkpoint_best, not the last step's.
-  EXPECT_NE(r.out.find("fold_0/checkpoint_best.safetensors"), std::string::npos) << r.out;
-  EXPECT_EQ(r.out.find("checkpoint_final.safetensors"), std::string::npos) << r.out;
+  EXPECT_NE(r.output.find("fold_0/checkpoint_best.safetensors"), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("checkpoint_final.safetensors"), std::string::npos) << r.output;
   for (int i = 0; i < 3; ++i) {
     char name[64];
     std::snprintf(name, sizeof name, "phantom_%03d", i);
@@ -119,17 +108,18 @@ TEST_F(Apps, EvaluateWritesTheRunFolderAndPredictOverlaysInputs) {
 }
 
 TEST_F(Apps, Refusals) {
-  Result r = sh(kBin + "/evaluate --mode linaer --data " + dir_ + "/data -o " + dir_ + "/bad");
-  EXPECT_EQ(r.rc, 2);
-  EXPECT_NE(r.out.find("unknown mode"), std::string::npos) << r.out;
-  r = sh(kBin + "/evaluate --mode scratch --weights x.safetensors --data " + dir_ + "/data -o " + dir_ + "/bad2");
-  EXPECT_EQ(r.rc, 2);
-  EXPECT_NE(r.out.find("drop --weights"), std::string::npos) << r.out;
-  r = sh(eval_cmd("bad3", "--fold 5"));
-  EXPECT_EQ(r.rc, 2);
-  EXPECT_NE(r.out.find("there are 3 folds"), std::string::npos) << r.out;
-  r = sh(kBin + "/predict -i " + dir_ + "/data/imagesTr -o " + dir_ + "/p2 -m " + dir_ + "/nothing");
-  EXPECT_NE(r.rc, 0);
+  Result r = run_passive(kBin + "/evaluate --mode linaer --data " + dir_ + "/data -o " + dir_ + "/bad");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.output.find("unknown mode"), std::string::npos) << r.output;
+  r = run_passive(kBin + "/evaluate --mode scratch --weights x.safetensors --data " + dir_ + "/data -o " + dir_ +
+                  "/bad2");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.output.find("drop --weights"), std::string::npos) << r.output;
+  r = run_passive(eval_cmd("bad3", "--fold 5"));
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.output.find("there are 3 folds"), std::string::npos) << r.output;
+  r = run_passive(kBin + "/predict -i " + dir_ + "/data/imagesTr -o " + dir_ + "/p2 -m " + dir_ + "/nothing");
+  EXPECT_NE(r.code, 0);
   // Ranges at the command line: exit 2, the flag and its range named.
   for (const auto& [flags, says] : std::vector<std::pair<std::string, std::string>>{
            {"--lr 0", "--lr 0: out of range, must be > 0"},
@@ -137,31 +127,33 @@ TEST_F(Apps, Refusals) {
            {"--fg-prob 1.5", "--fg-prob 1.5: out of range, must be >= 0 and <= 1"},
            {"--patch 16 0 8", "--patch 16 0 8: out of range, each value must be >= 1"},
            {"--spacing 8 -8 16", "--spacing 8 -8 16: out of range, each value must be > 0"},
-           {"--folds 1", "--folds 1: out of range, must be >= 2"}}) {
-    r = sh(eval_cmd("bad4", flags));
-    EXPECT_EQ(r.rc, 2) << flags << "\n" << r.out;
-    EXPECT_NE(r.out.find(says), std::string::npos) << r.out;
+           {"--folds 1", "--folds 1: out of range, must be >= 2"},
+           {"--ct-window 250,-175", "--ct-window: CT window '250,-175': expected paper, program or LO,HI"}}) {
+    r = run_passive(eval_cmd("bad4", flags));
+    EXPECT_EQ(r.code, 2) << flags << "\n" << r.output;
+    EXPECT_NE(r.output.find(says), std::string::npos) << r.output;
   }
   EXPECT_FALSE(fs::exists(dir_ + "/bad4")) << "refused at the command line, before the run folder";
-  r = sh(kBin + "/predict -i x -o y -m z --window-batch 0");
-  EXPECT_EQ(r.rc, 2);
-  EXPECT_NE(r.out.find("--window-batch 0: out of range, must be >= 1"), std::string::npos) << r.out;
-  r = sh(kBin + "/predict -i x -o y");  // -m missing: a usage error, exit 2 like every program
-  EXPECT_EQ(r.rc, 2) << r.out;
+  r = run_passive(kBin + "/predict -i x -o y -m z --window-batch 0");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.output.find("--window-batch 0: out of range, must be >= 1"), std::string::npos) << r.output;
+  r = run_passive(kBin + "/predict -i x -o y");  // -m missing: a usage error, exit 2 like every program
+  EXPECT_EQ(r.code, 2) << r.output;
 }
 
 TEST_F(Apps, FineTuneAliasWithSplitsFileOneFoldAndFewCases) {
   const std::string splits = dir_ + "/my_splits.json";
   std::ofstream(splits) << R"([{"train": ["phantom_000", "phantom_001"], "val": ["phantom_002"]},
                               {"train": ["phantom_001", "phantom_002"], "val": ["phantom_000"]}])";
-  Result r = sh(kBin + "/evaluate --mode fine_tuning --data " + dir_ + "/data -o " + dir_ + "/ft --splits " + splits +
-                " --fold 1 --train-cases 1 --steps 3 --freeze-steps 1 --warmup-steps 2 --batch 1 --patch 16 16 8"
-                " --spacing 8 8 16 --base-channels 4 --scales 2 --blocks 1 --threads 1");
-  ASSERT_EQ(r.rc, 0) << r.out;
+  Result r =
+      run_passive(kBin + "/evaluate --mode fine_tuning --data " + dir_ + "/data -o " + dir_ + "/ft --splits " + splits +
+                  " --fold 1 --train-cases 1 --steps 3 --freeze-steps 1 --warmup-steps 2 --batch 1 --patch 16 16 8"
+                  " --spacing 8 8 16 --base-channels 4 --scales 2 --blocks 1 --threads 1");
+  ASSERT_EQ(r.code, 0) << r.output;
   EXPECT_FALSE(fs::exists(dir_ + "/ft/fold_0"));
   ASSERT_TRUE(fs::exists(dir_ + "/ft/fold_1/summary.json"));
   EXPECT_EQ(hdssl::eval::read_summary(dir_ + "/ft/fold_1/summary.json").cases.at(0).id, "phantom_000");
-  EXPECT_NE(r.out.find("fold 1: 1 training cases"), std::string::npos) << r.out;
+  EXPECT_NE(r.output.find("fold 1: 1 training cases"), std::string::npos) << r.output;
   // backbone_lr: 0 while frozen (step 1), then 3e-5 * 10^(u/2) for u = 0, 1
   std::ifstream m(dir_ + "/ft/fold_1/metrics.csv");
   std::string line;

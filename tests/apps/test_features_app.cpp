@@ -20,22 +20,13 @@
 #include "models/checkpoint.h"
 #include "models/fpn3d.h"
 #include "models/segmentation.h"
+#include "tests/apps/program_test_util.h"
 
 namespace fs = std::filesystem;
 
 namespace {
-struct Result {
-  int rc;
-  std::string out;
-};
-Result sh(const std::string& cmd) {
-  FILE* p = popen(("OMP_WAIT_POLICY=PASSIVE " + cmd + " 2>&1").c_str(), "r");
-  std::string out;
-  char buf[4096];
-  while (size_t n = fread(buf, 1, sizeof buf, p)) out.append(buf, n);
-  int st = pclose(p);
-  return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, out};
-}
+using Result = hdssl::test::ProgramResult;
+using hdssl::test::run_passive;
 const std::string kBin = HDSSL_BINARY_DIR;
 const std::string kWeights = HDSSL_SOURCE_DIR "/tests/reference/fixtures/import_ours_tiny.safetensors";
 
@@ -74,8 +65,9 @@ class FeaturesApp : public ::testing::Test {
     // One folder per process: ctest -j runs the cases of this suite as parallel processes.
     dir_ = ::testing::TempDir() + "hdssl_features_app_" + std::to_string(::getpid());
     fs::remove_all(dir_);
-    Result r = sh(kBin + "/synth -o " + dir_ + "/ph --cases 1 --seed 3 --unlabeled --spacing 2 2 4 --fov 96 80 64");
-    ASSERT_EQ(r.rc, 0) << r.out;
+    Result r =
+        run_passive(kBin + "/synth -o " + dir_ + "/ph --cases 1 --seed 3 --unlabeled --spacing 2 2 4 --fov 96 80 64");
+    ASSERT_EQ(r.code, 0) << r.output;
   }
   static void TearDownTestSuite() { fs::remove_all(dir_); }
   static std::string features(const std::string& out, const std::string& extra) {
@@ -88,8 +80,8 @@ std::string FeaturesApp::dir_;
 }  // namespace
 
 TEST_F(FeaturesApp, NiftiInTheInputsGridWithEveryChannelAndAPng) {
-  Result r = sh(features("f", "-w " + kWeights));
-  ASSERT_EQ(r.rc, 0) << r.out;
+  Result r = run_passive(features("f", "-w " + kWeights));
+  ASSERT_EQ(r.code, 0) << r.output;
   const std::string in = dir_ + "/ph/phantom_000.nii.gz", out = dir_ + "/f/phantom_000_features.nii.gz";
   hdssl::data::NiftiInfo info = hdssl::data::read_nifti_header(in);
   Header h = header(out);
@@ -104,8 +96,8 @@ TEST_F(FeaturesApp, NiftiInTheInputsGridWithEveryChannelAndAPng) {
 }
 
 TEST_F(FeaturesApp, PerLevelGridsAndSafetensors) {
-  Result r = sh(features("lv", "-w " + kWeights + " --per-level --levels 0,2 --no-png"));
-  ASSERT_EQ(r.rc, 0) << r.out;
+  Result r = run_passive(features("lv", "-w " + kWeights + " --per-level --levels 0,2 --no-png"));
+  ASSERT_EQ(r.code, 0) << r.output;
   Header l0 = header(dir_ + "/lv/phantom_000_level0.nii.gz"), l2 = header(dir_ + "/lv/phantom_000_level2.nii.gz");
   EXPECT_EQ(l0.dims[4], 2);
   EXPECT_EQ(l2.dims[4], 8);
@@ -116,8 +108,8 @@ TEST_F(FeaturesApp, PerLevelGridsAndSafetensors) {
   }
   EXPECT_FALSE(fs::exists(dir_ + "/lv/phantom_000_pca.png"));
 
-  r = sh(features("st", "-w " + kWeights + " --format safetensors --grid preprocessed --levels 1"));
-  ASSERT_EQ(r.rc, 0) << r.out;
+  r = run_passive(features("st", "-w " + kWeights + " --format safetensors --grid preprocessed --levels 1"));
+  ASSERT_EQ(r.code, 0) << r.output;
   hdssl::models::SafeTensors st = hdssl::models::read_safetensors(dir_ + "/st/phantom_000_features.safetensors");
   const hdssl::models::StoredTensor* f = st.find("features");
   ASSERT_NE(f, nullptr);
@@ -130,30 +122,31 @@ TEST_F(FeaturesApp, PerLevelGridsAndSafetensors) {
 
 TEST_F(FeaturesApp, BalancedProjectionsOfAPretrainingCheckpoint) {
   const std::string run = dir_ + "/pt";
-  Result r = sh(kBin + "/pretrain --data " + dir_ + "/ph -o " + run +
+  Result r = run_passive(kBin + "/pretrain --data " + dir_ + "/ph -o " + run +
                 " --patch 16 16 8 --batch-pairs 2 --voxels-per-pair 16 "
                 "--base-channels 4 --scales 2 --spacing 4 4 8 --modality ct --threads 1 --loader-threads 1 --steps 1 "
                 "--device cpu");
-  ASSERT_EQ(r.rc, 0) << r.out;
-  r = sh(features("bal", "-w " + run + "/checkpoint_final.safetensors --patch 16 16 8 --no-png"));
-  ASSERT_EQ(r.rc, 0) << r.out;
-  EXPECT_NE(r.out.find("balanced projections"), std::string::npos) << r.out;
+  ASSERT_EQ(r.code, 0) << r.output;
+  r = run_passive(features("bal", "-w " + run + "/checkpoint_final.safetensors --patch 16 16 8 --no-png"));
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_NE(r.output.find("balanced projections"), std::string::npos) << r.output;
   EXPECT_EQ(header(dir_ + "/bal/phantom_000_features.nii.gz").dims[4], 2 * 32);
-  r = sh(features("raw", "-w " + run + "/checkpoint_final.safetensors --patch 16 16 8 --no-png --raw"));
-  ASSERT_EQ(r.rc, 0) << r.out;
+  r = run_passive(features("raw", "-w " + run + "/checkpoint_final.safetensors --patch 16 16 8 --no-png --raw"));
+  ASSERT_EQ(r.code, 0) << r.output;
   EXPECT_EQ(header(dir_ + "/raw/phantom_000_features.nii.gz").dims[4], 4 + 8);
 }
 
 TEST_F(FeaturesApp, Refusals) {
-  Result r = sh(features("bad", "-w " + kWeights + " --levels 0,3"));
-  EXPECT_EQ(r.rc, 1);
-  EXPECT_NE(r.out.find("--levels 0,3: \"3\" is not a level of this 3-scale backbone"), std::string::npos) << r.out;
-  r = sh(features("bad", "-w " + kWeights + " --modality mri"));
-  EXPECT_EQ(r.rc, 1);
-  EXPECT_NE(r.out.find("modality: the weights expect ct"), std::string::npos) << r.out;
-  r = sh(features("bad", "-w " + dir_ + "/missing.safetensors"));
-  EXPECT_EQ(r.rc, 1);
-  EXPECT_NE(r.out.find("missing.safetensors"), std::string::npos) << r.out;
+  Result r = run_passive(features("bad", "-w " + kWeights + " --levels 0,3"));
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.output.find("--levels 0,3: \"3\" is not a level of this 3-scale backbone"), std::string::npos)
+      << r.output;
+  r = run_passive(features("bad", "-w " + kWeights + " --modality mri"));
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.output.find("modality: the weights expect ct"), std::string::npos) << r.output;
+  r = run_passive(features("bad", "-w " + dir_ + "/missing.safetensors"));
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.output.find("missing.safetensors"), std::string::npos) << r.output;
   EXPECT_FALSE(fs::exists(dir_ + "/bad/phantom_000_features.nii.gz"));
 }
 
@@ -161,11 +154,12 @@ TEST_F(FeaturesApp, Refusals) {
 // repeated over 2^i x 2^i x 2^i voxels (--grid preprocessed), and --per-level gives the level outputs exactly.
 TEST_F(FeaturesApp, OneWindowEqualsTheNetworksPyramid) {
   using namespace hdssl;
-  Result r =
-      sh(features("one", "-w " + kWeights + " --patch 128 128 64 --grid preprocessed --format safetensors --no-png"));
-  ASSERT_EQ(r.rc, 0) << r.out;
-  r = sh(features("one_lv", "-w " + kWeights + " --patch 128 128 64 --per-level --format safetensors --no-png"));
-  ASSERT_EQ(r.rc, 0) << r.out;
+  Result r = run_passive(
+      features("one", "-w " + kWeights + " --patch 128 128 64 --grid preprocessed --format safetensors --no-png"));
+  ASSERT_EQ(r.code, 0) << r.output;
+  r = run_passive(
+      features("one_lv", "-w " + kWeights + " --patch 128 128 64 --per-level --format safetensors --no-png"));
+  ASSERT_EQ(r.code, 0) << r.output;
   models::SafeTensors w = models::read_safetensors(kWeights);
   data::PreprocessConfig pc = *data::expected_preprocessing(w.metadata, kWeights);
   pc.min_size = {128, 128, 64};

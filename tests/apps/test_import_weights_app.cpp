@@ -13,23 +13,14 @@
 #include <unistd.h>
 
 #include "models/checkpoint.h"
+#include "tests/apps/program_test_util.h"
 
 namespace fs = std::filesystem;
 using namespace hdssl::models;
 
 namespace {
-struct Result {
-  int rc;
-  std::string out;
-};
-Result sh(const std::string& cmd) {
-  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
-  std::string out;
-  char buf[4096];
-  while (size_t n = fread(buf, 1, sizeof buf, p)) out.append(buf, n);
-  int st = pclose(p);
-  return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, out};
-}
+using Result = hdssl::test::ProgramResult;
+using hdssl::test::run_command;
 const std::string kFix = HDSSL_SOURCE_DIR "/tests/reference/fixtures/";
 const std::string kImport = "/usr/bin/python3 " HDSSL_SOURCE_DIR "/scripts/import_weights.py ";
 
@@ -67,42 +58,43 @@ void expect_same_file(const std::string& got_path, const std::string& want_path)
 TEST_F(ImportApp, LightningCheckpointImportsAsCommitted) {
   if (!have_numpy()) GTEST_SKIP() << "python3-numpy missing";
   const std::string out = dir_ + "/ours_tiny.safetensors";
-  Result r = sh(kImport + kFix + "ours_tiny.ckpt " + out + " --preset ours-ct");
-  ASSERT_EQ(r.rc, 0) << r.out;
+  Result r = run_command(kImport + kFix + "ours_tiny.ckpt " + out + " --preset ours-ct");
+  ASSERT_EQ(r.code, 0) << r.output;
   for (const char* s :
        {"optimizer_states", "hyper_parameters", "proj_head.0.weight", "rest_head.bias", "prefix \"backbone.\""})
-    EXPECT_NE(r.out.find(s), std::string::npos) << s << "\n" << r.out;
+    EXPECT_NE(r.output.find(s), std::string::npos) << s << "\n" << r.output;
   expect_same_file(out, kFix + "import_ours_tiny.safetensors");
   // Output exists: refused without --force and left as it was; with --force replaced.
   const auto before = fs::last_write_time(out);
-  r = sh(kImport + kFix + "ours_tiny.ckpt " + out + " --preset ours-ct");
-  EXPECT_EQ(r.rc, 1);
-  EXPECT_NE(r.out.find("--force"), std::string::npos) << r.out;
+  r = run_command(kImport + kFix + "ours_tiny.ckpt " + out + " --preset ours-ct");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.output.find("--force"), std::string::npos) << r.output;
   EXPECT_EQ(fs::last_write_time(out), before);
-  r = sh(kImport + kFix + "ours_tiny.ckpt " + out + " --preset ours-ct --force");
-  EXPECT_EQ(r.rc, 0) << r.out;
+  r = run_command(kImport + kFix + "ours_tiny.ckpt " + out + " --preset ours-ct --force");
+  EXPECT_EQ(r.code, 0) << r.output;
 }
 
 TEST_F(ImportApp, PlainStateDictImportsAsCommittedAndPreprocessingFlagsAreRecorded) {
   if (!have_numpy()) GTEST_SKIP() << "python3-numpy missing";
   const std::string out = dir_ + "/vox2vec_tiny.safetensors";
-  Result r = sh(kImport + kFix + "vox2vec_tiny.pt " + out + " --preset vox2vec");
-  ASSERT_EQ(r.rc, 0) << r.out;
+  Result r = run_command(kImport + kFix + "vox2vec_tiny.pt " + out + " --preset vox2vec");
+  ASSERT_EQ(r.code, 0) << r.output;
   expect_same_file(out, kFix + "import_vox2vec_tiny.safetensors");
   const std::string mri = dir_ + "/as_mri.safetensors";
-  r = sh(kImport + kFix + "vox2vec_tiny.pt " + mri + " --preset ours-mri --spacing 2 2 3 --percentiles 0.5 99.5");
-  ASSERT_EQ(r.rc, 0) << r.out;
+  r = run_command(kImport + kFix + "vox2vec_tiny.pt " + mri +
+                  " --preset ours-mri --spacing 2 2 3 --percentiles 0.5 99.5");
+  ASSERT_EQ(r.code, 0) << r.output;
   SafeTensors m = read_safetensors(mri);
   EXPECT_EQ(m.metadata.at("preprocessing"),
             "v1 mod=mri sp=2,2,3 ct=-1350,1000,-500 mri=0.5,99.5,0.3 min=128,128,32 body=0.3");
   EXPECT_EQ(m.metadata.at("expected_mri_percentiles"), "0.5,99.5");
   EXPECT_NE(m.metadata.at("preprocessing_source").find("spacing, percentiles"), std::string::npos);
-  r = sh(kImport + kFix + "vox2vec_tiny.pt " + dir_ + "/w.safetensors --preset ours-mri --window -175 250");
-  EXPECT_EQ(r.rc, 1);
-  EXPECT_NE(r.out.find("--window is a CT setting"), std::string::npos) << r.out;
-  r = sh(kImport + kFix + "vox2vec_tiny.pt " + dir_ + "/w.safetensors --preset vox2vec --base 16");
-  EXPECT_EQ(r.rc, 1);
-  EXPECT_NE(r.out.find("--base says 16, the tensor shapes say 1"), std::string::npos) << r.out;
+  r = run_command(kImport + kFix + "vox2vec_tiny.pt " + dir_ + "/w.safetensors --preset ours-mri --window -175 250");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.output.find("--window is a CT setting"), std::string::npos) << r.output;
+  r = run_command(kImport + kFix + "vox2vec_tiny.pt " + dir_ + "/w.safetensors --preset vox2vec --base 16");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.output.find("--base says 16, the tensor shapes say 1"), std::string::npos) << r.output;
   EXPECT_FALSE(fs::exists(dir_ + "/w.safetensors"));
 }
 
@@ -117,10 +109,10 @@ TEST_F(ImportApp, DefectsAreRefusedByName) {
       {"import_ours_tiny.safetensors", "not a PyTorch zip checkpoint"}};
   for (const auto& [file, msg] : cases) {
     const std::string out = dir_ + "/x.safetensors";
-    Result r = sh(kImport + kFix + file + " " + out + " --preset vox2vec");
-    EXPECT_EQ(r.rc, 1) << file << "\n" << r.out;
-    EXPECT_NE(r.out.find(msg), std::string::npos) << file << "\n" << r.out;
-    EXPECT_NE(r.out.find(file), std::string::npos) << r.out;  // the message names the file
+    Result r = run_command(kImport + kFix + file + " " + out + " --preset vox2vec");
+    EXPECT_EQ(r.code, 1) << file << "\n" << r.output;
+    EXPECT_NE(r.output.find(msg), std::string::npos) << file << "\n" << r.output;
+    EXPECT_NE(r.output.find(file), std::string::npos) << r.output;  // the message names the file
     EXPECT_FALSE(fs::exists(out)) << file;
   }
 }

@@ -10,6 +10,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "tests/apps/program_test_util.h"
+
 using json = nlohmann::json;
 namespace fs = std::filesystem;
 
@@ -20,17 +22,11 @@ const std::string kInspect = std::string(HDSSL_BINARY_DIR) + "/inspect";
 
 // Runs inspect with `args`; returns its stdout lines and exit code.
 std::vector<std::string> run(const std::string& args, int* code) {
-  std::string cmd = kInspect + " " + args + " 2>/dev/null";
-  FILE* p = popen(cmd.c_str(), "r");
-  EXPECT_NE(p, nullptr);
-  std::string out;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-  int st = pclose(p);
-  *code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  const hdssl::test::ProgramResult r = hdssl::test::run_command(kInspect + " " + args, hdssl::test::Stderr::kDropped);
+  EXPECT_TRUE(r.exited) << r.output;
+  *code = r.code;
   std::vector<std::string> lines;
-  std::istringstream is(out);
+  std::istringstream is(r.output);
   for (std::string l; std::getline(is, l);) lines.push_back(l);
   return lines;
 }

@@ -2,10 +2,11 @@
 // -o, the folder and the reason.
 #include <gtest/gtest.h>
 
-#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <string>
+
+#include "tests/apps/program_test_util.h"
 
 namespace fs = std::filesystem;
 
@@ -17,16 +18,12 @@ TEST(Predict, AnOutputFolderThatCannotBeWrittenIsRefusedAtStart) {
   fs::create_directories(dir);
   std::ofstream(dir / "a_file") << "x";  // a folder cannot be made under a file (root ignores permissions)
   const std::string out = (dir / "a_file" / "sub").string();
-  const std::string cmd = bin + " -i " + std::string(HDSSL_SOURCE_DIR) + "/tests/data/fixtures/dt_uint8.nii -o " + out +
-                          " -m " + (dir / "no_model").string() + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  ASSERT_NE(p, nullptr);
-  std::string text;
-  char buf[4096];
-  for (size_t n; (n = fread(buf, 1, sizeof buf, p)) > 0;) text.append(buf, n);
-  int st = pclose(p);
-  ASSERT_TRUE(WIFEXITED(st));
-  EXPECT_NE(WEXITSTATUS(st), 0) << text;
+  const hdssl::test::ProgramResult r = hdssl::test::run_command(
+      bin + " -i " + std::string(HDSSL_SOURCE_DIR) + "/tests/data/fixtures/dt_uint8.nii -o " + out + " -m " +
+      (dir / "no_model").string());
+  const std::string& text = r.output;
+  ASSERT_TRUE(r.exited) << text;  // also false when no shell could be started
+  EXPECT_NE(r.code, 0) << text;
   EXPECT_NE(text.find("-o " + out + ": cannot create the output folder"), std::string::npos) << text;
   EXPECT_EQ(text.find("no_model"), std::string::npos) << "the model must not be looked at first: " << text;
 }

@@ -117,15 +117,10 @@ TEST(PretrainApp, LossFallsAndTheRunFolderIsComplete) {
     std::printf("python3-torch not installed: PyTorch load check skipped\n");
     return;
   }
-  std::string cmd = "/usr/bin/python3 " HDSSL_SOURCE_DIR "/tests/apps/load_checkpoint_in_torch.py " + out +
-                    "/backbone.safetensors " + out + "/checkpoint_final.safetensors 2>&1";
-  FILE* p = ::popen(cmd.c_str(), "r");
-  std::string py;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof(buf), p)) > 0) py.append(buf, n);
-  EXPECT_EQ(::pclose(p), 0) << py;
-  EXPECT_NE(py.find("OK"), std::string::npos) << py;
+  Result py = hdssl::test::run_command("/usr/bin/python3 " HDSSL_SOURCE_DIR "/tests/apps/load_checkpoint_in_torch.py " +
+                                       out + "/backbone.safetensors " + out + "/checkpoint_final.safetensors");
+  EXPECT_EQ(py.code, 0) << py.output;
+  EXPECT_NE(py.output.find("OK"), std::string::npos) << py.output;
 }
 
 TEST(PretrainApp, KillNineThenResumeReproducesTheLossesBitForBit) {
@@ -301,14 +296,9 @@ TEST(PretrainApp, LogEveryWritesRowsAtLogStepsAndCatchesNaNAtTheNextOne) {
 TEST(PretrainApp, DemoRunsFromAnEmptyFolder) {
   const std::string cwd = scratch() + "/demo";
   fs::create_directories(cwd);
-  std::string cmd = "cd " + cwd + " && " + kPretrain + " --demo --steps 3 --threads 2 2>&1";
-  FILE* p = ::popen(cmd.c_str(), "r");
-  std::string out;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
-  int status = ::pclose(p);
-  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << out;
+  Result r = run("--demo --steps 3 --threads 2", "cd " + cwd + " && ");
+  const std::string& out = r.output;
+  ASSERT_TRUE(r.exited && r.code == 0) << out;
   EXPECT_NE(out.find("synthetic CT phantoms"), std::string::npos) << out;
   EXPECT_TRUE(fs::exists(cwd + "/hdssl-demo/run/backbone.safetensors")) << out;
 }
@@ -331,7 +321,8 @@ TEST(PretrainApp, OutOfRangeFlagsAreRefusedAtTheCommandLineWithExit2) {
            {"--scales 0", "--scales 0: out of range, must be >= 1"},
            {"--threads -1", "--threads -1: out of range, must be >= 0"},
            {"--save-every 0", "--save-every 0: out of range, must be >= 1"},
-           {"--arch resnet", "--arch: resnet not in {ours,vox2vec}"}}) {
+           {"--arch resnet", "--arch: resnet not in {ours,vox2vec}"},
+           {"--ct-window 250,-175", "--ct-window: CT window '250,-175': expected paper, program or LO,HI"}}) {
     // The range flag comes after the tiny settings, so it is the one that counts (the last wins).
     Result r = run("--data " + phantoms() + " -o " + out + kTiny + " " + flags);
     EXPECT_EQ(r.code, 2) << flags << "\n" << r.output;

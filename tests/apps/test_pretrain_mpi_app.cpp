@@ -44,9 +44,9 @@ const std::string kTiny =
     " --modality ct --threads 1 --loader-threads 1 --lr 1e-3 --device cpu --log-every 1";  // a row every step
 
 using Result = hdssl::test::ProgramResult;
-Result sh(const std::string& cmd) { return hdssl::test::run_command(cmd); }
+using hdssl::test::run_command;
 Result pretrain(int ranks, const std::string& args) {  // ranks 0: a plain run, no launcher
-  return sh((ranks ? launch(ranks) : "") + kPretrain + " " + args);
+  return run_command((ranks ? launch(ranks) : "") + kPretrain + " " + args);
 }
 
 std::string scratch() {
@@ -61,7 +61,7 @@ std::string scratch() {
 std::string phantoms() {  // two small unlabeled CT phantoms, written once by ./synth
   static std::string dir = [] {
     std::string d = scratch() + "/phantoms";
-    Result r = sh(kBin + "/synth -o " + d + " --cases 2 --seed 7 --unlabeled --spacing 4 4 8");
+    Result r = run_command(kBin + "/synth -o " + d + " --cases 2 --seed 7 --unlabeled --spacing 4 4 8");
     EXPECT_EQ(r.code, 0) << r.output;
     return d;
   }();
@@ -111,11 +111,12 @@ TEST(PretrainMpi, TwoRanksWriteOneRunFolderThatEvaluateConsumes) {
   EXPECT_EQ(meta.step, 6);
   EXPECT_EQ(meta.extra.at("ranks"), "2");
 
-  Result e = sh(kBin + "/synth -o " + scratch() + "/labeled --cases 3 --seed 5 --spacing 8 8 16");
+  Result e = run_command(kBin + "/synth -o " + scratch() + "/labeled --cases 3 --seed 5 --spacing 8 8 16");
   ASSERT_EQ(e.code, 0) << e.output;
-  e = sh(kBin + "/evaluate --mode linear --data " + scratch() + "/labeled -o " + scratch() +
-         "/eval --steps 2 --batch 1 --patch 16 16 8 --spacing 6 6 12 --base-channels 4 --scales 2 --folds 3 --threads 1"
-         " --weights " + out + "/backbone.safetensors");  // the spacing the backbone was pretrained at (checked)
+  // The spacing the backbone was pretrained at (checked).
+  e = run_command(kBin + "/evaluate --mode linear --data " + scratch() + "/labeled -o " + scratch() +
+                  "/eval --steps 2 --batch 1 --patch 16 16 8 --spacing 6 6 12 --base-channels 4 --scales 2 --folds 3"
+                  " --threads 1 --weights " + out + "/backbone.safetensors");
   ASSERT_EQ(e.code, 0) << e.output;
   EXPECT_NE(read_text(scratch() + "/eval/log.txt").find("backbone weights: " + out + "/backbone.safetensors"),
             std::string::npos);

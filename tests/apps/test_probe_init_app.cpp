@@ -29,21 +29,10 @@ namespace fs = std::filesystem;
 using namespace hdssl;
 
 namespace {
+using Result = hdssl::test::ProgramResult;
+using hdssl::test::run_passive;
 const std::string kBin = HDSSL_BINARY_DIR;
 const std::string kImported = HDSSL_SOURCE_DIR "/tests/reference/fixtures/import_ours_tiny.safetensors";
-
-struct Result {
-  int rc;
-  std::string out;
-};
-Result sh(const std::string& cmd) {
-  FILE* p = ::popen(("OMP_WAIT_POLICY=PASSIVE " + cmd + " 2>&1").c_str(), "r");
-  std::string out;
-  char buf[4096];
-  while (size_t n = std::fread(buf, 1, sizeof buf, p)) out.append(buf, n);
-  int st = ::pclose(p);
-  return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, out};
-}
 
 std::string slurp(const std::string& path) { return hdssl::test::read_text(path); }
 
@@ -57,10 +46,11 @@ class ProbeInitApp : public ::testing::Test {
   static void SetUpTestSuite() {
     dir_ = ::testing::TempDir() + "hdssl_probe_init_" + std::to_string(::getpid());  // ctest -j: one per process
     fs::remove_all(dir_);
-    ASSERT_EQ(sh(kBin + "/synth -o " + dir_ + "/unlabeled --cases 2 --seed 7 --unlabeled --spacing 4 4 8").rc, 0);
-    ASSERT_EQ(sh(kBin + "/synth -o " + dir_ + "/labeled --cases 3 --seed 5 --spacing 4 4 8").rc, 0);
+    const std::string synth = kBin + "/synth -o " + dir_;
+    ASSERT_EQ(run_passive(synth + "/unlabeled --cases 2 --seed 7 --unlabeled --spacing 4 4 8").code, 0);
+    ASSERT_EQ(run_passive(synth + "/labeled --cases 3 --seed 5 --spacing 4 4 8").code, 0);
     // Small phantoms for the imported weights' 1 x 1 x 2 mm grid.
-    ASSERT_EQ(sh(kBin + "/synth -o " + dir_ + "/small --cases 3 --seed 3 --spacing 2 2 4 --fov 40 40 48").rc, 0);
+    ASSERT_EQ(run_passive(synth + "/small --cases 3 --seed 3 --spacing 2 2 4 --fov 40 40 48").code, 0);
   }
   static void TearDownTestSuite() { fs::remove_all(dir_); }
   static std::string pretrain(const std::string& out, const std::string& extra) {
@@ -81,10 +71,10 @@ std::vector<std::string> probe_column(const std::string& run) {
 
 TEST_F(ProbeInitApp, TheOnlineProbeLeavesThePretrainingUnchangedAndResumes) {
   const std::string probe = " --probe-data " + dir_ + "/labeled --probe-every 5 --probe-steps 10";
-  Result a = sh(pretrain("plain", "--steps 12 --save-every 6"));
-  ASSERT_EQ(a.rc, 0) << a.out;
-  Result b = sh(pretrain("probed", "--steps 12 --save-every 6" + probe));
-  ASSERT_EQ(b.rc, 0) << b.out;
+  Result a = run_passive(pretrain("plain", "--steps 12 --save-every 6"));
+  ASSERT_EQ(a.code, 0) << a.output;
+  Result b = run_passive(pretrain("probed", "--steps 12 --save-every 6" + probe));
+  ASSERT_EQ(b.code, 0) << b.output;
   EXPECT_EQ(losses(dir_ + "/plain"), losses(dir_ + "/probed"));
   ASSERT_EQ(losses(dir_ + "/plain").size(), 12u);
 
@@ -105,23 +95,23 @@ TEST_F(ProbeInitApp, TheOnlineProbeLeavesThePretrainingUnchangedAndResumes) {
   EXPECT_EQ(slurp(dir_ + "/plain/backbone.safetensors"), slurp(dir_ + "/probed/backbone.safetensors"));
 
   // Stopped after step 6, resumed to 12 (the probe settings come back from the checkpoint): the same rows.
-  Result c = sh(pretrain("resumed", "--steps 6 --save-every 6" + probe));
-  ASSERT_EQ(c.rc, 0) << c.out;
-  Result d = sh(kBin + "/pretrain --resume " + dir_ + "/resumed --steps 12 --threads 1 --loader-threads 1");
-  ASSERT_EQ(d.rc, 0) << d.out;
+  Result c = run_passive(pretrain("resumed", "--steps 6 --save-every 6" + probe));
+  ASSERT_EQ(c.code, 0) << c.output;
+  Result d = run_passive(kBin + "/pretrain --resume " + dir_ + "/resumed --steps 12 --threads 1 --loader-threads 1");
+  ASSERT_EQ(d.code, 0) << d.output;
   EXPECT_EQ(losses(dir_ + "/resumed"), losses(dir_ + "/probed"));
   EXPECT_EQ(probe_column(dir_ + "/resumed"), probe_column(dir_ + "/probed"));
 }
 
 TEST_F(ProbeInitApp, ProbeRefusals) {
-  Result r = sh(pretrain("p1", "--steps 2 --probe-data " + dir_ + "/nowhere"));
-  EXPECT_EQ(r.rc, 3) << r.out;
-  EXPECT_NE(r.out.find("--probe-data"), std::string::npos) << r.out;
-  r = sh(pretrain("p2", "--steps 2 --probe-data " + dir_ + "/labeled --probe-cases 3"));  // 3 + 1 > 3 cases
-  EXPECT_EQ(r.rc, 3) << r.out;
-  EXPECT_NE(r.out.find("needs 3 training + 1 validation cases"), std::string::npos) << r.out;
-  r = sh(pretrain("p3", "--steps 2 --probe-data " + dir_ + "/labeled --probe-every 0"));
-  EXPECT_EQ(r.rc, 2) << r.out;
+  Result r = run_passive(pretrain("p1", "--steps 2 --probe-data " + dir_ + "/nowhere"));
+  EXPECT_EQ(r.code, 3) << r.output;
+  EXPECT_NE(r.output.find("--probe-data"), std::string::npos) << r.output;
+  r = run_passive(pretrain("p2", "--steps 2 --probe-data " + dir_ + "/labeled --probe-cases 3"));  // 3 + 1 > 3 cases
+  EXPECT_EQ(r.code, 3) << r.output;
+  EXPECT_NE(r.output.find("needs 3 training + 1 validation cases"), std::string::npos) << r.output;
+  r = run_passive(pretrain("p3", "--steps 2 --probe-data " + dir_ + "/labeled --probe-every 0"));
+  EXPECT_EQ(r.code, 2) << r.output;
   EXPECT_FALSE(fs::exists(dir_ + "/p3"));
 }
 
@@ -131,9 +121,9 @@ TEST_F(ProbeInitApp, PretrainInitAcceptsRefusesAndOverrides) {
                            "/small --patch 16 16 8 --batch-pairs 2 --voxels-per-pair 32"
                            " --modality ct --threads 1 --loader-threads 1 --device cpu --steps 1 --lr 1e-9 --init " +
                            kImported;
-  Result r = sh(base + " -o " + dir_ + "/init_ok --spacing 1 1 2 --ct-window program");
-  ASSERT_EQ(r.rc, 0) << r.out;
-  EXPECT_NE(r.out.find("backbone initialised from"), std::string::npos) << r.out;
+  Result r = run_passive(base + " -o " + dir_ + "/init_ok --spacing 1 1 2 --ct-window program");
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_NE(r.output.find("backbone initialised from"), std::string::npos) << r.output;
   // One step at lr 1e-9 moves no weight by more than ~1e-8: the run started from the imported weights.
   models::SafeTensors want = models::read_safetensors(kImported);
   models::SafeTensors got = models::read_safetensors(dir_ + "/init_ok/backbone.safetensors");
@@ -145,26 +135,26 @@ TEST_F(ProbeInitApp, PretrainInitAcceptsRefusesAndOverrides) {
   ASSERT_EQ(wt.numel(), gt.numel());
   for (int64_t i = 0; i < wt.numel(); ++i) EXPECT_NEAR(wt.data<double>()[i], gt.data<double>()[i], 1e-6) << i;
 
-  r = sh(base + " -o " + dir_ + "/init_window --spacing 1 1 2 --ct-window paper");
-  EXPECT_EQ(r.rc, 2) << r.out;
-  EXPECT_NE(r.out.find("CT window: the weights expect [-175, 250] HU, this run uses [-1350, 1000] HU"),
+  r = run_passive(base + " -o " + dir_ + "/init_window --spacing 1 1 2 --ct-window paper");
+  EXPECT_EQ(r.code, 2) << r.output;
+  EXPECT_NE(r.output.find("CT window: the weights expect [-175, 250] HU, this run uses [-1350, 1000] HU"),
             std::string::npos)
-      << r.out;
-  EXPECT_NE(r.out.find("--allow-preprocess-mismatch"), std::string::npos) << r.out;
+      << r.output;
+  EXPECT_NE(r.output.find("--allow-preprocess-mismatch"), std::string::npos) << r.output;
   EXPECT_FALSE(fs::exists(dir_ + "/init_window/checkpoint_latest.safetensors"));
-  r = sh(base + " -o " + dir_ + "/init_spacing --spacing 2 2 4 --ct-window program");
-  EXPECT_EQ(r.rc, 2) << r.out;
-  EXPECT_NE(r.out.find("spacing: the weights expect 1 x 1 x 2 mm, this run uses 2 x 2 x 4 mm"), std::string::npos)
-      << r.out;
+  r = run_passive(base + " -o " + dir_ + "/init_spacing --spacing 2 2 4 --ct-window program");
+  EXPECT_EQ(r.code, 2) << r.output;
+  EXPECT_NE(r.output.find("spacing: the weights expect 1 x 1 x 2 mm, this run uses 2 x 2 x 4 mm"), std::string::npos)
+      << r.output;
 
-  r = sh(base + " -o " + dir_ + "/init_allowed --spacing 1 1 2 --ct-window paper --allow-preprocess-mismatch");
-  ASSERT_EQ(r.rc, 0) << r.out;
+  r = run_passive(base + " -o " + dir_ + "/init_allowed --spacing 1 1 2 --ct-window paper --allow-preprocess-mismatch");
+  ASSERT_EQ(r.code, 0) << r.output;
   EXPECT_NE(slurp(dir_ + "/init_allowed/log.txt").find("warning (--allow-preprocess-mismatch): CT window"),
             std::string::npos);
 
-  r = sh(base + " -o " + dir_ + "/init_arch --spacing 1 1 2 --ct-window program --base-channels 8");
-  EXPECT_EQ(r.rc, 2) << r.out;
-  EXPECT_NE(r.out.find("the backbone has --base-channels 2"), std::string::npos) << r.out;
+  r = run_passive(base + " -o " + dir_ + "/init_arch --spacing 1 1 2 --ct-window program --base-channels 8");
+  EXPECT_EQ(r.code, 2) << r.output;
+  EXPECT_NE(r.output.find("the backbone has --base-channels 2"), std::string::npos) << r.output;
 }
 
 TEST_F(ProbeInitApp, EvaluateWeightsAcceptsRefusesAndOverrides) {
@@ -172,16 +162,16 @@ TEST_F(ProbeInitApp, EvaluateWeightsAcceptsRefusesAndOverrides) {
                            "/small --steps 1 --batch 1 --patch 16 16 8"
                            " --folds 3 --fold 0 --threads 1 --weights " +
                            kImported;
-  Result r = sh(base + " -o " + dir_ + "/ev_ok --spacing 1 1 2 --ct-window program");
-  ASSERT_EQ(r.rc, 0) << r.out;
-  r = sh(base + " -o " + dir_ + "/ev_window --spacing 1 1 2 --ct-window paper");
-  EXPECT_EQ(r.rc, 2) << r.out;
-  EXPECT_NE(r.out.find("CT window: the weights expect [-175, 250] HU"), std::string::npos) << r.out;
-  r = sh(base + " -o " + dir_ + "/ev_spacing --spacing 2 2 4 --ct-window program");
-  EXPECT_EQ(r.rc, 2) << r.out;
-  EXPECT_NE(r.out.find("spacing: the weights expect 1 x 1 x 2 mm"), std::string::npos) << r.out;
-  r = sh(base + " -o " + dir_ + "/ev_allowed --spacing 2 2 4 --ct-window program --allow-preprocess-mismatch");
-  ASSERT_EQ(r.rc, 0) << r.out;
+  Result r = run_passive(base + " -o " + dir_ + "/ev_ok --spacing 1 1 2 --ct-window program");
+  ASSERT_EQ(r.code, 0) << r.output;
+  r = run_passive(base + " -o " + dir_ + "/ev_window --spacing 1 1 2 --ct-window paper");
+  EXPECT_EQ(r.code, 2) << r.output;
+  EXPECT_NE(r.output.find("CT window: the weights expect [-175, 250] HU"), std::string::npos) << r.output;
+  r = run_passive(base + " -o " + dir_ + "/ev_spacing --spacing 2 2 4 --ct-window program");
+  EXPECT_EQ(r.code, 2) << r.output;
+  EXPECT_NE(r.output.find("spacing: the weights expect 1 x 1 x 2 mm"), std::string::npos) << r.output;
+  r = run_passive(base + " -o " + dir_ + "/ev_allowed --spacing 2 2 4 --ct-window program --allow-preprocess-mismatch");
+  ASSERT_EQ(r.code, 0) << r.output;
   EXPECT_NE(slurp(dir_ + "/ev_allowed/log.txt").find("warning (--allow-preprocess-mismatch): spacing"),
             std::string::npos);
   EXPECT_NE(slurp(dir_ + "/ev_allowed/config.json").find("\"allow_preprocess_mismatch\": true"), std::string::npos);

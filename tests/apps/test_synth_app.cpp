@@ -2,11 +2,11 @@
 // output for the same seed, and an unlabeled folder for pretraining.
 #include <gtest/gtest.h>
 
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 
 #include "data/dataset.h"
+#include "tests/apps/program_test_util.h"
 #include "tests/data/test_util.h"
 
 using namespace hdssl::data;
@@ -15,10 +15,7 @@ namespace fs = std::filesystem;
 namespace {
 const std::string kSynth = std::string(HDSSL_BINARY_DIR) + "/synth";
 
-int run(const std::string& args) {
-  int st = std::system((kSynth + " " + args + " >/dev/null 2>&1").c_str());
-  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
+int run(const std::string& args) { return hdssl::test::run_command(kSynth + " " + args).code; }
 
 std::string bytes(const std::string& p) {
   std::ifstream f(p, std::ios::binary);

@@ -1,6 +1,10 @@
 // The caching allocator (cuda/allocator.h): a second identical "training step" does no cudaMalloc, the
-// bytes in use return to where they were, and the statistics add up. Also the no-device path of init().
+// bytes in use return to where they were, and the statistics add up; the free memory counts the cache. Also
+// the no-device path of init().
 #include "cuda/allocator.h"
+
+#include <cuda_runtime.h>
+
 #include "tests/cuda/parity.h"
 
 namespace hdssl::test {
@@ -68,6 +72,30 @@ TEST(CudaAllocator, StatsAndSizeClasses) {
   EXPECT_EQ(a.stats().bytes_in_use, s0.bytes_in_use);
   a.reset_peak();
   EXPECT_EQ(a.stats().peak_bytes_in_use, a.stats().bytes_in_use);
+}
+
+// The device's free memory that ./pretrain compares its estimate with (models/memory_estimate.h): the
+// driver's free memory plus the allocator's cached blocks, so a block taken from the driver or from the
+// cache lowers it and a block returned to the cache raises it again. Other processes on the GPU may move
+// the driver's number a little between two reads: hence the tolerance.
+TEST(CudaAllocator, FreeMemoryIsTheDriversPlusTheCachedBlocks) {
+  HDSSL_REQUIRE_REAL_CUDA();
+  constexpr int64_t kBlock = int64_t(256) << 20, kSlack = int64_t(16) << 20;
+  cuda::CachingAllocator& a = cuda::allocator();
+  const int64_t f0 = cuda::free_memory();
+  size_t driver_free = 0, total = 0;
+  ASSERT_EQ(cudaMemGetInfo(&driver_free, &total), cudaSuccess);
+  EXPECT_GT(f0, 0);
+  EXPECT_LE(f0, int64_t(total));
+  const cuda::AllocatorStats st = a.stats();
+  EXPECT_NEAR(double(f0), double(driver_free) + double(st.bytes_reserved - st.bytes_in_use), double(kSlack));
+  EXPECT_NEAR(double(backend(gpu()).free_memory()), double(f0), double(kSlack)) << "the engine's query";
+  void* p = a.allocate(size_t(kBlock));
+  ASSERT_NE(p, nullptr);
+  const int64_t f1 = cuda::free_memory();
+  EXPECT_LE(f1, f0 - kBlock + kSlack);
+  a.deallocate(p);  // onto the free list: the driver's number stays, the cache grows
+  EXPECT_NEAR(double(cuda::free_memory()), double(f1 + kBlock), double(kSlack));
 }
 
 // Runs everywhere: without a device init() returns false and the CUDA backend is absent, with a clear error.

@@ -13,6 +13,7 @@
 
 #include "tests/sanitizer/under_asan.h"
 #include "autograd/optim.h"
+#include "engine/backend.h"
 #include "models/memory_estimate.h"
 
 using namespace hdssl;
@@ -159,6 +160,53 @@ TEST(MemoryEstimate, RefusalGivesEstimateAvailableAndSettingsThatFit) {
   std::string source;
   EXPECT_GT(available_host_memory(&source), 0);
   EXPECT_FALSE(source.empty());
+}
+
+// On a GPU the free device memory decides too (./pretrain passes available_device_memory(device)); here a
+// number stands in for the GPU this machine may not have.
+TEST(MemoryEstimate, OnAGpuTheFreeDeviceMemoryDecidesWithTheSameRefusal) {
+  MemoryConfig c;  // the paper's defaults on a GPU
+  c.model = PretrainConfig::ours();
+  c.cuda = true;
+  const MemoryEstimate e = estimate_pretrain_memory(c);
+  ASSERT_GT(e.device, int64_t(1) << 30) << e.str();
+  const int64_t host = e.host * 2;  // the host is never short below
+  EXPECT_EQ(memory_refusal(c, host, "test", e.device * 2), "");
+  EXPECT_EQ(memory_refusal(c, host, "test", e.device * 11 / 10), "");  // the 10 % margin, just
+  EXPECT_EQ(memory_refusal(c, host, "test", -1), "") << "an unknown GPU amount is not checked";
+
+  const int64_t gpu = e.device / 2;
+  const std::string m = memory_refusal(c, host, "MemAvailable in /proc/meminfo", gpu);
+  std::printf("%s\n", m.c_str());  // for the record: the paper's defaults on a GPU with half of it free
+  EXPECT_NE(m.find("not enough memory for this configuration: it needs about GPU "), std::string::npos) << m;
+  char free_text[64];
+  std::snprintf(free_text, sizeof free_text, "but the GPU has %.2f GiB free. ", double(gpu) / double(1 << 30));
+  EXPECT_NE(m.find(free_text), std::string::npos) << m;
+  EXPECT_EQ(m.find("is available ("), std::string::npos) << "the host is not short: " << m;
+  EXPECT_EQ(m.find("--device cuda"), std::string::npos) << m;
+  // The batch it suggests fits the GPU's free memory, one more does not.
+  ASSERT_NE(m.find("--batch-pairs "), std::string::npos) << m;
+  MemoryConfig t = c;
+  t.batch_pairs = std::stoll(m.substr(m.find("--batch-pairs ") + 14));
+  EXPECT_LE(estimate_pretrain_memory(t).device * 11 / 10, gpu);
+  t.batch_pairs += 1;
+  EXPECT_GT(estimate_pretrain_memory(t).device * 11 / 10, gpu);
+  EXPECT_NE(m.find("--patch "), std::string::npos) << m;
+
+  // The GPU is checked when the host's amount is unknown, and both are named when both are short.
+  EXPECT_EQ(memory_refusal(c, -1, "", gpu), m);
+  const std::string both = memory_refusal(c, e.host / 2, "RLIMIT_AS (ulimit -v)", gpu);
+  EXPECT_NE(both.find("the GPU has "), std::string::npos) << both;
+  EXPECT_NE(both.find(" free and only "), std::string::npos) << both;
+  EXPECT_NE(both.find("is available (RLIMIT_AS (ulimit -v))"), std::string::npos) << both;
+
+  // On the CPU a device amount plays no part, and the CPU backend reports none.
+  MemoryConfig cpu = c;
+  cpu.cuda = false;
+  const int64_t cpu_host = estimate_pretrain_memory(cpu).host * 2;
+  EXPECT_EQ(memory_refusal(cpu, cpu_host, "test", 1), "");
+  EXPECT_EQ(available_device_memory(Device::cpu()), -1);
+  EXPECT_EQ(backend(Device::cpu()).free_memory(), -1);
 }
 
 TEST(MemoryEstimate, AnAddressSpaceLimitIsSeenAndRefusesThePaperDefaults) {
