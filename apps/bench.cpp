@@ -1,7 +1,7 @@
 // bench: times the heavy pieces of hdssl on one device and reports medians (and, on CUDA, peak memory).
 //
-//   ./bench [--device auto|cpu|cuda] [--what conv,step,step_upload] [--runs 10] [--warmup 3] [--tf32] [--conv-heuristic]
-//           [--json FILE]
+//   ./bench [--device auto|cpu|cuda] [--what conv,step,step_upload] [--runs 10] [--warmup 3] [--tf32]
+//           [--conv-heuristic] [--json FILE]
 //           conv:  [--conv-shape N,C,X,Y,Z] [--conv-out C] [--kernel 3|1]
 //           step:  [--arch ours|vox2vec] [--base-channels B] [--scales S] [--pairs 10] [--patch 128,128,32]
 //                  [--voxels 1024]
