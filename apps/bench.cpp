@@ -1,7 +1,7 @@
 // bench: times the heavy pieces of hdssl on one device and reports medians (and, on CUDA, peak memory).
 //
-//   ./bench [--device auto|cpu|cuda] [--what conv,step] [--runs 10] [--warmup 3] [--tf32] [--conv-heuristic]
-//           [--json FILE]
+//   ./bench [--device auto|cpu|cuda] [--what conv,step,step_upload] [--runs 10] [--warmup 3] [--tf32]
+//           [--conv-heuristic] [--json FILE]
 //           conv:  [--conv-shape N,C,X,Y,Z] [--conv-out C] [--kernel 3|1]
 //           step:  [--arch ours|vox2vec] [--base-channels B] [--scales S] [--pairs 10] [--patch 128,128,32]
 //                  [--voxels 1024]
@@ -14,6 +14,9 @@
 //     models::PretrainStep::run(), the very step ./pretrain runs (forward of both views, backward,
 //     gradient norm, non-finite checks, clipping, Adam) - on synthetic inputs (random patches and random
 //     voxel coordinates; the work does not depend on the values).
+// (c) step_upload: the same step, each iteration also taking its batch from the batch uploader and putting
+//     the next one from host memory, as ./pretrain does (engine/batch_uploader.h; on CUDA the copy runs on
+//     its own stream while the step computes): the difference to (b) is the upload's cost that is not hidden.
 // Every timed iteration ends with a device synchronize, so a time is the whole iteration. The median
 // (and minimum) is over --runs iterations after --warmup untimed ones (the first CUDA iterations choose
 // cuDNN algorithms and fill the caching allocator). TF32 is off unless --tf32. cpu_ms is the median process
@@ -27,6 +30,8 @@
 #include <cstdio>
 #include <fstream>
 #include <functional>
+#include <iomanip>
+#include <memory>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -34,11 +39,13 @@
 #include "apps/common/device_setup.h"
 #include "autograd/optim.h"
 #include "engine/backend.h"
+#include "engine/batch_uploader.h"
 #include "engine/profile.h"
 #include "engine/random.h"
 #include "engine/tensor.h"
 #include "apps/common/settings.h"
 #include "models/pretrain_step.h"
+#include "models/upload_inputs.h"
 #include <nlohmann/json.hpp>
 #ifdef HDSSL_HAVE_CUDA
 #include "cuda/allocator.h"
@@ -169,10 +176,14 @@ Result time_conv(Device device, const Shape& xs, int64_t co, int k, int warmup, 
 // One full pretraining step, models::PretrainStep::run() with ./pretrain's default settings (lr 3e-4,
 // clip 1.0), none of the timed steps a log step: no host read inside a step (the clip factor stays on the
 // device), as in ./pretrain between its --log-every steps. base / scales > 0 replace the architecture's own.
+// With `upload` (--what step_upload), every iteration also takes its batch from the batch uploader and puts
+// the next one, as ./pretrain does (engine/batch_uploader.h: on CUDA a pinned copy on a copy stream that
+// overlaps the step), from two host batches used in turn: the time then includes whatever of the upload
+// does not overlap the step.
 Result time_pretrain_step(Device device, const std::string& arch, int base, int scales, int64_t pairs,
-                          const Shape& patch, int64_t voxels, int warmup, int runs) {
+                          const Shape& patch, int64_t voxels, int warmup, int runs, bool upload = false) {
   Result r;
-  r.name = "pretrain_step_" + arch;
+  r.name = "pretrain_step_" + arch + (upload ? "_upload" : "");
   std::ostringstream os;
   os << pairs << " pairs of " << patch[0] << "x" << patch[1] << "x" << patch[2] << ", " << voxels
      << " voxels/pair, forward+backward+Adam, float32";
@@ -190,21 +201,42 @@ Result time_pretrain_step(Device device, const std::string& arch, int base, int 
   r.detail = os.str();
 
   const Shape vs{pairs, 1, patch[0], patch[1], patch[2]};
-  models::PretrainInputs in;
-  in.view_a = random_tensor(vs, rng, 0, 1, device);
-  in.view_b = random_tensor(vs, rng, 0, 1, device);
-  in.target_a = random_tensor(vs, rng, 0, 1, device);
-  in.target_b = random_tensor(vs, rng, 0, 1, device);
-  auto coords = [&] {
-    std::vector<int32_t> c(size_t(pairs * voxels * 3));
-    for (size_t i = 0; i < c.size(); ++i) c[i] = int32_t(rng.randint(0, patch[i % 3]));
-    return Tensor::from_vector(c, {pairs, voxels, 3}, device);
+  auto batch = [&](Device d) {
+    auto coords = [&] {
+      std::vector<int32_t> c(size_t(pairs * voxels * 3));
+      for (size_t i = 0; i < c.size(); ++i) c[i] = int32_t(rng.randint(0, patch[i % 3]));
+      return Tensor::from_vector(c, {pairs, voxels, 3}, d);
+    };
+    models::PretrainInputs in;
+    in.view_a = random_tensor(vs, rng, 0, 1, d);
+    in.view_b = random_tensor(vs, rng, 0, 1, d);
+    in.target_a = random_tensor(vs, rng, 0, 1, d);
+    in.target_b = random_tensor(vs, rng, 0, 1, d);
+    in.coords_a = coords();
+    in.coords_b = coords();
+    return in;
   };
-  in.coords_a = coords();
-  in.coords_b = coords();
 
   int64_t n = 0;
-  time_iterations(device, warmup, runs, [&] { step.run(in, ++n); }, r);
+  if (!upload) {
+    const models::PretrainInputs in = batch(device);
+    time_iterations(device, warmup, runs, [&] { step.run(in, ++n); }, r);
+  } else {
+    const models::PretrainInputs host[2] = {batch(Device::cpu()), batch(Device::cpu())};
+    std::unique_ptr<BatchUploader> up = make_batch_uploader(device);
+    up->put(models::input_tensors(host[0]));
+    time_iterations(device, warmup, runs, [&] {
+      const models::PretrainInputs in = models::inputs_from_tensors(up->take());
+      up->put(models::input_tensors(host[(n + 1) % 2]));
+      step.run(in, ++n);
+    }, r);
+    const BatchUploader::Stats us = up->stats();
+    os << "; batch of " << std::fixed << std::setprecision(1)
+       << double(4 * numel(vs) * 4 + 2 * pairs * voxels * 3 * 4) / (1 << 20) << " MiB uploaded per step, "
+       << us.serialized << " of " << us.batches << " copies not overlapped, " << us.host_waits
+       << " host waits for staging";
+    r.detail = os.str();
+  }
   // FLOPs of one step at the paper's sizes, as counted by scripts/torch_reference_bench.py
   // (27.1 and 7.4 TFLOP: docs/method.md section 8); unknown for other sizes.
   const bool paper_net = base <= 0 && scales <= 0;
@@ -263,7 +295,8 @@ int main(int argc, char** argv) {
   app::SettingsTable t(app);  // bench saves nothing: the table gives the flags their ranges
   using K = app::Kind;
   t.add("--device", "device", device_arg, "auto | cpu | cuda | cuda:N (auto: the first GPU when there is one)", K::NotSaved);
-  t.add("--what", "what", what, "comma-separated: conv, step", K::NotSaved);
+  t.add("--what", "what", what, "comma-separated: conv, step, step_upload (the step plus its batch's upload)",
+        K::NotSaved);
   t.add("--runs", "runs", runs, "timed iterations", K::NotSaved).at_least(1);
   t.add("--warmup", "warmup", warmup, "untimed iterations first", K::NotSaved).at_least(0);
   t.add("--tf32", "tf32", tf32, "allow TF32 tensor cores for float32 convolutions and GEMMs (CUDA)", K::NotSaved);
@@ -335,8 +368,18 @@ int main(int argc, char** argv) {
           r.why = e.what();
           rows.push_back(r);
         }
+      } else if (item == "step_upload") {
+        try {
+          rows.push_back(time_pretrain_step(device, arch, base, scales, pairs, patch, voxels, warmup, runs, true));
+        } catch (const std::exception& e) {
+          Result r;
+          r.name = "pretrain_step_" + arch + "_upload";
+          r.available = false;
+          r.why = e.what();
+          rows.push_back(r);
+        }
       } else {
-        throw app::UsageError("--what: unknown item '" + item + "' (conv, step)");
+        throw app::UsageError("--what: unknown item '" + item + "' (conv, step, step_upload)");
       }
       std::printf("bench: %s done\n", rows.back().name.c_str());
       std::fflush(stdout);

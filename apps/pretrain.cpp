@@ -51,12 +51,14 @@
 #include "dist/gradient_allreduce.h"
 #include "dist/sync_batchnorm.h"
 #include "engine/backend.h"
+#include "engine/batch_uploader.h"
 #include "eval/online_probe.h"
 #include "models/checkpoint.h"
 #include "models/memory_estimate.h"
 #include "models/pretrain_step.h"
 #include "models/segmentation.h"
 #include "models/train_state.h"
+#include "models/upload_inputs.h"
 
 using namespace hdssl;
 using json = nlohmann::json;
@@ -615,6 +617,14 @@ int run_pretraining(Options& o, app::SettingsTable& table, const CLI::App& app, 
   dc.group = comm.rank();  // rank r builds items r*B .. r*B+B-1 of each global batch (dist/rank_streams.h)
   data::PretrainLoader loader(std::move(vols), dc, o.loader_threads, 2);
   loader.seek(o.resume ? meta.sampler_position : 0);
+  // Batches reach the device through the uploader (engine/batch_uploader.h), one batch ahead of the step:
+  // on a GPU batch k+1 is copied from pinned memory on a copy stream while step k runs, with no host sync;
+  // on the CPU it is a plain copy.
+  std::unique_ptr<BatchUploader> uploader = make_batch_uploader(device);
+  auto upload_next = [&] {
+    data::PretrainBatch b = loader.next();
+    uploader->put({b.view_a, b.view_b, b.target_a, b.target_b, b.coords_a, b.coords_b});
+  };
 
   json cfg = table.to_json();
   cfg["model"] = json::parse(mc.to_json());
@@ -648,7 +658,8 @@ int run_pretraining(Options& o, app::SettingsTable& table, const CLI::App& app, 
   auto metadata_for = [&](int64_t step) {
     models::TrainingMeta m;
     m.step = step;
-    m.sampler_position = loader.position();
+    // The batch in the uploader (put, not yet taken) belongs to the next step: resume starts with it.
+    m.sampler_position = loader.position() - (uploader->pending() ? 1 : 0);
     m.model_json = mc.to_json();
     m.data_json = table.to_json().dump();
     const RngState& s = init_rng.state();
@@ -698,10 +709,10 @@ int run_pretraining(Options& o, app::SettingsTable& table, const CLI::App& app, 
   std::signal(SIGTERM, on_signal);
   app::Progress progress(start, o.steps, 2.0);
   const auto t0 = std::chrono::steady_clock::now();
+  if (start < o.steps) upload_next();
   for (int64_t step = start + 1; step <= o.steps; ++step) {
-    data::PretrainBatch b = loader.next();
-    models::PretrainInputs in{b.view_a.to(device), b.view_b.to(device), b.target_a.to(device), b.target_b.to(device),
-                              b.coords_a.to(device), b.coords_b.to(device)};
+    models::PretrainInputs in = models::inputs_from_tensors(uploader->take());  // batch step - 1
+    if (step < o.steps) upload_next();  // the next batch: its copy overlaps this step
     if (step == o.debug_nan_at) in.view_a = Tensor::full(in.view_a.shape(), NAN, DType::F32, device);
     // A log step reads the loss terms and the gradient norm to the host and checks them (before Adam);
     // the other steps read nothing (no host sync), so a NaN there is seen at the next log step, up to

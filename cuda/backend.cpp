@@ -14,6 +14,7 @@
 #include <mutex>
 #include <sstream>
 
+#include "cuda/async_upload.h"
 #include "cuda/check.h"
 #include "cuda/context.h"
 #include "cuda/conv3d_cudnn.h"
@@ -385,6 +386,7 @@ bool init() {
   create_context(0);
   static CudaBackend* backend = new CudaBackend();  // never destroyed (see the note at the top)
   register_backend(DeviceKind::CUDA, backend);
+  register_async_upload();  // make_batch_uploader(cuda): pinned staging + copy stream (async_upload.h)
   done = true;
   return ok = true;
 }

@@ -142,13 +142,17 @@ MemoryEstimate estimate_pretrain_memory(const MemoryConfig& c) {
   if (c.cuda)
     e.workspace = 64 * kMiB + e.activations / 20;  // cuDNN's chosen algorithms; the caching allocator's rounding
   else e.workspace = int64_t(std::max(1, c.threads)) * 4 * kMiB;  // conv column buffers (1 MiB tiles), per thread
-  e.batches = int64_t(c.prefetch + 1) * (4 * kFloat * B * V0 + 2 * kIndex * N * 3);
+  // The loader's prefetched batches, the one being handed to the batch uploader and the uploader's two
+  // slots (engine/batch_uploader.h): on the CPU the slots are host memory, on the GPU the host holds two
+  // pinned staging buffers instead and the two slots are device memory.
+  const int64_t batch = 4 * kFloat * B * V0 + 2 * kIndex * N * 3;
+  e.batches = int64_t(c.prefetch + 3) * batch;
   e.dataset = c.dataset_bytes;
   e.baseline = c.cuda ? 1024 * kMiB : 48 * kMiB + int64_t(std::max(1, c.threads)) * 2 * kMiB;
   const int64_t model_side = e.activations + e.backward + e.parameters + e.infonce + e.workspace;
   const int64_t host_side = e.batches + e.dataset + e.baseline;
   e.host = host_side + (c.cuda ? 0 : model_side);
-  e.device = c.cuda ? model_side : 0;
+  e.device = c.cuda ? model_side + 2 * batch : 0;
   return e;
 }
 

@@ -12,7 +12,8 @@
 //   parameters   + gradients + Adam's two moments (4 copies), BN running statistics
 //   InfoNCE      one block of kTileRows x 2N similarities and the stacked embeddings
 //   workspaces   the CPU conv's per-thread column buffers, or cuDNN's workspace on the GPU
-//   batches      the loader's prefetched batches plus the one in use (views, targets, coordinates)
+//   batches      the loader's prefetched batches, the one being uploaded and the batch uploader's two slots
+//                (views, targets, coordinates; on the GPU two pinned staging buffers, and two slots on the device)
 //   dataset      the preprocessed volumes held in memory (the caller knows their size after loading)
 //   baseline     the process itself (code, OpenBLAS / OpenMP / CUDA runtime buffers)
 // On the GPU the model, graph and workspaces live in device memory; the host keeps dataset, batches and

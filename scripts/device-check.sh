@@ -11,7 +11,8 @@
 #   3. the CPU-vs-CUDA parity tests, TF32 forced off (NVIDIA_TF32_OVERRIDE=0), one process per suite with
 #      HDSSL_REQUIRE_GPU=1: a missing or broken GPU fails every test instead of skipping it, and an empty
 #      list of suites is a failure; a PASS/FAIL line per suite
-#   4. ./bench: conv3d forward+backward and one full pretraining step at the paper's size, TF32 off,
+#   4. ./bench: conv3d forward+backward and one full pretraining step at the paper's size, TF32 off (and the
+#      step with its batch uploaded each iteration, step_upload: the async upload's unhidden cost),
 #      then the step again with --tf32 (PyTorch's fp32 default for convolutions) if time allows
 #   5. the PyTorch yardstick scripts/torch_reference_bench.py on the same card (fp32 variants first)
 #   6. if time is left, compute-sanitizer memcheck over the tests of the hand-written kernels
@@ -94,7 +95,7 @@ grep -E "^\[  FAILED  \] .*\(" "$OUT/cuda_tests.log" | head -40
 grep -B2 -A6 "Failure" "$OUT/cuda_tests.log" | head -80
 
 note "bench (TF32 off)"
-timeout 120 "$B/bench" --device cuda --what conv,step --runs 5 --warmup 2 --json "$OUT/bench.json" \
+timeout 120 "$B/bench" --device cuda --what conv,step,step_upload --runs 5 --warmup 2 --json "$OUT/bench.json" \
   > "$OUT/bench.log" 2>&1
 rc=$?
 if [ $rc -ne 0 ]; then status=1; note "bench: exit $rc"; tail -20 "$OUT/bench.log"; fi
