@@ -68,7 +68,8 @@ void matmul(const Tensor& a, const Tensor& b, Tensor& out, bool trans_a, bool tr
     gemm_rowmajor<bf16>(trans_a, trans_b, M, N, K, alpha, a.data<bf16>(), ld(a), b.data<bf16>(), ld(b), beta,
                         out.data<bf16>(), std::max<int64_t>(1, N));
   else
-    HDSSL_CHECK(false) << "matmul: float32, float64 or bfloat16 expected, got " << a.describe();  // the dispatch refused it
+    HDSSL_CHECK(false) << "matmul: float32, float64 or bfloat16 expected, got "
+                       << a.describe();  // the dispatch refused it
 }
 
 }  // namespace hdssl::cuda

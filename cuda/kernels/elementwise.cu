@@ -60,7 +60,8 @@ __global__ void relu_forward_kernel(const T* x, T* y, int64_t n) {
 template <class T>
 __global__ void relu_backward_kernel(const T* y, const T* dy, T* dx, int64_t n) {
   using C = compute_t<T>;
-  for (int64_t i = thread_index(); i < n; i += thread_stride()) dx[i] = narrow<T>(widen(y[i]) > C(0) ? widen(dy[i]) : C(0));
+  for (int64_t i = thread_index(); i < n; i += thread_stride())
+    dx[i] = narrow<T>(widen(y[i]) > C(0) ? widen(dy[i]) : C(0));
 }
 
 template <class T>
