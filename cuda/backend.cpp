@@ -11,8 +11,10 @@
 #include "cuda/backend.h"
 
 #include <cmath>
+#include <cstring>
 #include <mutex>
 #include <sstream>
+#include <utility>
 
 #include "cuda/async_upload.h"
 #include "cuda/check.h"
@@ -29,9 +31,35 @@ void create_context(int device);  // context.cpp
 namespace {
 namespace k = kernels;
 
+// The primitives this backend runs on bfloat16 tensors itself; the dispatch (engine/dispatch.cpp) widens
+// every other one to float32 and rounds its outputs. Native where it pays: the convolutions (cuDNN,
+// bf16 tensor cores, float32 accumulation) and the GEMM (cublasGemmEx, float32 accumulation), whose
+// results differ from the CPU's widened ones by summation order only; and the bandwidth-bound
+// elementwise, pooling, upsampling, cropping and gather kernels, which compute in float with the CPU's
+// operations in the CPU's order, so their bits equal the CPU's (tests/cuda/test_bf16.cpp). Reductions,
+// batch norm, row-wise ops, losses, the gather backward (atomics), Adam and sigmoid stay widened.
+constexpr const char* kNativeBf16[] = {
+    "conv3d_forward", "conv3d_backward_data", "conv3d_backward_filter", "matmul",
+    "axpby", "mul", "relu_forward", "relu_backward", "add_row_vector",
+    "maxpool2_forward", "maxpool2_backward", "upsample2_forward", "upsample2_backward",
+    "crop_forward", "crop_backward", "gather_voxels",
+};
+
+// dispatch_float (engine/backend_impl.h) plus T = bf16, for the primitives in kNativeBf16.
+template <class F>
+void dispatch_float_bf16(DType t, const char* op, F&& f) {
+  if (t == DType::BF16) f(bf16{});
+  else dispatch_float(t, op, std::forward<F>(f));
+}
+
 class CudaBackend final : public BackendImpl {
  public:
   Device device() const override { return Device::cuda(ctx().device); }
+  bool computes_bf16(const char* op) const override {
+    for (const char* name : kNativeBf16)
+      if (std::strcmp(op, name) == 0) return true;
+    return false;
+  }
 
   // ---- memory ----
   void* allocate(size_t bytes) override { return ctx().alloc.allocate(bytes); }
@@ -78,25 +106,25 @@ class CudaBackend final : public BackendImpl {
     }
   }
   void axpby(double a, const Tensor& x, double b, const Tensor& y, Tensor& out) override {
-    dispatch_float(x.dtype(), "axpby", [&](auto tag) {
+    dispatch_float_bf16(x.dtype(), "axpby", [&](auto tag) {
       using T = decltype(tag);
       k::axpby<T>(a, x.data<T>(), b, y.data<T>(), out.data<T>(), x.numel());
     });
   }
   void mul(const Tensor& x, const Tensor& y, Tensor& out) override {
-    dispatch_float(x.dtype(), "mul", [&](auto tag) {
+    dispatch_float_bf16(x.dtype(), "mul", [&](auto tag) {
       using T = decltype(tag);
       k::mul<T>(x.data<T>(), y.data<T>(), out.data<T>(), x.numel());
     });
   }
   void relu_forward(const Tensor& x, Tensor& y) override {
-    dispatch_float(x.dtype(), "relu_forward", [&](auto tag) {
+    dispatch_float_bf16(x.dtype(), "relu_forward", [&](auto tag) {
       using T = decltype(tag);
       k::relu_forward<T>(x.data<T>(), y.data<T>(), x.numel());
     });
   }
   void relu_backward(const Tensor& y, const Tensor& dy, Tensor& dx) override {
-    dispatch_float(y.dtype(), "relu_backward", [&](auto tag) {
+    dispatch_float_bf16(y.dtype(), "relu_backward", [&](auto tag) {
       using T = decltype(tag);
       k::relu_backward<T>(y.data<T>(), dy.data<T>(), dx.data<T>(), y.numel());
     });
@@ -149,26 +177,26 @@ class CudaBackend final : public BackendImpl {
   // ---- pooling, upsampling, cropping ----
   void maxpool2_forward(const Tensor& x, Tensor& y, Tensor& idx) override {
     const int64_t X = x.size(2), Y = x.size(3), Z = x.size(4);
-    dispatch_float(x.dtype(), "maxpool2", [&](auto tag) {
+    dispatch_float_bf16(x.dtype(), "maxpool2", [&](auto tag) {
       using T = decltype(tag);
       k::maxpool2_forward<T>(x.data<T>(), y.data<T>(), idx.data<int32_t>(), x.size(0) * x.size(1), X, Y, Z);
     });
   }
   void maxpool2_backward(const Tensor& dy, const Tensor& idx, Tensor& dx) override {
     const int64_t X = dx.size(2), Y = dx.size(3), Z = dx.size(4);
-    dispatch_float(dx.dtype(), "maxpool2_backward", [&](auto tag) {
+    dispatch_float_bf16(dx.dtype(), "maxpool2_backward", [&](auto tag) {
       using T = decltype(tag);
       k::maxpool2_backward<T>(dy.data<T>(), idx.data<int32_t>(), dx.data<T>(), dx.size(0) * dx.size(1), X, Y, Z);
     });
   }
   void upsample2_forward(const Tensor& x, Tensor& y) override {
-    dispatch_float(x.dtype(), "upsample2", [&](auto tag) {
+    dispatch_float_bf16(x.dtype(), "upsample2", [&](auto tag) {
       using T = decltype(tag);
       k::upsample2_forward<T>(x.data<T>(), y.data<T>(), x.size(0) * x.size(1), x.size(2), x.size(3), x.size(4));
     });
   }
   void upsample2_backward(const Tensor& dy, Tensor& dx) override {
-    dispatch_float(dx.dtype(), "upsample2_backward", [&](auto tag) {
+    dispatch_float_bf16(dx.dtype(), "upsample2_backward", [&](auto tag) {
       using T = decltype(tag);
       k::upsample2_backward<T>(dy.data<T>(), dx.data<T>(), dx.size(0) * dx.size(1), dx.size(2), dx.size(3),
                                dx.size(4));
@@ -176,14 +204,14 @@ class CudaBackend final : public BackendImpl {
   }
   void crop_forward(const Tensor& x, Tensor& y, const int64_t offset[3]) override {
     const int64_t xd[3] = {x.size(2), x.size(3), x.size(4)}, box[3] = {y.size(2), y.size(3), y.size(4)};
-    dispatch_float(x.dtype(), "crop", [&](auto tag) {
+    dispatch_float_bf16(x.dtype(), "crop", [&](auto tag) {
       using T = decltype(tag);
       k::crop_forward<T>(x.data<T>(), y.data<T>(), x.size(0) * x.size(1), xd, box, offset);
     });
   }
   void crop_backward(const Tensor& dy, Tensor& dx, const int64_t offset[3]) override {
     const int64_t xd[3] = {dx.size(2), dx.size(3), dx.size(4)}, box[3] = {dy.size(2), dy.size(3), dy.size(4)};
-    dispatch_float(dx.dtype(), "crop_backward", [&](auto tag) {
+    dispatch_float_bf16(dx.dtype(), "crop_backward", [&](auto tag) {
       using T = decltype(tag);
       k::crop_backward<T>(dy.data<T>(), dx.data<T>(), dx.size(0) * dx.size(1), xd, box, offset);
     });
@@ -244,7 +272,7 @@ class CudaBackend final : public BackendImpl {
     cuda::matmul(a, b, out, trans_a, trans_b, alpha, beta);
   }
   void add_row_vector(const Tensor& x, const Tensor& v, Tensor& out) override {
-    dispatch_float(x.dtype(), "add_row_vector", [&](auto tag) {
+    dispatch_float_bf16(x.dtype(), "add_row_vector", [&](auto tag) {
       using T = decltype(tag);
       k::add_row_vector<T>(x.data<T>(), v.data<T>(), out.data<T>(), x.size(0), x.size(1));
     });
@@ -252,7 +280,7 @@ class CudaBackend final : public BackendImpl {
 
   // ---- voxel gather ----
   void gather_voxels(const Tensor& feat, const Tensor& coords, int level, Tensor& out) override {
-    dispatch_float(feat.dtype(), "gather_voxels", [&](auto tag) {
+    dispatch_float_bf16(feat.dtype(), "gather_voxels", [&](auto tag) {
       using T = decltype(tag);
       k::gather_voxels<T>(feat.data<T>(), coords.data<int32_t>(), out.data<T>(), feat.size(0), coords.size(1),
                           feat.size(1), feat.size(2), feat.size(3), feat.size(4), level);

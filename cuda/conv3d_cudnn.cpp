@@ -16,6 +16,17 @@
 // next is tried, the failed ones are dropped from the cache, and a line on stderr says so; only when all
 // fail is it an error, listing each algorithm's status.
 //
+// bfloat16 (the mixed-precision path): x, w, y descriptors are CUDNN_DATA_BFLOAT16, the convolution's
+// compute type is CUDNN_DATA_FLOAT (cuDNN's PSEUDO_BFLOAT16_CONFIG: bf16 storage, float32 accumulation,
+// the one bf16 configuration the legacy API has, for 2D and 3D alike, and what PyTorch uses) and the math
+// type is CUDNN_TENSOR_OP_MATH (tensor cores; needs sm_80 or newer). Which algorithms take bf16 NCDHW
+// depends on the cuDNN version and the shape; we do not list them but let Find (or the heuristic) rank
+// what works, exactly as for float32, so an unsupported algorithm simply never enters the ranking, and
+// the run-time fallback above covers one that fails anyway. The cache key holds the dtype, so bf16 and
+// float32 convolutions of one shape keep separate choices; --deterministic filters bf16 results as it
+// does float32 ones. The bias add of a bf16 convolution is a small kernel (cuda/kernels/elementwise.cu:
+// add_channel_bias, float arithmetic, rounded once more to bf16) instead of cudnnAddTensor.
+//
 // The three directions differ only in which cuDNN functions they call and in which of x, w, y is the
 // output; a small traits struct per direction (Fwd, BwdData, BwdFilter) names those calls, and the choice
 // (cache lookup, workspace sizing, search, ranking, exact workspaces) and the run with its fallback are
@@ -33,8 +44,9 @@
 #include <vector>
 
 #include "cuda/context.h"
-#include "engine/backend.h"
 #include "cuda/cudnn_descriptors.h"
+#include "cuda/kernels/kernels.h"
+#include "engine/backend.h"
 
 namespace hdssl::cuda {
 namespace {
@@ -147,8 +159,10 @@ struct BwdFilter {
   }
 };
 
-// As PyTorch does: float32 without TF32 -> FMA kernels only; float32 with TF32, and float64 -> default.
+// As PyTorch does: float32 without TF32 -> FMA kernels only; float32 with TF32, and float64 -> default;
+// bfloat16 -> tensor cores (float32 accumulation).
 cudnnMathType_t requested_math(DType t) {
+  if (t == DType::BF16) return CUDNN_TENSOR_OP_MATH;
   return (t == DType::F32 && !ctx().allow_tf32) ? CUDNN_FMA_MATH : CUDNN_DEFAULT_MATH;
 }
 
@@ -180,7 +194,7 @@ Ranked rank(const Perf* perf, int count, size_t cap, cudnnMathType_t requested, 
   return r;
 }
 
-struct Scalars {  // alpha/beta in the type cuDNN expects for the data type
+struct Scalars {  // alpha/beta in the type cuDNN expects for the data type (float for float32 and bf16)
   float f[2];
   double d[2];
   const void* one(DType t) const { return t == DType::F64 ? static_cast<const void*>(&d[0]) : &f[0]; }
@@ -276,7 +290,10 @@ size_t conv3d_cached_algorithms() {
 
 void conv3d_forward(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y, int pad) {
   convolve<Fwd>(x, w, y, pad);
-  if (b.defined()) {
+  if (b.defined() && x.dtype() == DType::BF16) {
+    kernels::add_channel_bias<bf16>(y.data<bf16>(), b.data<bf16>(), y.size(0), y.size(1),
+                                    y.numel() / std::max<int64_t>(1, y.size(0) * y.size(1)));
+  } else if (b.defined()) {
     const DType t = x.dtype();
     TensorDesc bd(t, {1, w.size(0), 1, 1, 1}), yd(t, y.shape());
     cudnnCheck(cudnnAddTensor(ctx().cudnn, kS.one(t), bd, b.raw(), kS.one(t), yd, y.raw()));

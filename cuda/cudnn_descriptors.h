@@ -11,9 +11,22 @@
 
 namespace hdssl::cuda {
 
+// The storage type of tensors and filters.
 inline cudnnDataType_t cudnn_dtype(DType t) {
-  HDSSL_CHECK(t == DType::F32 || t == DType::F64) << "cuDNN: float32 or float64 expected, got " << dtype_name(t);
-  return t == DType::F64 ? CUDNN_DATA_DOUBLE : CUDNN_DATA_FLOAT;
+  switch (t) {
+    case DType::F32: return CUDNN_DATA_FLOAT;
+    case DType::F64: return CUDNN_DATA_DOUBLE;
+    case DType::BF16: return CUDNN_DATA_BFLOAT16;
+    default: break;
+  }
+  HDSSL_CHECK(false) << "cuDNN: float32, float64 or bfloat16 expected, got " << dtype_name(t);
+  return CUDNN_DATA_FLOAT;
+}
+// The convolution's compute (accumulation) type: the data type, except float32 for bfloat16 data -
+// cuDNN's PSEUDO_BFLOAT16_CONFIG, its only bfloat16 configuration of the legacy convolution API (there
+// is no bf16 accumulation), and what PyTorch's cuDNN path sets for bf16 convolutions.
+inline cudnnDataType_t cudnn_compute_dtype(DType t) {
+  return t == DType::BF16 ? CUDNN_DATA_FLOAT : cudnn_dtype(t);
 }
 
 // A fully packed N-d tensor (row-major strides), 5D for NCXYZ volumes, [1,C,1,1,1] for a bias.
@@ -57,13 +70,14 @@ class FilterDesc {
   cudnnFilterDescriptor_t d_ = nullptr;
 };
 
-// 3D cross-correlation, stride 1, dilation 1, symmetric zero padding; compute type = data type.
+// 3D cross-correlation, stride 1, dilation 1, symmetric zero padding; compute type = data type (float32
+// for bfloat16 data: cudnn_compute_dtype).
 class ConvDesc {
  public:
   ConvDesc(DType t, int pad, cudnnMathType_t math) {
     cudnnCheck(cudnnCreateConvolutionDescriptor(&d_));
     const int p[3] = {pad, pad, pad}, s[3] = {1, 1, 1}, dil[3] = {1, 1, 1};
-    cudnnCheck(cudnnSetConvolutionNdDescriptor(d_, 3, p, s, dil, CUDNN_CROSS_CORRELATION, cudnn_dtype(t)));
+    cudnnCheck(cudnnSetConvolutionNdDescriptor(d_, 3, p, s, dil, CUDNN_CROSS_CORRELATION, cudnn_compute_dtype(t)));
     cudnnCheck(cudnnSetConvolutionMathType(d_, math));
   }
   ~ConvDesc() { cudnnCheckNoThrow(cudnnDestroyConvolutionDescriptor(d_)); }

@@ -15,6 +15,7 @@
 #include <cuda/std/limits>
 
 #include "cuda/kernels/common.cuh"
+#include "cuda/kernels/compute_type.cuh"
 #include "cuda/kernels/kernels.h"
 
 namespace hdssl::cuda::kernels {
@@ -38,7 +39,8 @@ __global__ void gather_voxels_kernel(const T* feat, const int32_t* coords, T* ou
   for (int64_t i = thread_index(); i < total; i += thread_stride()) {
     const int64_t r = i / g.C, c = i - r * g.C, b = r / g.n;
     const int64_t v = g.voxel(coords, r);
-    out[i] = v < 0 ? ::cuda::std::numeric_limits<T>::quiet_NaN() : feat[(b * g.C + c) * plane + v];
+    using C = compute_t<T>;  // bf16 storage: widened and narrowed, as the CPU's widening does
+    out[i] = narrow<T>(v < 0 ? ::cuda::std::numeric_limits<C>::quiet_NaN() : widen(feat[(b * g.C + c) * plane + v]));
   }
 }
 
@@ -100,5 +102,8 @@ void gather_voxels_backward(const T* dout, const int32_t* coords, T* dfeat, int6
 HDSSL_INSTANTIATE(float)
 HDSSL_INSTANTIATE(double)
 #undef HDSSL_INSTANTIATE
+// bfloat16: the forward only (a copy); the backward's scatter-add stays widened to float32 by the dispatch
+template void gather_voxels<bf16>(const bf16*, const int32_t*, bf16*, int64_t, int64_t, int64_t, int64_t, int64_t,
+                                  int64_t, int);
 
 }  // namespace hdssl::cuda::kernels

@@ -1,8 +1,11 @@
 // Launchers of the CUDA kernels, one block per .cu file (plain C++ declarations, so backend.cpp is
 // compiled by the host compiler). Every launcher queues its work on the context's stream and never
 // synchronizes. Pointers are device pointers to contiguous data; sizes are 64-bit element counts.
-// Instantiated for T = float and double only (cast and fill also for int32 and bfloat16; the other
-// primitives see bfloat16 only where cuda/backend.cpp says it computes them in bf16 itself).
+// Instantiated for T = float and double (cast and fill also for int32 and bfloat16). bfloat16 storage
+// with float arithmetic (cuda/kernels/compute_type.cuh) also for: axpby, mul, relu_forward/backward,
+// add_row_vector, add_channel_bias, maxpool2_forward/backward, upsample2_forward/backward,
+// crop_forward/backward and gather_voxels (forward) - the primitives cuda/backend.cpp lists in
+// computes_bf16; the others see bfloat16 only through the dispatch's widening.
 #pragma once
 #include <cstdint>
 
@@ -22,6 +25,8 @@ template <class T> void relu_backward(const T* y, const T* dy, T* dx, int64_t n)
 template <class T> void sigmoid_forward(const T* x, T* y, int64_t n);
 template <class T> void sigmoid_backward(const T* y, const T* dy, T* dx, int64_t n);
 template <class T> void add_row_vector(const T* x, const T* v, T* out, int64_t rows, int64_t cols);
+// y [outer, C, inner] += b[c] (the bf16 convolution's bias add; instantiated for bfloat16 only)
+template <class T> void add_channel_bias(T* y, const T* b, int64_t outer, int64_t C, int64_t inner);
 // (copy_channels is one cudaMemcpy2DAsync in backend.cpp)
 
 // ---- reduce.cu ----

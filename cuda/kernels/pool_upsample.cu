@@ -7,7 +7,12 @@
 // output element is written exactly once, so no separate zero-fill is needed.
 // The window is scanned x, then y, then z, keeping the first maximum (strict >) and letting any NaN win
 // (the last one seen), exactly as the CPU backend does.
+//
+// bfloat16: every kernel here also runs on bf16 storage (the max-pool compares, the upsample backward sums
+// its 8 values in float in the CPU's order, starting from the first value; the copies widen and narrow,
+// which keeps every value and makes a NaN quiet as the CPU's widening does), so the bits equal the CPU's.
 #include "cuda/kernels/common.cuh"
+#include "cuda/kernels/compute_type.cuh"
 #include "cuda/kernels/kernels.h"
 
 namespace hdssl::cuda::kernels {
@@ -24,19 +29,19 @@ __global__ void maxpool2_forward_kernel(const T* x, T* y, int32_t* idx, int64_t 
     const int64_t ox = r % OX;
     const int64_t p = r / OX;
     const T* in = x + p * X * Y * Z;
-    T best = T(0);
+    compute_t<T> best = 0;
     int64_t arg = -1;
     for (int64_t a = 2 * ox; a < 2 * ox + 2 && a < X; ++a)
       for (int64_t b = 2 * oy; b < 2 * oy + 2 && b < Y; ++b)
         for (int64_t c = 2 * oz; c < 2 * oz + 2 && c < Z; ++c) {
           const int64_t j = (a * Y + b) * Z + c;
-          const T v = in[j];
+          const compute_t<T> v = widen(in[j]);
           if (arg < 0 || v > best || v != v) {  // first max (strict >); a NaN wins, as on the CPU
             best = v;
             arg = j;
           }
         }
-    y[i] = best;
+    y[i] = narrow<T>(best);
     idx[i] = int32_t(arg);
   }
 }
@@ -49,7 +54,7 @@ __global__ void maxpool2_backward_kernel(const T* dy, const int32_t* idx, T* dx,
     const int64_t local = i % (X * Y * Z), p = i / (X * Y * Z);
     const int64_t z = local % Z, y = (local / Z) % Y, x = local / (Y * Z);
     const int64_t o = ((p * OX + x / 2) * OY + y / 2) * OZ + z / 2;
-    dx[i] = idx[o] == local ? dy[o] : T(0);
+    dx[i] = narrow<T>(idx[o] == local ? widen(dy[o]) : compute_t<T>(0));
   }
 }
 
@@ -62,7 +67,7 @@ __global__ void upsample2_forward_kernel(const T* x, T* y, int64_t planes, int64
     const int64_t yy = r % Y2; r /= Y2;
     const int64_t xx = r % X2;
     const int64_t p = r / X2;
-    y[i] = x[((p * X + xx / 2) * Y + yy / 2) * Z + z / 2];
+    y[i] = narrow<T>(widen(x[((p * X + xx / 2) * Y + yy / 2) * Z + z / 2]));
   }
 }
 
@@ -76,11 +81,11 @@ __global__ void upsample2_backward_kernel(const T* dy, T* dx, int64_t planes, in
     const int64_t xx = r % X;
     const int64_t p = r / X;
     const T* base = dy + ((p * 2 * X + 2 * xx) * Y2 + 2 * yy) * Z2 + 2 * z;
-    T s = T(0);
+    compute_t<T> s = widen(base[0]);  // then the other 7 in the CPU's order (x, then y, then z)
     for (int a = 0; a < 2; ++a)
       for (int b = 0; b < 2; ++b)
-        for (int c = 0; c < 2; ++c) s += base[(a * Y2 + b) * Z2 + c];
-    dx[i] = s;
+        for (int c = (a == 0 && b == 0) ? 1 : 0; c < 2; ++c) s += widen(base[(a * Y2 + b) * Z2 + c]);
+    dx[i] = narrow<T>(s);
   }
 }
 
@@ -99,7 +104,7 @@ __global__ void crop_forward_kernel(const T* x, T* y, int64_t planes, Box b) {
     const int64_t j = r % b.B1; r /= b.B1;
     const int64_t l = r % b.B0;
     const int64_t p = r / b.B0;
-    y[i] = x[((p * b.X + l + b.o0) * b.Y + j + b.o1) * b.Z + k + b.o2];
+    y[i] = narrow<T>(widen(x[((p * b.X + l + b.o0) * b.Y + j + b.o1) * b.Z + k + b.o2]));
   }
 }
 
@@ -113,7 +118,7 @@ __global__ void crop_backward_kernel(const T* dy, T* dx, int64_t planes, Box b) 
     const int64_t l = r % b.X - b.o0;
     const int64_t p = r / b.X;
     const bool inside = l >= 0 && l < b.B0 && j >= 0 && j < b.B1 && k >= 0 && k < b.B2;
-    dx[i] = inside ? dy[((p * b.B0 + l) * b.B1 + j) * b.B2 + k] : T(0);
+    dx[i] = narrow<T>(inside ? widen(dy[((p * b.B0 + l) * b.B1 + j) * b.B2 + k]) : compute_t<T>(0));
   }
 }
 
@@ -178,6 +183,7 @@ void crop_backward(const T* dy, T* dx, int64_t planes, const int64_t xdims[3], c
   template void crop_backward<T>(const T*, T*, int64_t, const int64_t[3], const int64_t[3], const int64_t[3]);
 HDSSL_INSTANTIATE(float)
 HDSSL_INSTANTIATE(double)
+HDSSL_INSTANTIATE(bf16)
 #undef HDSSL_INSTANTIATE
 
 }  // namespace hdssl::cuda::kernels

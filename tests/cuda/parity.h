@@ -129,6 +129,7 @@ inline Tol tol(DType t, double atol32, double rtol32, double atol64 = 1e-12, dou
 
 inline std::vector<double> host_doubles(const Tensor& t) {
   Tensor c = t.to(Device::cpu());
+  if (c.dtype() == DType::BF16) c = c.to(DType::F32);  // exact
   if (c.dtype() == DType::F64) return c.to_vector<double>();
   if (c.dtype() == DType::F32) {
     auto f = c.to_vector<float>();
