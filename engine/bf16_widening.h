@@ -1,8 +1,9 @@
 // "Convert, compute in float32, round": how a backend runs a primitive on bfloat16 tensors when it has no
 // bf16 kernel of its own for it. Written once, in the dispatch (engine/dispatch.cpp), for every primitive
-// and every backend: the CPU backend has no bf16 kernels at all, the CUDA backend has them for the
-// convolutions and the GEMM (cuDNN and cuBLAS with float32 accumulation) and lists them in
-// BackendImpl::computes_bf16().
+// and every backend: the CPU backend has no bf16 kernels at all; the CUDA backend has them for the
+// convolutions and the GEMM (cuDNN and cuBLAS with float32 accumulation) and the bandwidth-bound kernels
+// (elementwise, pooling, upsampling, crop, gather), and lists them in BackendImpl::computes_bf16()
+// (cuda/backend.cpp, kNativeBf16).
 //
 //   Bf16Widening bf(*impl_, "relu_forward", {&x});    // on if x is bf16 and relu has no bf16 kernel
 //   impl_->relu_forward(bf.in(x), bf.out(y));         // float32 twins of x and y (or x, y themselves)
