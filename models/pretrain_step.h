@@ -1,8 +1,8 @@
 // PretrainStep: one optimizer step of pretraining, the only copy of it (docs/pretraining-step.md section 7).
 //
-//   batch in -> Pretrainer::loss() (Lc, Lr, L; under the autocast precision) -> backward -> [gradient all-reduce] -> sum of squared
-//   gradients -> [log step: host read, non-finite checks] -> clip coefficient -> Adam (gradients scaled by
-//   it) -> zero_grad -> terms out
+//   batch in -> Pretrainer::loss() (Lc, Lr, L; under settings().precision) -> backward -> [gradient
+//   all-reduce] -> sum of squared gradients -> [log step: host read, non-finite checks] -> clip coefficient
+//   -> Adam (gradients scaled by it) -> zero_grad -> terms out
 //
 // ./pretrain, ./bench --what step, the CUDA step-parity test and the PyTorch fixture test all run this
 // class. Two places are hooks for later work and are the only places to change for it:
