@@ -210,3 +210,20 @@ TEST(PretrainBf16Fixture, AFloat32StepIsOutsideTheTolerances) {
     EXPECT_LT(e.cosine, kMinCosine);
   }
 }
+
+// A model forward under BF16: the pyramid's activations are bf16, the embeddings (after l2-normalisation)
+// and every loss term float32; under FP32 everything is float32.
+TEST(PretrainBf16Fixture, Bf16ActivationsAndFloat32Losses) {
+  Bf16Fixture f;
+  for (Precision p : {Precision::BF16, Precision::FP32}) {
+    AutocastGuard guard(p);
+    const DType act = p == Precision::BF16 ? DType::BF16 : DType::F32;
+    for (const Variable& level : f.model->backbone().forward(Variable(f.in.view_a)))
+      EXPECT_EQ(level.dtype(), act) << precision_name(p);
+    EXPECT_EQ(f.model->embed(f.in.view_a, f.in.coords_a).dtype(), DType::F32) << precision_name(p);
+    const PretrainLoss l = f.model->loss(f.in);
+    EXPECT_EQ(l.total.dtype(), DType::F32) << precision_name(p);
+    EXPECT_EQ(l.contrastive.dtype(), DType::F32) << precision_name(p);
+    EXPECT_EQ(l.restoration.dtype(), DType::F32) << precision_name(p);
+  }
+}
