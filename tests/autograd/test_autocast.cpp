@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "autograd/autocast.h"
+#include "autograd/batchnorm_sync.h"
 #include "autograd/functions.h"
 #include "autograd/gradcheck.h"
 #include "engine/random.h"
@@ -219,4 +220,64 @@ TEST(Autocast, Bf16GradientsOfASmallNetworkAreCloseToFp32) {
     EXPECT_GT(std::sqrt(d / n), 0.0) << "parameter " << k << ": bf16 changed nothing (was it applied?)";
   }
   std::printf("worst relative L2 difference of a parameter gradient, bf16 vs fp32: %.3g\n", worst);
+}
+
+// --sync-bn under bf16: the synchronized batch norm (its sums travel through the host in float64) takes
+// bf16 x by widening it: bf16 out, float32 parameter gradients, and the same values as the per-process
+// batch norm when there is one process (a reducer that sums over itself alone).
+TEST(Autocast, SynchronizedBatchNormTakesBf16) {
+  struct OneProcess : BatchNormStatsReducer {
+    int calls = 0;
+    void all_reduce_sum(Tensor&) override { ++calls; }
+  } one;
+  Rng rng(7);
+  const Variable x(ag::cast(leaf({2, 3, 4, 3, 2}, rng), BF16).value(), true);
+  auto run = [&](bool synced, Variable& gamma, Variable& beta) {
+    if (synced) set_batchnorm_stats_reducer(&one);
+    Tensor rm = Tensor::zeros({3}, F32), rv = Tensor::full({3}, 1.0, F32);
+    Variable y, loss;
+    {
+      AutocastGuard bf16(Precision::BF16);
+      y = ag::batchnorm(x, gamma, beta, rm, rv, true);
+      loss = ag::mse(y, Tensor::zeros(y.shape(), F32));
+    }
+    set_batchnorm_stats_reducer(nullptr);
+    EXPECT_EQ(y.dtype(), BF16);
+    loss.backward();
+    EXPECT_EQ(gamma.grad().dtype(), F32);
+    return std::make_pair(host(y.value()), host(gamma.grad()));
+  };
+  Variable g1 = leaf({3}, rng), b1 = leaf({3}, rng);
+  Variable g2(g1.value().clone(), true), b2(b1.value().clone(), true);
+  const auto plain = run(false, g1, b1), synced = run(true, g2, b2);
+  EXPECT_GT(one.calls, 0);
+  for (size_t i = 0; i < plain.first.size(); ++i)  // one bf16 rounding apart at most
+    EXPECT_NEAR(synced.first[i], plain.first[i], 1e-2 * std::abs(plain.first[i]) + 1e-6) << i;
+  for (size_t c = 0; c < 3; ++c)
+    EXPECT_NEAR(synced.second[c], plain.second[c], 2e-2 * std::abs(plain.second[c]) + 1e-4) << c;
+}
+
+// Eval-mode batch norm (a frozen backbone, inference) on bf16 x: bf16 out and dx, float32 dgamma and dbeta
+// summed from dy and x widened, within bf16 rounding of the float32 computation.
+TEST(Autocast, EvalBatchNormTakesBf16) {
+  Rng rng(8);
+  const Variable x32 = leaf({2, 3, 4, 3, 2}, rng);
+  const Variable x16(ag::cast(x32, BF16).value(), true), xw(x16.value().to(F32), true);
+  Tensor rm = Tensor::from_vector(std::vector<double>{0.1, -0.2, 0.3}, {3}).to(F32);
+  Tensor rv = Tensor::from_vector(std::vector<double>{0.5, 1.5, 2.0}, {3}).to(F32);
+  auto grads = [&](const Variable& x) {
+    Variable g(Tensor::full({3}, 1.2, F32), true), b(Tensor::full({3}, 0.1, F32), true);
+    AutocastGuard bf16(Precision::BF16);
+    Variable y = ag::batchnorm(x, g, b, rm, rv, false);
+    EXPECT_EQ(y.dtype(), x.dtype());
+    ag::sum(ag::mul(y, y)).backward();
+    EXPECT_EQ(g.grad().dtype(), F32);
+    EXPECT_EQ(x.grad().dtype(), x.dtype());
+    return std::make_pair(host(g.grad()), host(b.grad()));
+  };
+  const auto low = grads(x16), ref = grads(xw);  // the same x values, bf16 vs float32 activations
+  for (size_t c = 0; c < 3; ++c) {
+    EXPECT_NEAR(low.first[c], ref.first[c], 2e-2 * std::abs(ref.first[c])) << c;
+    EXPECT_NEAR(low.second[c], ref.second[c], 2e-2 * std::abs(ref.second[c])) << c;
+  }
 }
