@@ -1,7 +1,7 @@
 // bench: times the heavy pieces of hdssl on one device and reports medians (and, on CUDA, peak memory).
 //
 //   ./bench [--device auto|cpu|cuda] [--what conv,step,step_upload] [--runs 10] [--warmup 3] [--tf32]
-//           [--conv-heuristic] [--json FILE]
+//           [--conv-heuristic] [--precision fp32|bf16] [--json FILE]
 //           conv:  [--conv-shape N,C,X,Y,Z] [--conv-out C] [--kernel 3|1]
 //           step:  [--arch ours|vox2vec] [--base-channels B] [--scales S] [--pairs 10] [--patch 128,128,32]
 //                  [--voxels 1024]
@@ -21,6 +21,8 @@
 // (and minimum) is over --runs iterations after --warmup untimed ones (the first CUDA iterations choose
 // cuDNN algorithms and fill the caching allocator). TF32 is off unless --tf32. cpu_ms is the median process
 // CPU time of an iteration, all threads together: on a shared machine it moves less with the load.
+// --precision bf16: the conv row runs on bfloat16 tensors, the step row under the autocast policy
+// (docs/mixed-precision.md); the table's "prec" column says which.
 // On the CPU each row's table is followed by the per-op profile of its timed iterations (engine/profile.h,
 // milliseconds and calls per iteration; its clock reads around each backend call cost well under 1%).
 #include <CLI/CLI.hpp>
@@ -59,6 +61,7 @@ namespace {
 
 struct Result {
   std::string name, detail;
+  std::string precision = "fp32";
   bool available = true;
   std::string why;           // the error when the row could not run (e.g. out of memory)
   double median_s = 0, min_s = 0;
@@ -147,18 +150,20 @@ void time_iterations(Device device, int warmup, int runs, const std::function<vo
 }
 
 // (a) conv3d forward + backward on any device.
-Result time_conv(Device device, const Shape& xs, int64_t co, int k, int warmup, int runs) {
+Result time_conv(Device device, const Shape& xs, int64_t co, int k, int warmup, int runs, Precision prec) {
   Result r;
   r.name = "conv3d_fwd_bwd";
+  r.precision = precision_name(prec);
+  const DType dt = prec == Precision::BF16 ? DType::BF16 : DType::F32;
   std::ostringstream os;
-  os << shape_str(xs) << " -> " << co << ", " << k << "x" << k << "x" << k << ", float32";
+  os << shape_str(xs) << " -> " << co << ", " << k << "x" << k << "x" << k << ", " << dtype_name(dt);
   r.detail = os.str();
   Rng rng(1);
   const Shape ws{co, xs[1], k, k, k}, ys{xs[0], co, xs[2], xs[3], xs[4]};
-  Tensor x = random_tensor(xs, rng, -1, 1, device), w = random_tensor(ws, rng, -0.1, 0.1, device);
-  Tensor b = random_tensor({co}, rng, -0.1, 0.1, device), dy = random_tensor(ys, rng, -1, 1, device);
-  Tensor y = Tensor::empty(ys, DType::F32, device), dx = Tensor::empty(xs, DType::F32, device);
-  Tensor dw = Tensor::empty(ws, DType::F32, device), db = Tensor::empty({co}, DType::F32, device);
+  Tensor x = random_tensor(xs, rng, -1, 1, device).to(dt), w = random_tensor(ws, rng, -0.1, 0.1, device).to(dt);
+  Tensor b = random_tensor({co}, rng, -0.1, 0.1, device).to(dt), dy = random_tensor(ys, rng, -1, 1, device).to(dt);
+  Tensor y = Tensor::empty(ys, dt, device), dx = Tensor::empty(xs, dt, device);
+  Tensor dw = Tensor::empty(ws, dt, device), db = Tensor::empty({co}, dt, device);
   Conv3dArgs a;
   a.pad = k / 2;
   time_iterations(device, warmup, runs, [&] {
@@ -181,12 +186,15 @@ Result time_conv(Device device, const Shape& xs, int64_t co, int k, int warmup, 
 // overlaps the step), from two host batches used in turn: the time then includes whatever of the upload
 // does not overlap the step.
 Result time_pretrain_step(Device device, const std::string& arch, int base, int scales, int64_t pairs,
-                          const Shape& patch, int64_t voxels, int warmup, int runs, bool upload = false) {
+                          const Shape& patch, int64_t voxels, int warmup, int runs, Precision prec,
+                          bool upload = false) {
   Result r;
   r.name = "pretrain_step_" + arch + (upload ? "_upload" : "");
+  r.precision = precision_name(prec);
   std::ostringstream os;
   os << pairs << " pairs of " << patch[0] << "x" << patch[1] << "x" << patch[2] << ", " << voxels
-     << " voxels/pair, forward+backward+Adam, float32";
+     << " voxels/pair, forward+backward+Adam, "
+     << (prec == Precision::BF16 ? "bf16 autocast, float32 weights" : "float32");
   Rng rng(7);
   models::PretrainConfig mc = arch == "vox2vec" ? models::PretrainConfig::vox2vec() : models::PretrainConfig::ours();
   if (base > 0) mc.base = base;
@@ -196,6 +204,7 @@ Result time_pretrain_step(Device device, const std::string& arch, int base, int 
   model.train();
   models::StepSettings ss;
   ss.log_every = int64_t(1) << 40;  // never reached: no step of the timing reads its loss or norm back
+  ss.precision = prec;
   models::PretrainStep step(model, ss);
   os << ", base " << mc.base << ", " << mc.scales << " scales, " << model.parameter_count() << " parameters";
   r.detail = os.str();
@@ -248,11 +257,11 @@ Result time_pretrain_step(Device device, const std::string& arch, int base, int 
 
 void print_table(const std::vector<Result>& rows, const std::string& device_line) {
   std::printf("\nbench on %s\n", device_line.c_str());
-  std::printf("%-24s %12s %12s %10s %10s %10s %10s %8s  %s\n", "what", "median_ms", "min_ms", "cpu_ms", "TFLOP/s",
-              "peak_GiB", "resv_GiB", "mallocs", "detail");
+  std::printf("%-24s %5s %12s %12s %10s %10s %10s %10s %8s  %s\n", "what", "prec", "median_ms", "min_ms", "cpu_ms",
+              "TFLOP/s", "peak_GiB", "resv_GiB", "mallocs", "detail");
   for (const Result& r : rows) {
     if (!r.available) {
-      std::printf("%-24s %12s  %s\n", r.name.c_str(), "n/a", ("failed: " + r.why).c_str());
+      std::printf("%-24s %5s %12s  %s\n", r.name.c_str(), r.precision.c_str(), "n/a", ("failed: " + r.why).c_str());
       continue;
     }
     char tf[32] = "-", pk[32] = "-", rs[32] = "-", ml[32] = "-";
@@ -260,8 +269,8 @@ void print_table(const std::vector<Result>& rows, const std::string& device_line
     if (r.peak_gib >= 0) std::snprintf(pk, sizeof pk, "%.2f", r.peak_gib);
     if (r.reserved_gib >= 0) std::snprintf(rs, sizeof rs, "%.2f", r.reserved_gib);
     if (r.timed_mallocs >= 0) std::snprintf(ml, sizeof ml, "%lld", static_cast<long long>(r.timed_mallocs));
-    std::printf("%-24s %12.2f %12.2f %10.2f %10s %10s %10s %8s  %s\n", r.name.c_str(), r.median_s * 1e3, r.min_s * 1e3,
-                r.cpu_median_s * 1e3, tf, pk, rs, ml, r.detail.c_str());
+    std::printf("%-24s %5s %12.2f %12.2f %10.2f %10s %10s %10s %8s  %s\n", r.name.c_str(), r.precision.c_str(),
+                r.median_s * 1e3, r.min_s * 1e3, r.cpu_median_s * 1e3, tf, pk, rs, ml, r.detail.c_str());
   }
   for (const Result& r : rows)
     if (r.available && !r.profile.empty())
@@ -273,7 +282,7 @@ void write_json(const std::string& path, const std::vector<Result>& rows, const 
   j["device"] = device_line;
   j["rows"] = nlohmann::json::array();
   for (const Result& r : rows) {
-    nlohmann::json o{{"name", r.name}, {"detail", r.detail}, {"available", r.available}};
+    nlohmann::json o{{"name", r.name}, {"precision", r.precision}, {"detail", r.detail}, {"available", r.available}};
     if (!r.available) o["error"] = r.why;
     else
       o.update({{"median_s", r.median_s}, {"min_s", r.min_s}, {"cpu_median_s", r.cpu_median_s}, {"flops", r.flops},
@@ -288,7 +297,7 @@ void write_json(const std::string& path, const std::vector<Result>& rows, const 
 int main(int argc, char** argv) {
   CLI::App app{"Time conv3d forward+backward and one full pretraining step on a device"};
   std::string device_arg = app::kDefaultDevice, what = "conv,step", conv_shape, patch_arg = "128,128,32", arch = "ours",
-              json_out;
+              json_out, precision_arg = "fp32";
   int64_t conv_out = 0, pairs = 10, voxels = 1024;
   int kernel = 3, runs = 10, warmup = 3, base = 0, scales = 0, threads = 0;
   bool tf32 = false, conv_heuristic = false, deterministic = false;
@@ -304,6 +313,9 @@ int main(int argc, char** argv) {
         "deterministic cuDNN algorithms and no float atomics (the cost of ./pretrain --deterministic)", K::NotSaved);
   t.add("--conv-heuristic", "conv_heuristic", conv_heuristic,
         "CUDA: take cuDNN's heuristic algorithm ranking instead of timing every algorithm once per shape", K::NotSaved);
+  t.add("--precision", "precision", precision_arg,
+        "fp32 | bf16 (conv: bfloat16 tensors; step: the autocast policy, docs/mixed-precision.md)", K::NotSaved)
+      .one_of({"fp32", "bf16"});
   t.add("--json", "json", json_out, "also write the results to this JSON file", K::NotSaved);
   t.add("--conv-shape", "conv_shape", conv_shape,
         "conv input N,C,X,Y,Z (default: 20,32,128,128,32 on CUDA, 2,16,32,32,16 on CPU)", K::NotSaved);
@@ -352,28 +364,22 @@ int main(int argc, char** argv) {
     if (conv_shape.empty()) conv_shape = device.is_cuda() ? "20,32,128,128,32" : "2,16,32,32,16";
     const Shape xs = parse_shape(conv_shape, 5, "--conv-shape"), patch = parse_shape(patch_arg, 3, "--patch");
     if (conv_out <= 0) conv_out = xs[1];
+    const Precision prec = parse_precision(precision_arg);
 
     std::vector<Result> rows;
     std::stringstream ws(what);
     for (std::string item; std::getline(ws, item, ',');) {
       if (item == "conv") {
-        rows.push_back(time_conv(device, xs, conv_out, kernel, warmup, runs));
-      } else if (item == "step") {
+        rows.push_back(time_conv(device, xs, conv_out, kernel, warmup, runs, prec));
+      } else if (item == "step" || item == "step_upload") {
+        const bool upload = item == "step_upload";
         try {
-          rows.push_back(time_pretrain_step(device, arch, base, scales, pairs, patch, voxels, warmup, runs));
+          rows.push_back(
+              time_pretrain_step(device, arch, base, scales, pairs, patch, voxels, warmup, runs, prec, upload));
         } catch (const std::exception& e) {  // e.g. out of memory: report it as the row's finding
           Result r;
-          r.name = "pretrain_step_" + arch;
-          r.available = false;
-          r.why = e.what();
-          rows.push_back(r);
-        }
-      } else if (item == "step_upload") {
-        try {
-          rows.push_back(time_pretrain_step(device, arch, base, scales, pairs, patch, voxels, warmup, runs, true));
-        } catch (const std::exception& e) {
-          Result r;
-          r.name = "pretrain_step_" + arch + "_upload";
+          r.name = "pretrain_step_" + arch + (upload ? "_upload" : "");
+          r.precision = precision_name(prec);
           r.available = false;
           r.why = e.what();
           rows.push_back(r);

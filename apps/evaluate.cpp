@@ -33,6 +33,7 @@
 #include "apps/common/progress.h"
 #include "apps/common/run_folder.h"
 #include "apps/common/settings.h"
+#include "autograd/autocast.h"
 #include "data/dataset.h"
 #include "data/preprocess_compat.h"
 #include "engine/backend.h"
@@ -75,6 +76,7 @@ struct Options {
   uint64_t seed = 0;
   bool resume = false;
   bool allow_preprocess_mismatch = false;  // issue 15 (3)
+  std::string precision = "fp32";          // issue 10 (6): mixed precision (docs/mixed-precision.md)
 };
 
 // The one declaration of every setting. The saved ones (Defines, Resumable) are config.json's
@@ -141,6 +143,9 @@ void declare_settings(app::SettingsTable& t, Options& o) {
   t.add("--device", "device", o.device, "cpu | cuda | cuda:N | auto (the first GPU when there is one, else cpu)",
         K::NotSaved);
   t.add("--threads", "threads", o.threads, "CPU threads for the math (0: all cores)", K::NotSaved).at_least(0);
+  t.add("--precision", "precision", o.precision,
+        "fp32 | bf16 (training and inference: convolutions in bfloat16, losses and weights in float32)", K::Defines)
+      .one_of({"fp32", "bf16"});
   t.add("--seed", "seed", o.seed, "seed of folds, initialization and patch sampling", K::Defines);
   t.add("--table", "table", o.table, "no training: one table over these run folders, written to -o PREFIX.md/.csv",
         K::NotSaved);
@@ -434,6 +439,9 @@ int run_evaluation(Options& o, app::SettingsTable& table) {
   if (mode == eval::Mode::Scratch && !o.weights.empty())
     throw Fatal{"--mode scratch trains from a random initialization; drop --weights", 2};
   run.log(app::device_line(o.device, device));
+  // Every forward of this run, training and inference, under the precision (autograd/autocast.h).
+  const AutocastGuard precision(parse_precision(o.precision));
+  if (o.precision != "fp32") run.log("precision: " + o.precision + " (docs/mixed-precision.md)");
   json cfg = table.to_json();
 
   // Architecture: from the weights when given, else from the flags.

@@ -80,6 +80,7 @@ struct Options {
   bool no_restoration = false, restoration_1x1 = false, freeze_projections = false, resume = false, demo = false;
   bool sync_bn = false, gather_negatives = false;  // issue 12: only under mpirun with N > 1 ranks
   bool deterministic = false;
+  std::string precision = "fp32";  // issue 10 (6): mixed precision (docs/mixed-precision.md)
   uint64_t seed = 0;
   int64_t debug_nan_at = -1;  // testing hook: poisons view A of this step
   std::string init;                        // issue 15 (3): start from this backbone
@@ -155,6 +156,9 @@ void declare_settings(app::SettingsTable& t, Options& o) {
   t.add("--deterministic", "deterministic", o.deterministic,
         "the same bits run after run on a GPU too: deterministic cuDNN algorithms, no float atomics (slower)",
         K::Recorded);
+  t.add("--precision", "precision", o.precision,
+        "fp32 | bf16 (convolutions and GEMMs in bfloat16, losses and weights in float32; may change on --resume)",
+        K::Resumable).one_of({"fp32", "bf16"});
   t.add("--threads", "threads", o.threads,
         "CPU threads for the math (0: all cores; under mpirun: cores / ranks on the node)", K::NotSaved).at_least(0);
   t.add("--loader-threads", "loader_threads", o.loader_threads, "threads preparing batches ahead", K::NotSaved)
@@ -570,6 +574,7 @@ int run_pretraining(Options& o, app::SettingsTable& table, const CLI::App& app, 
   ss.lr = o.lr;
   ss.clip = o.clip;
   ss.log_every = o.log_every;
+  ss.precision = parse_precision(o.precision);
   // Data parallelism: gradients averaged in the step's hook; --sync-bn, --gather-negatives (docs/scaling.md).
   std::unique_ptr<MpiReducer> reducer = ranks > 1 ? std::make_unique<MpiReducer>(comm) : nullptr;
   std::optional<dist::SyncBatchNormScope> sync_bn;

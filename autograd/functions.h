@@ -1,6 +1,7 @@
 // The catalogue: every differentiable function of hdssl, one line each. Each is implemented in
 // autograd/functions/<family>.cpp with its forward and its backward closure side by side, and each has a
-// float64 finite-difference gradient check in tests/autograd/.
+// float64 finite-difference gradient check in tests/autograd/. Each applies the autocast policy to its
+// inputs first (autograd/autocast.h: under the default FP32 precision, inputs of one dtype pass untouched).
 #pragma once
 #include <array>
 #include <vector>
@@ -17,6 +18,9 @@ Variable mul(const Variable& a, const Variable& b);              // a * b
 Variable scale(const Variable& x, double alpha);                 // alpha * x
 Variable relu(const Variable& x);                                // max(x, 0)
 Variable sigmoid(const Variable& x);                             // 1 / (1 + exp(-x))
+
+// ---- dtype (functions/cast.cpp) ----
+Variable cast(const Variable& x, DType dtype);                   // x in another floating dtype; x if it has it
 
 // ---- views (functions/view.cpp) ----
 Variable reshape(const Variable& x, const Shape& shape);         // same elements, another shape (-1 once)

@@ -88,7 +88,10 @@ Tensor predict_probabilities(const std::vector<models::Segmenter*>& nets, const 
   Tensor sum;
   for (models::Segmenter* net : nets) {
     net->train(false);
-    Tensor p = sliding_window(image, [&](const Tensor& x) { return ag::sigmoid(net->forward(x.to(device))).value(); }, o);
+    // The logits in float32 whatever the autocast precision (a bf16 forward's logits are widened).
+    Tensor p = sliding_window(
+        image, [&](const Tensor& x) { return ag::sigmoid(ag::cast(net->forward(x.to(device)), DType::F32)).value(); },
+        o);
     if (!sum.defined()) {
       sum = p;
     } else {

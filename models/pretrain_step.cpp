@@ -39,7 +39,11 @@ StepResult PretrainStep::run(const PretrainInputs& in, int64_t step, bool check)
 StepResult PretrainStep::compute_gradients(const PretrainInputs& in) {
   StepResult r;
   {
-    PretrainLoss loss = model_.loss(in);
+    PretrainLoss loss;
+    {
+      AutocastGuard precision(s_.precision);  // mixed precision: the forward only; the casts it recorded
+      loss = model_.loss(in);                 // drive the backward (docs/mixed-precision.md)
+    }
     r.contrastive = LazyScalar(loss.contrastive.value());
     if (loss.restoration.defined()) r.restoration = LazyScalar(loss.restoration.value());
     r.total = LazyScalar(loss.total.value());

@@ -1,8 +1,8 @@
 // PretrainStep: one optimizer step of pretraining, the only copy of it (docs/pretraining-step.md section 7).
 //
-//   batch in -> Pretrainer::loss() (Lc, Lr, L) -> backward -> [gradient all-reduce] -> sum of squared
-//   gradients -> [log step: host read, non-finite checks] -> clip coefficient -> Adam (gradients scaled by
-//   it) -> zero_grad -> terms out
+//   batch in -> Pretrainer::loss() (Lc, Lr, L; under settings().precision) -> backward -> [gradient
+//   all-reduce] -> sum of squared gradients -> [log step: host read, non-finite checks] -> clip coefficient
+//   -> Adam (gradients scaled by it) -> zero_grad -> terms out
 //
 // ./pretrain, ./bench --what step, the CUDA step-parity test and the PyTorch fixture test all run this
 // class. Two places are hooks for later work and are the only places to change for it:
@@ -24,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "autograd/autocast.h"
 #include "autograd/optim.h"
 #include "models/pretrainer.h"
 
@@ -73,6 +74,7 @@ struct StepSettings {
   double clip = 1.0;              // max gradient norm; 0 turns clipping off
   bool check_finite_loss = true;  // at log steps, read Lc, Lr, L and stop on NaN / Inf
   int64_t log_every = 1;          // log steps: multiples of this (1: every step), and run(.., check = true)
+  Precision precision = Precision::FP32;  // the forward runs under AutocastGuard(precision) (--precision)
 };
 
 class PretrainStep {

@@ -1,11 +1,13 @@
 // Channel concatenation (dim 1) of 5D volumes or 2D rows: each input is copied into its channel range;
 // the backward closure copies each range of the gradient back out for the inputs that need one.
+#include "autograd/autocast.h"
 #include "autograd/functions.h"
 
 namespace hdssl::ag {
 
-Variable concat_channels(const std::vector<Variable>& xs) {
-  HDSSL_CHECK(!xs.empty()) << "concat_channels of no tensors";
+Variable concat_channels(const std::vector<Variable>& xs_in) {
+  HDSSL_CHECK(!xs_in.empty()) << "concat_channels of no tensors";
+  const std::vector<Variable> xs = autocast(OpClass::Follow, xs_in);  // mixed dtypes promote
   const Tensor& first = xs[0].value();
   Shape shape = first.shape();
   HDSSL_CHECK(shape.size() >= 2) << "concat_channels: expected at least 2 dims, got " << first.describe();

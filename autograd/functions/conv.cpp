@@ -1,11 +1,14 @@
 // 3D convolution: forward, then the backward closure right under it. The closure saves the input and the
 // weight (for the filter and data gradients); the bias gradient is the per-channel sum of dy. The data
 // gradient is skipped when the input needs none (the stem conv's input is the image itself).
+#include "autograd/autocast.h"
 #include "autograd/functions.h"
 
 namespace hdssl::ag {
 
-Variable conv3d(const Variable& x, const Variable& w, const Variable& b, int pad) {
+Variable conv3d(const Variable& x_in, const Variable& w_in, const Variable& b_in, int pad) {
+  const std::vector<Variable> in = autocast(OpClass::LowPrecision, {x_in, w_in, b_in});
+  const Variable &x = in[0], &w = in[1], &b = in[2];
   HDSSL_CHECK(x.value().dim() == 5 && w.value().dim() == 5 && x.size(1) == w.size(1))
       << "conv3d: input " << x.value().describe() << " and weight " << w.value().describe();
   const Conv3dArgs args{pad};

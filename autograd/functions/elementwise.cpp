@@ -1,4 +1,6 @@
-// Elementwise functions: forward, then the backward closure right under it.
+// Elementwise functions: forward, then the backward closure right under it. The binary ones promote mixed
+// operands (autograd/autocast.h, OpClass::Follow); the unary ones keep their input's dtype.
+#include "autograd/autocast.h"
 #include "autograd/functions.h"
 
 namespace hdssl::ag {
@@ -6,7 +8,9 @@ namespace {
 Backend& be(const Variable& v) { return backend(v.device()); }
 }  // namespace
 
-Variable add(const Variable& a, const Variable& b) {
+Variable add(const Variable& a_in, const Variable& b_in) {
+  const std::vector<Variable> in = autocast(OpClass::Follow, {a_in, b_in});
+  const Variable &a = in[0], &b = in[1];
   Tensor y = Tensor::empty_like(a.value());
   be(a).axpby(1.0, a.value(), 1.0, b.value(), y);
   return make_result("add", y, {a, b}, [](const Tensor& g, const std::vector<bool>&, std::vector<Tensor>& gin) {
@@ -15,7 +19,9 @@ Variable add(const Variable& a, const Variable& b) {
   });
 }
 
-Variable sub(const Variable& a, const Variable& b) {
+Variable sub(const Variable& a_in, const Variable& b_in) {
+  const std::vector<Variable> in = autocast(OpClass::Follow, {a_in, b_in});
+  const Variable &a = in[0], &b = in[1];
   Tensor y = Tensor::empty_like(a.value());
   be(a).axpby(1.0, a.value(), -1.0, b.value(), y);
   return make_result("sub", y, {a, b}, [](const Tensor& g, const std::vector<bool>& needs, std::vector<Tensor>& gin) {
@@ -27,7 +33,9 @@ Variable sub(const Variable& a, const Variable& b) {
   });
 }
 
-Variable mul(const Variable& a, const Variable& b) {
+Variable mul(const Variable& a_in, const Variable& b_in) {
+  const std::vector<Variable> in = autocast(OpClass::Follow, {a_in, b_in});
+  const Variable &a = in[0], &b = in[1];
   Tensor y = Tensor::empty_like(a.value());
   be(a).mul(a.value(), b.value(), y);
   Tensor av = a.value(), bv = b.value();

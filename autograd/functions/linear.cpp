@@ -4,6 +4,7 @@
 // made: dop(A) = G op(B)^T and dop(B) = op(A)^T G, and when A entered transposed, dA = (dop(A))^T is the
 // same product with its operands swapped and both flags flipped (the four cases are spelled out below).
 // The bias gradient of linear is the column sum of G: channel_sum views [N,out] as [N, out, 1].
+#include "autograd/autocast.h"
 #include "autograd/functions.h"
 
 namespace hdssl::ag {
@@ -17,7 +18,9 @@ Tensor mm(const Tensor& a, bool ta, const Tensor& b, bool tb) {
 }
 }  // namespace
 
-Variable matmul(const Variable& a, const Variable& b, bool trans_a, bool trans_b) {
+Variable matmul(const Variable& a_in, const Variable& b_in, bool trans_a, bool trans_b) {
+  const std::vector<Variable> in = autocast(OpClass::LowPrecision, {a_in, b_in});
+  const Variable &a = in[0], &b = in[1];
   HDSSL_CHECK(a.value().dim() == 2 && b.value().dim() == 2)
       << "matmul: 2D operands expected, got " << a.value().describe() << " and " << b.value().describe();
   Tensor av = a.value(), bv = b.value();
@@ -35,7 +38,9 @@ Variable matmul(const Variable& a, const Variable& b, bool trans_a, bool trans_b
   });
 }
 
-Variable linear(const Variable& x, const Variable& w, const Variable& b) {
+Variable linear(const Variable& x_in, const Variable& w_in, const Variable& b_in) {
+  const std::vector<Variable> in = autocast(OpClass::LowPrecision, {x_in, w_in, b_in});
+  const Variable &x = in[0], &w = in[1], &b = in[2];
   HDSSL_CHECK(x.value().dim() == 2 && w.value().dim() == 2 && x.size(1) == w.size(1))
       << "linear: x [N,in], w [out,in] expected, got " << x.value().describe() << ", " << w.value().describe();
   HDSSL_CHECK(!b.defined() || b.shape() == Shape{w.size(0)})

@@ -3,6 +3,7 @@
 // InfoNCE saves only the two [N] log-sum-exp vectors of its forward; the backward recomputes the
 // similarity blocks from za, zb (see engine/cpu/losses.cpp), so no N x N matrix outlives a kernel.
 // soft_dice saves the three sums per (n,k); the others save nothing beyond their inputs.
+#include "autograd/autocast.h"
 #include "autograd/functions.h"
 
 namespace hdssl::ag {
@@ -15,7 +16,9 @@ void check_target(const Variable& x, const Tensor& target, const char* op) {
 }
 }  // namespace
 
-Variable infonce(const Variable& za, const Variable& zb, double tau) {
+Variable infonce(const Variable& za_in, const Variable& zb_in, double tau) {
+  const std::vector<Variable> in = autocast(OpClass::FullPrecision, {za_in, zb_in});
+  const Variable &za = in[0], &zb = in[1];
   Tensor a = za.value(), b = zb.value();
   Tensor loss = scalar_like(a);
   Tensor lse_a = Tensor::empty({a.size(0)}, a.dtype(), a.device()), lse_b = Tensor::empty_like(lse_a);
@@ -29,7 +32,8 @@ Variable infonce(const Variable& za, const Variable& zb, double tau) {
   });
 }
 
-Variable mse(const Variable& x, const Tensor& target) {
+Variable mse(const Variable& x_in, const Tensor& target) {
+  const Variable x = autocast(OpClass::FullPrecision, {x_in})[0];
   check_target(x, target, "mse");
   Tensor xv = x.value();
   Tensor loss = scalar_like(xv);
@@ -40,7 +44,8 @@ Variable mse(const Variable& x, const Tensor& target) {
   });
 }
 
-Variable bce_with_logits(const Variable& x, const Tensor& target) {
+Variable bce_with_logits(const Variable& x_in, const Tensor& target) {
+  const Variable x = autocast(OpClass::FullPrecision, {x_in})[0];
   check_target(x, target, "bce_with_logits");
   Tensor xv = x.value();
   Tensor loss = scalar_like(xv);
@@ -52,7 +57,8 @@ Variable bce_with_logits(const Variable& x, const Tensor& target) {
   });
 }
 
-Variable soft_dice(const Variable& p, const Tensor& target) {
+Variable soft_dice(const Variable& p_in, const Tensor& target) {
+  const Variable p = autocast(OpClass::FullPrecision, {p_in})[0];
   check_target(p, target, "soft_dice");
   HDSSL_CHECK(p.value().dim() >= 2) << "soft_dice: [N,K,...] expected, got " << p.value().describe();
   Tensor pv = p.value();

@@ -6,22 +6,33 @@
 // so dx = dy * s, dgamma = sum(dy * xhat) with xhat = (x - running_mean) / sqrt(running_var + eps), and
 // dbeta = sum(dy). Both dx and xhat are themselves eval-mode batch norms (with beta = 0 and, for dx, mean
 // 0), so the eval gradient reuses batchnorm_forward_eval and runs on any backend.
+//
+// Mixed precision (autograd/autocast.h, OpClass::Normalization): x stays in its dtype (bf16 in, bf16 out),
+// gamma, beta and the statistics are in x's compute dtype (float32 for bf16 x), and so are dgamma, dbeta:
+// the sums behind them read x and dy widened to float32, never a bf16-rounded product.
+#include "autograd/autocast.h"
 #include "autograd/batchnorm_sync.h"
 #include "autograd/functions.h"
 
 namespace hdssl::ag {
 
-Variable batchnorm(const Variable& x, const Variable& gamma, const Variable& beta, Tensor& running_mean,
+Variable batchnorm(const Variable& x, const Variable& gamma_in, const Variable& beta_in, Tensor& running_mean,
                    Tensor& running_var, bool training, const BatchNormArgs& args) {
+  const std::vector<Variable> in = autocast(OpClass::Normalization, {x, gamma_in, beta_in});
+  const Variable &gamma = in[1], &beta = in[2];
   const Tensor xv = x.value(), gv = gamma.value();
   HDSSL_CHECK(xv.dim() >= 2) << "batchnorm: expected [N,C,...], got " << xv.describe();
-  if (training && batchnorm_stats_reducer())  // --sync-bn: global batch statistics (autograd/batchnorm_sync.h)
+  if (training && batchnorm_stats_reducer()) {  // --sync-bn: global batch statistics (autograd/batchnorm_sync.h)
+    if (xv.dtype() == DType::BF16)  // its host-side sums work in x's dtype: widen, normalize, round
+      return cast(batchnorm(cast(x, DType::F32), gamma, beta, running_mean, running_var, training, args),
+                     DType::BF16);
     return batchnorm_synced(x, gamma, beta, running_mean, running_var, args, *batchnorm_stats_reducer());
+  }
   Backend& be = backend(xv.device());
   Tensor y = Tensor::empty_like(xv);
   if (training) {
-    Tensor mean = Tensor::empty(gv.shape(), xv.dtype(), xv.device());
-    Tensor invstd = Tensor::empty(gv.shape(), xv.dtype(), xv.device());
+    Tensor mean = Tensor::empty(gv.shape(), compute_dtype(xv.dtype()), xv.device());
+    Tensor invstd = Tensor::empty(gv.shape(), compute_dtype(xv.dtype()), xv.device());
     be.batchnorm_forward_train(xv, gv, beta.value(), y, mean, invstd, running_mean, running_var, args);
     return make_result("batchnorm", y, {x, gamma, beta},
                        [xv, gv, mean, invstd](const Tensor& g, const std::vector<bool>& needs, std::vector<Tensor>& gin) {
@@ -44,17 +55,19 @@ Variable batchnorm(const Variable& x, const Variable& gamma, const Variable& bet
                          gin[0] = Tensor::empty_like(g);
                          b.batchnorm_forward_eval(g, gv, zeros, zeros, rv, gin[0], args);
                        }
+                       const Tensor gw = g.to(gv.dtype());  // the sums in gamma's dtype (g itself unless bf16)
                        if (needs[1]) {  // sum(dy * xhat)
-                         Tensor xhat = Tensor::empty_like(xv);
-                         b.batchnorm_forward_eval(xv, Tensor::full(gv.shape(), 1.0, gv.dtype(), gv.device()), zeros,
+                         const Tensor xw = xv.to(gv.dtype());
+                         Tensor xhat = Tensor::empty_like(xw);
+                         b.batchnorm_forward_eval(xw, Tensor::full(gv.shape(), 1.0, gv.dtype(), gv.device()), zeros,
                                                   rm, rv, xhat, args);
-                         b.mul(g, xhat, xhat);
+                         b.mul(gw, xhat, xhat);
                          gin[1] = Tensor::empty_like(gv);
                          b.channel_sum(xhat, gin[1]);
                        }
                        if (needs[2]) {
                          gin[2] = Tensor::empty_like(gv);
-                         b.channel_sum(g, gin[2]);
+                         b.channel_sum(gw, gin[2]);
                        }
                      });
 }

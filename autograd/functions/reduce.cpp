@@ -1,10 +1,12 @@
 // Whole-tensor reductions. Their backward broadcasts the scalar gradient; it is read on the host, which
 // is fine for a scalar at the end of a graph (one value per step).
+#include "autograd/autocast.h"
 #include "autograd/functions.h"
 
 namespace hdssl::ag {
 
-Variable sum(const Variable& x) {
+Variable sum(const Variable& x_in) {
+  const Variable x = autocast(OpClass::FullPrecision, {x_in})[0];
   Tensor y = Tensor::empty({1}, x.dtype(), x.device());
   backend(x.device()).sum_all(x.value(), y);
   Shape shape = x.shape();

@@ -1,10 +1,12 @@
 // Row-wise functions on [N,D]. l2_normalize saves its output and the per-row divisor (its backward is
 // written in y, not x); logsumexp_rows saves input and output, the softmax being exp(x - out).
+#include "autograd/autocast.h"
 #include "autograd/functions.h"
 
 namespace hdssl::ag {
 
-Variable l2_normalize(const Variable& x, double eps) {
+Variable l2_normalize(const Variable& x_in, double eps) {
+  const Variable x = autocast(OpClass::FullPrecision, {x_in})[0];
   HDSSL_CHECK(x.value().dim() == 2) << "l2_normalize: [N,D] expected, got " << x.value().describe();
   Tensor y = Tensor::empty_like(x.value());
   Tensor norms = Tensor::empty({x.size(0)}, x.dtype(), x.device());
@@ -16,7 +18,8 @@ Variable l2_normalize(const Variable& x, double eps) {
   });
 }
 
-Variable logsumexp_rows(const Variable& x) {
+Variable logsumexp_rows(const Variable& x_in) {
+  const Variable x = autocast(OpClass::FullPrecision, {x_in})[0];
   HDSSL_CHECK(x.value().dim() == 2) << "logsumexp_rows: [N,M] expected, got " << x.value().describe();
   Tensor xv = x.value();
   Tensor out = Tensor::empty({x.size(0)}, x.dtype(), x.device());

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -371,4 +372,32 @@ TEST(PretrainApp, ResumeRunDirKeepsTheSettingsOfTheRun) {
   auto m = metrics(out);
   ASSERT_EQ(m.size(), 4u);
   EXPECT_EQ(m[3][2], 5e-4);  // metrics.csv's lr column: the new rate is the one used
+}
+
+// --precision bf16 (docs/mixed-precision.md): the run trains (finite losses), records its precision, and a
+// resumed run keeps it unless --precision is given (Kind::Resumable: the master weights and Adam's state are
+// float32 in both precisions, so a checkpoint continues in either).
+TEST(PretrainApp, Bf16RunsAndResumesInEitherPrecision) {
+  const std::string out = scratch() + "/bf16";
+  Result r = run("--data " + phantoms() + " -o " + out + kTiny + " --steps 2 --save-every 1 --precision bf16");
+  ASSERT_EQ(r.code, 0) << r.output;
+  auto precision = [&] {
+    std::ifstream f(out + "/config.json");
+    return nlohmann::json::parse(f).at("precision").get<std::string>();
+  };
+  EXPECT_EQ(precision(), "bf16");
+  models::SafeTensors st = models::read_safetensors(out + "/checkpoint_latest.safetensors");
+  for (const models::StoredTensor& t : st.tensors)
+    if (t.name.find("exp_avg") != std::string::npos || t.name.find(".weight") != std::string::npos)
+      EXPECT_EQ(t.dtype, "F32") << t.name << ": master weights and Adam's state stay float32";
+
+  Result keep = run("--resume " + out + " --steps 3 --threads 1 --loader-threads 1 --device cpu");
+  ASSERT_EQ(keep.code, 0) << keep.output;
+  EXPECT_EQ(precision(), "bf16");
+  Result change = run("--resume " + out + " --steps 4 --precision fp32 --threads 1 --loader-threads 1 --device cpu");
+  ASSERT_EQ(change.code, 0) << change.output;
+  EXPECT_EQ(precision(), "fp32");
+  auto m = metrics(out);
+  ASSERT_EQ(m.size(), 4u);
+  for (const auto& row : m) EXPECT_TRUE(std::isfinite(row[5])) << "L at step " << row[0];
 }
