@@ -394,6 +394,7 @@ void check_memory(const Options& o, const models::PretrainConfig& mc, Device dev
   models::MemoryConfig mem{mc, o.batch_pairs, {o.patch[0], o.patch[1], o.patch[2]}, o.voxels_per_pair,
                            device.is_cuda(), threads, /*prefetch=*/2, /*dataset_bytes=*/0};
   for (const auto& v : vols) mem.dataset_bytes += int64_t(v.image.data.size() * sizeof(float) + v.body.data.size());
+  mem.bf16 = o.precision == "bf16";
   std::string source;
   const int64_t host = models::available_host_memory(&source);
   const int64_t gpu = models::available_device_memory(device);  // -1 on the CPU

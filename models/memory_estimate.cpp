@@ -16,7 +16,8 @@
 namespace hdssl::models {
 namespace {
 
-constexpr int64_t kFloat = 4;          // float32 activations and parameters
+constexpr int64_t kFloat = 4;          // float32 parameters, Adam state, InfoNCE; activations under fp32
+constexpr int64_t kBf16 = 2;           // activations and their gradients under --precision bf16
 constexpr int64_t kIndex = 4;          // int32 max-pool indices and coordinates
 constexpr int64_t kInfoNCERows = 256;  // rows of the similarity matrix per block (engine/cpu/losses.cpp)
 constexpr int64_t kMiB = int64_t(1) << 20;
@@ -32,26 +33,28 @@ int64_t level_voxels(const std::array<int64_t, 3>& p, int i) {
   return v;
 }
 
-// Elements the autograd graph holds for one view of one sample. Every node keeps its input Variables
-// (autograd/variable.cpp), so every op output lives until backward ends, not only what the backward
-// closures capture: per ResBlock 7 tensors (BN, ReLU, conv, BN, ReLU, conv, sum).
-int64_t graph_elements_per_sample(const MemoryConfig& c) {
+// Bytes the autograd graph holds for one view of one sample, activations of `act` bytes each. Every node
+// keeps its input Variables (autograd/variable.cpp), so every op output lives until backward ends, not
+// only what the backward closures capture: per ResBlock 7 tensors (BN, ReLU, conv, BN, ReLU, conv, sum).
+int64_t graph_bytes_per_sample(const MemoryConfig& c, int64_t act) {
   const PretrainConfig& m = c.model;
   const int L = m.scales - 1;
   auto ch = [&](int i) { return int64_t(m.base) << i; };
   auto V = [&](int i) { return level_voxels(c.patch, i); };
   const int64_t per_block = 7;
   int64_t e = ch(0) * V(0);  // stem output
+  int64_t indices = 0;
   for (int i = 0; i < L; ++i) {
     e += m.blocks * per_block * ch(i) * V(i);
-    e += ch(i) * V(i + 1) * (1 + kIndex / kFloat);  // max-pool output and its int32 indices
-    e += ch(i + 1) * V(i + 1);                      // 1x1x1 conv to 2c
+    e += ch(i) * V(i + 1);        // max-pool output
+    indices += ch(i) * V(i + 1);  // and its int32 indices
+    e += ch(i + 1) * V(i + 1);    // 1x1x1 conv to 2c
   }
   e += m.blocks * per_block * ch(L) * V(L);
   for (int l = L - 1; l >= 0; --l)  // up conv (coarse), upsampled, lateral conv, sum, then the blocks
     e += ch(l) * V(l + 1) + 3 * ch(l) * V(l) + m.blocks * per_block * ch(l) * V(l);
   if (m.restoration) e += (m.restoration_single_conv ? 1 : 3 * std::max(1, m.base / 2) + 1) * V(0);
-  return e;
+  return act * e + kIndex * indices;
 }
 
 // Elements of the voxel rows (gather, projections, head) for one view, all samples.
@@ -130,12 +133,20 @@ MemoryEstimate estimate_pretrain_memory(const MemoryConfig& c) {
   MemoryEstimate e;
   const PretrainConfig& m = c.model;
   const int64_t B = c.batch_pairs, V0 = level_voxels(c.patch, 0), N = B * c.voxels_per_pair;
-  e.activations = 2 * kFloat * (B * graph_elements_per_sample(c) + row_elements(c));
+  // Under bf16 the graph keeps bf16 activations and the bf16 copy of every weight a convolution or a
+  // linear layer used (autograd/autocast.h); the voxel rows after the projection are float32 either way,
+  // counted at 4 bytes.
+  const int64_t act = c.bf16 ? kBf16 : kFloat;
+  e.activations = 2 * (B * graph_bytes_per_sample(c, act) + kFloat * row_elements(c));
+  if (c.bf16) e.activations += kBf16 * pretrain_parameter_count(m);
   // Backward at level 0: the incoming gradient, the input gradient and a BN/conv temporary; the skip
   // gradients of every level wait for the encoder.
   int64_t skips = 0;
   for (int i = 0; i < m.scales - 1; ++i) skips += (int64_t(m.base) << i) * level_voxels(c.patch, i);
-  e.backward = kFloat * B * (3 * int64_t(m.base) * V0 + skips);
+  e.backward = act * B * (3 * int64_t(m.base) * V0 + skips);
+  // The CPU computes bf16 in float32 on widened copies (engine/bf16_widening.h): the largest op's inputs
+  // and outputs (a level-0 ResBlock conv: 2 x base x V0 per sample) exist once more in float32, briefly.
+  if (c.bf16 && !c.cuda) e.backward += kFloat * B * 3 * int64_t(m.base) * V0;
   // Parameters, gradients, Adam's two moments; BN running statistics are < 1 % and ride along.
   e.parameters = 4 * kFloat * pretrain_parameter_count(m);
   e.infonce = kFloat * (std::min<int64_t>(kInfoNCERows, 2 * N) * 2 * N + 4 * 2 * N * m.embed_dim);

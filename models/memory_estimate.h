@@ -39,6 +39,7 @@ struct MemoryConfig {
   int threads = 1;                             // CPU math threads (conv scratch is per thread)
   int prefetch = 2;                            // loader batches in flight
   int64_t dataset_bytes = 0;                   // preprocessed volumes held in host memory
+  bool bf16 = false;                           // --precision bf16: activations and their gradients in bfloat16
 };
 
 struct MemoryEstimate {

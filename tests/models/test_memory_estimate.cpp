@@ -11,10 +11,11 @@
 #include <fstream>
 #include <string>
 
-#include "tests/sanitizer/under_asan.h"
+#include "autograd/autocast.h"
 #include "autograd/optim.h"
 #include "engine/backend.h"
 #include "models/memory_estimate.h"
+#include "tests/sanitizer/under_asan.h"
 
 using namespace hdssl;
 using namespace hdssl::models;
@@ -58,6 +59,7 @@ int64_t measured_step_peak(const MemoryConfig& c) {
     };
     in.coords_a = coords();
     in.coords_b = coords();
+    AutocastGuard precision(c.bf16 ? Precision::BF16 : Precision::FP32);
     PretrainLoss loss = model.loss(in);
     loss.total.backward();
     loss = {};
@@ -114,25 +116,28 @@ TEST(MemoryEstimate, MatchesMeasuredPeakOfRealSteps) {
   const Case cases[] = {{small(8, 3, 1), 2, {32, 32, 32}, 256},
                         {small(16, 4, 2), 2, {64, 64, 32}, 512},
                         {PretrainConfig::ours(), 1, {64, 64, 16}, 1024}};
-  for (const Case& k : cases) {
-    MemoryConfig c;
-    c.model = k.m;
-    c.batch_pairs = k.B;
-    c.patch = k.patch;
-    c.voxels_per_pair = k.n;
-    c.threads = 1;
-    c.prefetch = 0;
-    MemoryEstimate e = estimate_pretrain_memory(c);
-    const int64_t est = e.host - e.baseline;
-    const int64_t got = measured_step_peak(c);
-    ASSERT_GT(got, 0);
-    std::printf(
-        "base %d scales %d blocks %d, B %lld, patch %lldx%lldx%lld: estimate %.1f MiB, measured %.1f MiB (%.2fx)\n",
-        k.m.base, k.m.scales, k.m.blocks, (long long)k.B, (long long)k.patch[0], (long long)k.patch[1],
-        (long long)k.patch[2], est / 1048576.0, got / 1048576.0, double(est) / double(got));
-    EXPECT_GT(double(est), 0.80 * double(got)) << e.str();
-    EXPECT_LT(double(est), 1.35 * double(got)) << e.str();
-  }
+  for (const bool bf16 : {false, true})
+    for (const Case& k : cases) {
+      MemoryConfig c;
+      c.bf16 = bf16;
+      c.model = k.m;
+      c.batch_pairs = k.B;
+      c.patch = k.patch;
+      c.voxels_per_pair = k.n;
+      c.threads = 1;
+      c.prefetch = 0;
+      MemoryEstimate e = estimate_pretrain_memory(c);
+      const int64_t est = e.host - e.baseline;
+      const int64_t got = measured_step_peak(c);
+      ASSERT_GT(got, 0);
+      std::printf(
+          "%s base %d scales %d blocks %d, B %lld, patch %lldx%lldx%lld: estimate %.1f MiB, measured %.1f MiB "
+          "(%.2fx)\n",
+          bf16 ? "bf16" : "fp32", k.m.base, k.m.scales, k.m.blocks, (long long)k.B, (long long)k.patch[0],
+          (long long)k.patch[1], (long long)k.patch[2], est / 1048576.0, got / 1048576.0, double(est) / double(got));
+      EXPECT_GT(double(est), 0.80 * double(got)) << e.str();
+      EXPECT_LT(double(est), 1.35 * double(got)) << e.str();
+    }
 }
 
 TEST(MemoryEstimate, RefusalGivesEstimateAvailableAndSettingsThatFit) {
