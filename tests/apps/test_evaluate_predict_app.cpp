@@ -173,9 +173,9 @@ TEST_F(Apps, FineTuneAliasWithSplitsFileOneFoldAndFewCases) {
 // --precision bf16: a scratch fold trains (backbone and head, bf16 convolutions) and is evaluated by
 // the sliding window under the same precision; the run records its precision and its Dice is a number.
 TEST_F(Apps, Bf16ScratchFoldRunsAndRecordsItsPrecision) {
-  Result r = run_passive(kBin + "/evaluate --mode scratch --data " + dir_ + "/data -o " + dir_ + "/bf16 --folds 3 --fold 0"
-                " --steps 2 --batch 1 --patch 16 16 8 --spacing 8 8 16 --base-channels 4 --scales 2 --blocks 1"
-                " --threads 1 --precision bf16");
+  Result r = run_passive(kBin + "/evaluate --mode scratch --data " + dir_ + "/data -o " + dir_ +
+                         "/bf16 --folds 3 --fold 0 --steps 2 --batch 1 --patch 16 16 8 --spacing 8 8 16"
+                         " --base-channels 4 --scales 2 --blocks 1 --threads 1 --precision bf16");
   ASSERT_EQ(r.code, 0) << r.output;
   EXPECT_NE(r.output.find("precision: bf16"), std::string::npos) << r.output;
   std::ifstream c(dir_ + "/bf16/config.json");
