@@ -13,7 +13,8 @@
 #      list of suites is a failure; a PASS/FAIL line per suite
 #   4. ./bench: conv3d forward+backward and one full pretraining step at the paper's size, TF32 off (and the
 #      step with its batch uploaded each iteration, step_upload: the async upload's unhidden cost),
-#      then the step again with --tf32 (PyTorch's fp32 default for convolutions) if time allows
+#      then the step again with --tf32 (PyTorch's fp32 default for convolutions) and the conv and step with
+#      --precision bf16 (docs/mixed-precision.md; target <= 0.15 s per step) if time allows
 #   5. the PyTorch yardstick scripts/torch_reference_bench.py on the same card (fp32 variants first)
 #   6. if time is left, compute-sanitizer memcheck over the tests of the hand-written kernels
 #   7. a short table, printed last: PASS/FAIL per suite, then the bench table (ours, then PyTorch)
@@ -109,12 +110,19 @@ elif [ $rc -eq 0 ] && [ "$(elapsed)" -lt 300 ]; then
   timeout 90 "$B/bench" --device cuda --what step --tf32 --runs 5 --warmup 2 --json "$OUT/bench_tf32.json" \
     > "$OUT/bench_tf32.log" 2>&1 || tail -20 "$OUT/bench_tf32.log"
 fi
+if [ "$(elapsed)" -lt 390 ]; then
+  note "bench conv and step with --precision bf16"
+  timeout 90 "$B/bench" --device cuda --what conv,step --precision bf16 --runs 5 --warmup 2 \
+    --json "$OUT/bench_bf16.json" > "$OUT/bench_bf16.log" 2>&1 || { status=1; tail -20 "$OUT/bench_bf16.log"; }
+else
+  note "bench bf16 skipped (out of time)"
+fi
 
 TORCH=""
 for f in scripts/torch_reference_bench.py .devbench/torch_reference_bench.py; do [ -f "$f" ] && TORCH=$f && break; done
-if [ -n "$TORCH" ] && [ "$(elapsed)" -lt 360 ]; then
+if [ -n "$TORCH" ] && [ "$(elapsed)" -lt 450 ]; then
   note "PyTorch yardstick ($TORCH)"
-  left=$(( 450 - $(elapsed) )); [ "$left" -gt 120 ] && left=120
+  left=$(( 540 - $(elapsed) )); [ "$left" -gt 120 ] && left=120
   timeout "$left" python3 "$TORCH" --steps 5 --warm 2 --deadline $(( left / 3 )) --out "$OUT/torch.json" \
     > "$OUT/torch.log" 2>&1 || tail -5 "$OUT/torch.log"
 else
@@ -122,8 +130,8 @@ else
 fi
 
 SAN=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
-if [ -x "$SAN" ] && [ "$(elapsed)" -lt 400 ]; then
-  left=$(( 460 - $(elapsed) )); [ "$left" -gt 90 ] && left=90
+if [ -x "$SAN" ] && [ "$(elapsed)" -lt 500 ]; then
+  left=$(( 565 - $(elapsed) )); [ "$left" -gt 60 ] && left=60
   note "compute-sanitizer memcheck on the own-kernel tests (${left}s at most)"
   NVIDIA_TF32_OVERRIDE=0 timeout "$left" "$SAN" --tool memcheck --error-exitcode 9 "$B/tests/cuda/cuda_tests" \
     --gtest_filter='CudaElementwise.*:CudaReduce.*:CudaPool.*:CudaBatchNorm.*:CudaGather.*:CudaRowwise.*:CudaLosses.*:CudaAdam.*' \
@@ -180,9 +188,10 @@ print(f"parity suites: {len(suites)}, tests: {n}, suites failed: {nf}")
 print("\n".join(verdicts))
 if failed_tests: print("  failed tests:", " ".join(failed_tests))
 print(f"{'what':34} {'median_ms':>10} {'peak_GiB':>9} {'mallocs':>8}")
-if not any(load(n) for n in ('bench.json', 'bench_tf32.json', 'bench_heuristic.json')):
+if not any(load(n) for n in ('bench.json', 'bench_tf32.json', 'bench_heuristic.json', 'bench_bf16.json')):
     print("bench: no results (see bench.log)")
-for name, suffix in (('bench.json', ''), ('bench_tf32.json', ' (tf32)'), ('bench_heuristic.json', ' (heuristic)')):
+for name, suffix in (('bench.json', ''), ('bench_tf32.json', ' (tf32)'), ('bench_heuristic.json', ' (heuristic)'),
+                     ('bench_bf16.json', ' (bf16)')):
     b = load(name)
     if not b: continue
     for r in b['rows']:
