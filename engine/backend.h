@@ -105,7 +105,8 @@ class Backend final {
                           const Tensor& save_invstd, Tensor& dx, Tensor& dgamma, Tensor& dbeta);
   // fused batch norm + ReLU (+ residual): y = relu(bn(x) + r), r optional (x's shape, undefined: none); bn(x) is
   // rounded to the dtype before r is added and before the ReLU, so y has the bits of the unfused composition
-  // (batchnorm_forward_*, axpby, relu_forward); the train form saves and updates exactly as batchnorm_forward_train.
+  // (batchnorm_forward_*, axpby, relu_forward) in float32 and float64 (bf16 x: widened, rounded once at the end);
+  // the train form saves and updates exactly as batchnorm_forward_train.
   void batchnorm_relu_forward_train(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& r,
                                     Tensor& y, Tensor& save_mean, Tensor& save_invstd, Tensor& running_mean,
                                     Tensor& running_var, const BatchNormArgs& a);

@@ -297,7 +297,10 @@ void Backend::batchnorm_relu_forward_train(const Tensor& x, const Tensor& gamma,
                                {&running_var, "running_var"}});
   HDSSL_REQUIRE(c, channel_view(x).count() > 1) << "expected more than 1 value per channel when training, got "
                                                 << x.describe();
-  impl_->batchnorm_relu_forward_train(x, gamma, beta, r, y, save_mean, save_invstd, running_mean, running_var, a);
+  Bf16Widening bf(*impl_, "batchnorm_relu_forward_train", {&x});  // the [C] vectors are float32 then
+  impl_->batchnorm_relu_forward_train(bf.in(x), gamma, beta, bf.in(r), bf.out(y), save_mean, save_invstd,
+                                      running_mean, running_var, a);
+  bf.finish();
 }
 void Backend::batchnorm_relu_forward_eval(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& r,
                                           const Tensor& running_mean, const Tensor& running_var, Tensor& y,
@@ -307,7 +310,9 @@ void Backend::batchnorm_relu_forward_eval(const Tensor& x, const Tensor& gamma, 
   check_optional_residual(c, x, r, "r");
   check_channel_vectors(c, x, {{&gamma, "gamma"}, {&beta, "beta"}, {&running_mean, "running_mean"},
                                {&running_var, "running_var"}});
-  impl_->batchnorm_relu_forward_eval(x, gamma, beta, r, running_mean, running_var, y, a);
+  Bf16Widening bf(*impl_, "batchnorm_relu_forward_eval", {&x});
+  impl_->batchnorm_relu_forward_eval(bf.in(x), gamma, beta, bf.in(r), running_mean, running_var, bf.out(y), a);
+  bf.finish();
 }
 void Backend::batchnorm_relu_backward(const Tensor& x, const Tensor& y, const Tensor& dy, const Tensor& gamma,
                                       const Tensor& save_mean, const Tensor& save_invstd, Tensor& dx, Tensor& dgamma,
@@ -317,7 +322,10 @@ void Backend::batchnorm_relu_backward(const Tensor& x, const Tensor& y, const Te
   check_optional_residual(c, x, dr, "dr");
   check_channel_vectors(c, x, {{&gamma, "gamma"}, {&save_mean, "save_mean"}, {&save_invstd, "save_invstd"},
                                {&dgamma, "dgamma"}, {&dbeta, "dbeta"}});
-  impl_->batchnorm_relu_backward(x, y, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta, dr);
+  Bf16Widening bf(*impl_, "batchnorm_relu_backward", {&x});
+  impl_->batchnorm_relu_backward(bf.in(x), bf.in(y), bf.in(dy), gamma, save_mean, save_invstd, bf.out(dx), dgamma,
+                                 dbeta, bf.out(dr));
+  bf.finish();
 }
 
 // ---- dense linear algebra ----
