@@ -62,8 +62,9 @@ struct Case {
 // both runs see the same numbers; the running statistics start equal and are compared after the forward.
 Results run(const Case& c, bool fused) {
   const int64_t C = c.shape[1];
-  Variable x(random_tensor(c.shape, c.dtype, 1, -2.0, 3.0), true), gamma(random_tensor({C}, c.dtype, 2, 0.5, 1.5), true),
-      beta(random_tensor({C}, c.dtype, 3), true), r(random_tensor(c.shape, c.dtype, 4), true);
+  Variable x(random_tensor(c.shape, c.dtype, 1, -2.0, 3.0), true);
+  Variable gamma(random_tensor({C}, c.dtype, 2, 0.5, 1.5), true), beta(random_tensor({C}, c.dtype, 3), true);
+  Variable r(random_tensor(c.shape, c.dtype, 4), true);
   Tensor rm = random_tensor({C}, c.dtype, 5), rv = random_tensor({C}, c.dtype, 6, 0.5, 2.0);
   const Variable res = c.residual ? r : Variable();
   Variable y;
@@ -131,7 +132,8 @@ TEST(BatchNormRelu, PrimitiveDrIsTheMaskedGradientAndOptional) {
   const Tensor gamma = random_tensor({C}, DType::F64, 13, 0.5, 1.5), beta = random_tensor({C}, DType::F64, 14);
   const Tensor dy = random_tensor(s, DType::F64, 15);
   Tensor rm = Tensor::zeros({C}, DType::F64), rv = Tensor::full({C}, 1.0, DType::F64);
-  Tensor y = Tensor::empty(s, DType::F64), mean = Tensor::empty({C}, DType::F64), invstd = Tensor::empty({C}, DType::F64);
+  Tensor y = Tensor::empty(s, DType::F64);
+  Tensor mean = Tensor::empty({C}, DType::F64), invstd = Tensor::empty({C}, DType::F64);
   be.batchnorm_relu_forward_train(x, gamma, beta, r, y, mean, invstd, rm, rv, BatchNormArgs{});
   auto backward = [&](bool want_dr) {
     Tensor dx = Tensor::empty(s, DType::F64), dg = Tensor::empty({C}, DType::F64), db = Tensor::empty({C}, DType::F64);
@@ -154,7 +156,8 @@ TEST(BatchNormRelu, NanPropagatesAsInTheComposition) {
     Tensor rm1 = Tensor::zeros({2}, DType::F32), rv1 = Tensor::full({2}, 1.0, DType::F32);
     Tensor rm2 = rm1.clone(), rv2 = rv1.clone();
     const Variable g(Tensor::full({2}, 1.0, DType::F32)), b(Tensor::zeros({2}, DType::F32));
-    const std::vector<float> fused = ag::batchnorm_relu(Variable(xs), g, b, rm1, rv1, training).value().to_vector<float>();
+    const std::vector<float> fused =
+        ag::batchnorm_relu(Variable(xs), g, b, rm1, rv1, training).value().to_vector<float>();
     const std::vector<float> unfused =
         ag::relu(ag::batchnorm(Variable(xs), g, b, rm2, rv2, training)).value().to_vector<float>();
     ASSERT_EQ(fused.size(), unfused.size());
