@@ -6,8 +6,9 @@
 // added in the dtype (axpby's arithmetic) and before the ReLU, and mask dy with y > 0 before the same
 // reductions in the same order. So swapping the fused op into the models leaves their numbers (and the
 // PyTorch step fixtures' tolerances) untouched, and any difference is a bug.
-// Also: the primitive's optional dr changes nothing else; a NaN propagates as in relu_forward; under
-// --sync-bn (a BatchNormStatsReducer installed) training mode goes through the reducer, as batchnorm does.
+// Also: the primitive's optional dr changes nothing else; a NaN propagates as in relu_forward; bf16
+// activations under the BF16 autocast; a residual of another dtype runs the composition; under --sync-bn
+// (a BatchNormStatsReducer installed) training mode goes through the reducer, as batchnorm does.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -18,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "autograd/autocast.h"
 #include "autograd/batchnorm_sync.h"
 #include "autograd/functions.h"
 #include "autograd/gradcheck.h"
@@ -167,6 +169,67 @@ TEST(BatchNormRelu, NanPropagatesAsInTheComposition) {
     }
     EXPECT_TRUE(std::isnan(fused[4]));
   }
+}
+
+// bf16 activations under the BF16 autocast (float32 gamma, beta and statistics): without a residual the fused
+// op is still bit for bit the composition (the ReLU commutes with rounding to bf16, and the backward reads
+// the same widened x, y and dy); with one, the fused op adds r before rounding once where the composition
+// rounds bn(x) to bf16 first, so y agrees to bf16's rounding (2^-7 of its largest value) and the running
+// statistics (which r does not touch) bit for bit; the gradients are left out there, since an output that
+// rounds to 0 one way and not the other flips the ReLU's mask (the primitive's bf16 path is checked in
+// tests/engine/test_bf16.cpp).
+TEST(BatchNormRelu, Bf16ActivationsUnderAutocast) {
+  const Shape s{2, 3, 4, 3, 5};
+  const int64_t C = 3;
+  AutocastGuard bf16(Precision::BF16);
+  for (bool training : {true, false})
+    for (bool residual : {false, true}) {
+      auto run_once = [&](bool fused) {
+        Variable x(random_tensor(s, DType::BF16, 51, -2.0, 3.0), true), r(random_tensor(s, DType::BF16, 52), true);
+        Variable gamma(random_tensor({C}, DType::F32, 53, 0.5, 1.5), true);
+        Variable beta(random_tensor({C}, DType::F32, 54), true);
+        Tensor rm = random_tensor({C}, DType::F32, 55), rv = random_tensor({C}, DType::F32, 56, 0.5, 2.0);
+        const Variable res = residual ? r : Variable();
+        Variable y = fused ? ag::batchnorm_relu(x, gamma, beta, rm, rv, training, res)
+                           : ag::relu(residual ? ag::add(ag::batchnorm(x, gamma, beta, rm, rv, training), r)
+                                               : ag::batchnorm(x, gamma, beta, rm, rv, training));
+        EXPECT_EQ(y.dtype(), DType::BF16);
+        y.backward(random_tensor(s, DType::BF16, 57));
+        std::vector<Tensor> out{y.value(), x.grad(), gamma.grad(), beta.grad(), rm, rv};
+        if (residual) out.push_back(r.grad());
+        return out;
+      };
+      const std::vector<Tensor> f = run_once(true), u = run_once(false);
+      const std::string what = std::string(training ? "train" : "eval") + (residual ? " +r" : "");
+      const char* names[] = {"y", "dx", "dgamma", "dbeta", "running_mean", "running_var", "dr"};
+      for (size_t k = 0; k < f.size(); ++k) {
+        ASSERT_EQ(f[k].dtype(), u[k].dtype()) << what << " " << names[k];
+        const bool gradient = k == 1 || k == 2 || k == 3 || k == 6;
+        if (residual && gradient) continue;
+        const std::vector<double> a = f[k].to(DType::F64).to_vector<double>();
+        const std::vector<double> b = u[k].to(DType::F64).to_vector<double>();
+        double scale = 0;
+        for (double v : b) scale = std::max(scale, std::fabs(v));
+        const double tolerance = residual && k == 0 ? std::ldexp(scale, -7) : 0.0;
+        for (size_t i = 0; i < a.size(); ++i)
+          ASSERT_NEAR(a[i], b[i], tolerance) << what << " " << names[k] << " element " << i;
+      }
+    }
+}
+
+// A residual of another dtype than x (bf16 x, float32 r) is the composition's business: the add promotes to
+// float32 as ag::add does (the primitive would refuse the mix).
+TEST(BatchNormRelu, ResidualOfAnotherDtypeRunsTheComposition) {
+  const Shape s{2, 3, 4, 3, 5};
+  const int64_t C = 3;
+  Variable x(random_tensor(s, DType::BF16, 61), true), r(random_tensor(s, DType::F32, 62), true);
+  Variable gamma(random_tensor({C}, DType::F32, 63, 0.5, 1.5), true), beta(random_tensor({C}, DType::F32, 64), true);
+  Tensor rm1 = Tensor::zeros({C}, DType::F32), rv1 = Tensor::full({C}, 1.0, DType::F32);
+  Tensor rm2 = rm1.clone(), rv2 = rv1.clone();
+  const Variable f = ag::batchnorm_relu(x, gamma, beta, rm1, rv1, true, r);
+  const Variable u = ag::relu(ag::add(ag::batchnorm(x, gamma, beta, rm2, rv2, true), r));
+  EXPECT_EQ(f.dtype(), DType::F32);
+  EXPECT_EQ(f.value().to_vector<float>(), u.value().to_vector<float>());
 }
 
 // --sync-bn: with a reducer installed, the fused op takes the synchronized batch norm (the unfused
