@@ -71,7 +71,8 @@ class RecordingImpl final : public BackendImpl {
   void bce_logits_backward(const Tensor&, const Tensor&, const Tensor&, Tensor&) override { ++calls; }
   void soft_dice_forward(const Tensor&, const Tensor&, Tensor&, Tensor&) override { ++calls; }
   void soft_dice_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, Tensor&) override { ++calls; }
-  void adam_step(Tensor&, const Tensor&, Tensor&, Tensor&, const AdamArgs&, double, const Tensor&) override {
+  void adam_step(Tensor&, const Tensor&, Tensor&, Tensor&, const AdamArgs&, double, const Tensor&,
+                 const Tensor&) override {
     ++calls;
   }
   void clip_scale(const Tensor&, double, double, Tensor&) override { ++calls; }
