@@ -22,7 +22,7 @@
 // cuDNN algorithms and fill the caching allocator). TF32 is off unless --tf32. cpu_ms is the median process
 // CPU time of an iteration, all threads together: on a shared machine it moves less with the load.
 // --cuda-graph: the step rows capture the step once (after two eager warm-up steps, inside --warmup) and
-// replay it (docs/pretraining-step.md section 8); the detail column says so, with the captured size.
+// replay it (docs/pretraining-step.md section 9); the detail column says so, with the captured size.
 // --precision bf16: the conv row runs on bfloat16 tensors, the step row under the autocast policy
 // (docs/mixed-precision.md); the table's "prec" column says which.
 // On the CPU each row's table is followed by the per-op profile of its timed iterations (engine/profile.h,

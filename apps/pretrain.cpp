@@ -162,7 +162,7 @@ void declare_settings(app::SettingsTable& t, Options& o) {
         K::Resumable).one_of({"fp32", "bf16"});
   t.add("--cuda-graph", "cuda_graph", o.cuda_graph,
         "capture the step after 2 eager steps and replay it (a CUDA graph; on the CPU a recorder): one process "
-        "only, fixed batch shapes; a log step's checks come after its update (docs/pretraining-step.md section 8)",
+        "only, fixed batch shapes; a log step's checks come after its update (docs/pretraining-step.md section 9)",
         K::Recorded);
   t.add("--threads", "threads", o.threads,
         "CPU threads for the math (0: all cores; under mpirun: cores / ranks on the node)", K::NotSaved).at_least(0);

@@ -22,6 +22,7 @@
 #include "cuda/conv3d_cudnn.h"
 #include "cuda/kernels/kernels.h"
 #include "cuda/matmul_cublas.h"
+#include "cuda/step_graph.h"
 #include "engine/backend_impl.h"
 
 namespace hdssl::cuda {
@@ -424,6 +425,7 @@ bool init() {
   static CudaBackend* backend = new CudaBackend();  // never destroyed (see the note at the top)
   register_backend(DeviceKind::CUDA, backend);
   register_async_upload();  // make_batch_uploader(cuda): pinned staging + copy stream (async_upload.h)
+  register_step_capture();  // begin_capture(cuda): CUDA graphs with a private pool (step_graph.h)
   done = true;
   return ok = true;
 }

@@ -1,5 +1,5 @@
 // Step capture: record one training step's device work once, then replay it without the host code that
-// issued it (CUDA graphs; issue 10, item 7). docs/pretraining-step.md section "Captured step" says what
+// issued it (CUDA graphs; issue 10, item 7). docs/pretraining-step.md section 9 says what
 // models::PretrainStep captures; this is the device-independent part.
 //
 //   begin_capture(device);                 // from now on, this thread's primitive calls on `device`

@@ -76,7 +76,7 @@ struct StepSettings {
   int64_t log_every = 1;          // log steps: multiples of this (1: every step), and run(.., check = true)
   Precision precision = Precision::FP32;  // the forward runs under AutocastGuard(precision) (--precision)
   // --cuda-graph: after graph_warmup eager steps, capture one step (engine/step_graph.h) and replay it for
-  // every later step (docs/pretraining-step.md section 8). On the CPU the capture is the recorder.
+  // every later step (docs/pretraining-step.md section 9). On the CPU the capture is the recorder.
   bool graph = false;
   int64_t graph_warmup = 2;  // eager steps before the capture (CUDA: cuDNN's algorithm search runs there)
 };
