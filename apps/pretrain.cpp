@@ -592,6 +592,10 @@ int run_pretraining(Options& o, app::SettingsTable& table, const CLI::App& app, 
   if (ranks > 1 && o.gather_negatives)
     model.set_negatives_gather([&comm](const Variable& x) { return dist::all_gather_rows(x, comm); });
   models::PretrainStep step_fn(model, ss, reducer.get());
+  if (o.cuda_graph)
+    run.log("--cuda-graph: the step is captured after " + std::to_string(ss.graph_warmup) +
+            " eager steps and replayed from then on (" + (device.is_cpu() ? "the CPU recorder" : "a CUDA graph") +
+            "); log steps check after the update");
   Adam& adam = step_fn.optimizer();
   const std::vector<Variable>& params = step_fn.parameters();
   int64_t start = 0;
