@@ -78,7 +78,8 @@ void PretrainStep::capture(const PretrainInputs& in) {
       << "--cuda-graph: a captured step cannot include the gradient all-reduce or the negatives gather "
          "(MPI runs on the host); run with one process or without --cuda-graph";
   auto g = std::make_unique<Captured>();
-  for (const Tensor& t : input_list(in)) g->inputs.push_back(t.clone());  // before the capture: kept by g
+  for (const Tensor& t : input_list(in))  // before the capture: kept by g (targets may be absent)
+    g->inputs.push_back(t.defined() ? t.clone() : Tensor());
   adam_.sync_device_counts();  // a host write: before the capture, which refuses them
   g->before = adam_.host_counts();
   std::vector<int64_t> counters_before;
@@ -122,7 +123,8 @@ StepResult PretrainStep::replay(const PretrainInputs& in, int64_t step, bool che
   static const char* const names[] = {"view_a", "view_b", "target_a", "target_b", "coords_a", "coords_b"};
   const std::vector<Tensor> batch = input_list(in);
   for (size_t i = 0; i < batch.size(); ++i) {
-    HDSSL_CHECK(batch[i].defined() && batch[i].shape() == g.inputs[i].shape() &&
+    if (!batch[i].defined() && !g.inputs[i].defined()) continue;
+    HDSSL_CHECK(batch[i].defined() && g.inputs[i].defined() && batch[i].shape() == g.inputs[i].shape() &&
                 batch[i].dtype() == g.inputs[i].dtype() && batch[i].device() == g.inputs[i].device())
         << "step " << step << ": the batch's " << names[i] << " is " << batch[i].describe()
         << ", but the step was captured with " << g.inputs[i].describe()
