@@ -214,6 +214,11 @@ TEST(Dispatch, CallsThatBreakTheContractNeverReachTheImplementation) {
          Tensor p = f32({4}), m = f32({4}), v = f32({4});
          be.adam_step(p, f32({4}), m, v, AdamArgs{}, 1.0, f32({2}));
        }},
+      {"adam_step", "step_count not float64 [1]",
+       [&] {
+         Tensor p = f32({4}), m = f32({4}), v = f32({4});
+         be.adam_step(p, f32({4}), m, v, AdamArgs{}, 1.0, Tensor(), f32({1}));
+       }},
       {"clip_scale", "max_norm 0", [&] { Tensor s = f32({1}); be.clip_scale(f32({1}), 0.0, 1e-6, s); }},
       {"clip_scale", "sum not [1]", [&] { Tensor s = f32({1}); be.clip_scale(f32({2}), 1.0, 1e-6, s); }},
       {"clip_scale", "dtypes differ",
