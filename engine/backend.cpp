@@ -20,8 +20,8 @@ bool deterministic() { return g_deterministic.load(); }
 namespace {
 thread_local bool t_capturing = false;
 thread_local Device t_capture_device = Device::cpu();
-thread_local BackendImpl* t_redirected = nullptr;  // calls to this implementation...
-thread_local BackendImpl* t_recorder = nullptr;    // ...go to this one while a capture is open
+thread_local BackendImpl* t_redirected = nullptr;  // the implementation the recorder wraps (for the record)
+thread_local BackendImpl* t_recorder = nullptr;    // receives the calls on t_capture_device while capturing
 thread_local std::vector<Tensor>* t_keep = nullptr;
 }  // namespace
 
@@ -29,7 +29,11 @@ void keep_alive_while_capturing(const Tensor& t) {
   if (t_keep) t_keep->push_back(t);
 }
 
-BackendImpl* Backend::ImplRef::get() const { return impl == t_redirected && t_recorder ? t_recorder : impl; }
+// Every Backend of the capture's device goes to the recorder (the CPU has two: plain and profiled), so a
+// profile switched on or off during a capture cannot let a call run unrecorded.
+BackendImpl* Backend::ImplRef::get() const {
+  return t_recorder && impl != t_recorder && impl->device() == t_capture_device ? t_recorder : impl;
+}
 BackendImpl& backend_impl(Backend& b) { return *b.impl_.impl; }
 
 void set_thread_capture(Device device, BackendImpl* redirected, BackendImpl* recorder, std::vector<Tensor>* keep) {

@@ -193,6 +193,7 @@ BackendImpl& backend_impl(Backend& b);
 // engine/step_graph.cpp: open / close the calling thread's capture. `recorder`, when not null, receives
 // every primitive call made on `device` from this thread (the CPU's recording backend); null: calls run as
 // usual (a CUDA stream capture records them itself).
+// `redirected` is the implementation the recorder wraps (every Backend of `device` goes to the recorder).
 // `keep`, when not null, receives the tensors whose raw memory a recorded call names (Tensor::copy_ calls
 // keep_alive_while_capturing on its two tensors before copy_device): the recording holds them.
 void set_thread_capture(Device device, BackendImpl* redirected, BackendImpl* recorder,

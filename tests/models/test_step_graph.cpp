@@ -12,6 +12,7 @@
 
 #include "autograd/optim.h"
 #include "engine/backend.h"
+#include "engine/profile.h"
 #include "engine/step_graph.h"
 #include "models/pretrain_step.h"
 
@@ -202,6 +203,24 @@ TEST(StepGraph, RecorderRunsNothingAtCaptureAndEverythingAtReplay) {
   g->replay();
   g->replay();
   EXPECT_EQ(y.to_vector<double>(), std::vector<double>(4, 6.0));
+}
+
+// backend(cpu) hands out a profiling wrapper while the profile is on (engine/profile.h): switching it
+// during a capture must not let a call run unrecorded.
+TEST(StepGraph, EveryBackendOfTheDeviceIsRecorded) {
+  Tensor y = Tensor::zeros({3}, DType::F64);
+  const bool was = profile::enabled();
+  std::unique_ptr<StepGraph> g;
+  {
+    CaptureGuard capture(Device::cpu());
+    profile::enable(!was);
+    backend(Device::cpu()).fill(y, 5.0);
+    profile::enable(was);
+    g = capture.end();
+  }
+  EXPECT_EQ(y.to_vector<double>(), std::vector<double>(3, 0.0)) << "a call ran during the capture";
+  g->replay();
+  EXPECT_EQ(y.to_vector<double>(), std::vector<double>(3, 5.0));
 }
 
 TEST(StepGraph, RefusedWithAGradientReducer) {
