@@ -11,7 +11,9 @@
 // convention as the rest of data parallelism (the all-reduce's division by N restores the mean).
 //
 // Collective: with a reducer installed, every process must run the same BatchNorm calls in the same order.
-// Eval mode is unaffected. The reducer lives in dist/ (dist/sync_batchnorm.h); autograd only calls it.
+// Eval mode is unaffected. The fused ag::batchnorm_relu runs as relu(batchnorm(x) [+ r]) in training mode
+// while a reducer is installed, so it is synchronized the same way (autograd/functions/norm.cpp).
+// The reducer lives in dist/ (dist/sync_batchnorm.h); autograd only calls it.
 #pragma once
 #include "autograd/variable.h"
 #include "engine/backend.h"

@@ -41,6 +41,11 @@ Variable concat_channels(const std::vector<Variable>& xs);       // along dim 1 
 // statistics (the op is then affine in x). gamma, beta are [C].
 Variable batchnorm(const Variable& x, const Variable& gamma, const Variable& beta, Tensor& running_mean,
                    Tensor& running_var, bool training, const BatchNormArgs& args = {});
+// relu(batchnorm(x) + residual) in one pass each way, with the composition's bits; residual optional
+// (undefined: none, else x's shape). Under --sync-bn, training mode runs the unfused composition.
+Variable batchnorm_relu(const Variable& x, const Variable& gamma, const Variable& beta, Tensor& running_mean,
+                        Tensor& running_var, bool training, const Variable& residual = Variable(),
+                        const BatchNormArgs& args = {});
 Variable l2_normalize(const Variable& x, double eps = 1e-12);    // rows of [N,D] to unit length
 
 // ---- dense layers and voxel vectors (functions/linear.cpp, gather.cpp) ----

@@ -266,6 +266,42 @@ class CudaBackend final : public BackendImpl {
                                v.outer, v.C, v.inner);
     });
   }
+  // fused batch norm + ReLU (+ residual): r and dr are optional, passed as null pointers when undefined
+  void batchnorm_relu_forward_train(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& r,
+                                    Tensor& y, Tensor& save_mean, Tensor& save_invstd, Tensor& running_mean,
+                                    Tensor& running_var, const BatchNormArgs& a) override {
+    const ChannelView v = channel_view(x);
+    dispatch_float(x.dtype(), "batchnorm_relu_forward_train", [&](auto tag) {
+      using T = decltype(tag);
+      const T* pr = r.defined() ? r.data<T>() : nullptr;
+      k::batchnorm_relu_forward_train<T>(x.data<T>(), gamma.data<T>(), beta.data<T>(), pr, y.data<T>(),
+                                         save_mean.data<T>(), save_invstd.data<T>(), running_mean.data<T>(),
+                                         running_var.data<T>(), v.outer, v.C, v.inner, a.momentum, a.eps);
+    });
+  }
+  void batchnorm_relu_forward_eval(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& r,
+                                   const Tensor& running_mean, const Tensor& running_var, Tensor& y,
+                                   const BatchNormArgs& a) override {
+    const ChannelView v = channel_view(x);
+    dispatch_float(x.dtype(), "batchnorm_relu_forward_eval", [&](auto tag) {
+      using T = decltype(tag);
+      const T* pr = r.defined() ? r.data<T>() : nullptr;
+      k::batchnorm_relu_forward_eval<T>(x.data<T>(), gamma.data<T>(), beta.data<T>(), pr,
+                                        running_mean.data<T>(), running_var.data<T>(), y.data<T>(), v.outer, v.C,
+                                        v.inner, a.eps);
+    });
+  }
+  void batchnorm_relu_backward(const Tensor& x, const Tensor& y, const Tensor& dy, const Tensor& gamma,
+                               const Tensor& save_mean, const Tensor& save_invstd, Tensor& dx, Tensor& dgamma,
+                               Tensor& dbeta, Tensor& dr) override {
+    const ChannelView v = channel_view(x);
+    dispatch_float(x.dtype(), "batchnorm_relu_backward", [&](auto tag) {
+      using T = decltype(tag);
+      k::batchnorm_relu_backward<T>(x.data<T>(), y.data<T>(), dy.data<T>(), gamma.data<T>(), save_mean.data<T>(),
+                                    save_invstd.data<T>(), dx.data<T>(), dgamma.data<T>(), dbeta.data<T>(),
+                                    dr.defined() ? dr.data<T>() : nullptr, v.outer, v.C, v.inner);
+    });
+  }
 
   // ---- dense linear algebra ----
   void matmul(const Tensor& a, const Tensor& b, Tensor& out, bool trans_a, bool trans_b, double alpha,

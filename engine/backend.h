@@ -104,6 +104,21 @@ class Backend final {
   // gradients of the training-mode forward: dx, dgamma, dbeta [C]
   void batchnorm_backward(const Tensor& x, const Tensor& dy, const Tensor& gamma, const Tensor& save_mean,
                           const Tensor& save_invstd, Tensor& dx, Tensor& dgamma, Tensor& dbeta);
+  // fused batch norm + ReLU (+ residual): y = relu(bn(x) + r), r optional (x's shape, undefined: none); bn(x) is
+  // rounded to the dtype before r is added and before the ReLU, so y has the bits of the unfused composition
+  // (batchnorm_forward_*, axpby, relu_forward) in float32 and float64 (bf16 x: widened, rounded once at the end);
+  // the train form saves and updates exactly as batchnorm_forward_train.
+  void batchnorm_relu_forward_train(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& r,
+                                    Tensor& y, Tensor& save_mean, Tensor& save_invstd, Tensor& running_mean,
+                                    Tensor& running_var, const BatchNormArgs& a);
+  void batchnorm_relu_forward_eval(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& r,
+                                   const Tensor& running_mean, const Tensor& running_var, Tensor& y,
+                                   const BatchNormArgs& a);
+  // its training-mode gradients: g = dy * (y > 0), then dx, dgamma, dbeta as batchnorm_backward(x, g, ...);
+  // dr optional (undefined: not wanted) = g
+  void batchnorm_relu_backward(const Tensor& x, const Tensor& y, const Tensor& dy, const Tensor& gamma,
+                               const Tensor& save_mean, const Tensor& save_invstd, Tensor& dx, Tensor& dgamma,
+                               Tensor& dbeta, Tensor& dr);
 
   // ---- dense linear algebra (2D, row-major) ----
   // out = alpha * op(a) @ op(b) + beta * out, op = transpose when the flag is set

@@ -68,6 +68,11 @@ void check_channel_vectors(const Contract& c, const Tensor& x, NamedTensors vs) 
   for (const auto& [v, name] : vs) c.stats_vec(*v, x.size(1), x, name);
 }
 
+// The fused batch norm's optional residual (forward) or its gradient (backward): x's shape and dtype if given.
+void check_optional_residual(const Contract& c, const Tensor& x, const Tensor& r, const char* name) {
+  if (r.defined()) c.same(x, r, name);
+}
+
 void check_infonce(const Contract& c, const Tensor& za, const Tensor& zb, double tau, const Tensor& lse_a,
                    const Tensor& lse_b) {
   c.dims(za, 2, "za").same(za, zb, "zb");
@@ -282,6 +287,49 @@ void Backend::batchnorm_backward(const Tensor& x, const Tensor& dy, const Tensor
                                {&dgamma, "dgamma"}, {&dbeta, "dbeta"}});
   Bf16Widening bf(*impl_, "batchnorm_backward", {&x});
   impl_->batchnorm_backward(bf.in(x), bf.in(dy), gamma, save_mean, save_invstd, bf.out(dx), dgamma, dbeta);
+  bf.finish();
+}
+
+// ---- fused batch normalization + ReLU (+ residual) ----
+void Backend::batchnorm_relu_forward_train(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& r,
+                                           Tensor& y, Tensor& save_mean, Tensor& save_invstd, Tensor& running_mean,
+                                           Tensor& running_var, const BatchNormArgs& a) {
+  const Contract c("batchnorm_relu_forward_train", device());
+  c.dims(x, 2, "x", /*at_least=*/true).same(x, y, "y");
+  check_optional_residual(c, x, r, "r");
+  check_channel_vectors(c, x, {{&gamma, "gamma"}, {&beta, "beta"}, {&save_mean, "save_mean"},
+                               {&save_invstd, "save_invstd"}, {&running_mean, "running_mean"},
+                               {&running_var, "running_var"}});
+  HDSSL_REQUIRE(c, channel_view(x).count() > 1) << "expected more than 1 value per channel when training, got "
+                                                << x.describe();
+  Bf16Widening bf(*impl_, "batchnorm_relu_forward_train", {&x});  // the [C] vectors are float32 then
+  impl_->batchnorm_relu_forward_train(bf.in(x), gamma, beta, bf.in(r), bf.out(y), save_mean, save_invstd,
+                                      running_mean, running_var, a);
+  bf.finish();
+}
+void Backend::batchnorm_relu_forward_eval(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& r,
+                                          const Tensor& running_mean, const Tensor& running_var, Tensor& y,
+                                          const BatchNormArgs& a) {
+  const Contract c("batchnorm_relu_forward_eval", device());
+  c.dims(x, 2, "x", /*at_least=*/true).same(x, y, "y");
+  check_optional_residual(c, x, r, "r");
+  check_channel_vectors(c, x, {{&gamma, "gamma"}, {&beta, "beta"}, {&running_mean, "running_mean"},
+                               {&running_var, "running_var"}});
+  Bf16Widening bf(*impl_, "batchnorm_relu_forward_eval", {&x});
+  impl_->batchnorm_relu_forward_eval(bf.in(x), gamma, beta, bf.in(r), running_mean, running_var, bf.out(y), a);
+  bf.finish();
+}
+void Backend::batchnorm_relu_backward(const Tensor& x, const Tensor& y, const Tensor& dy, const Tensor& gamma,
+                                      const Tensor& save_mean, const Tensor& save_invstd, Tensor& dx, Tensor& dgamma,
+                                      Tensor& dbeta, Tensor& dr) {
+  const Contract c("batchnorm_relu_backward", device());
+  c.dims(x, 2, "x", /*at_least=*/true).same(x, y, "y").same(x, dy, "dy").same(x, dx, "dx");
+  check_optional_residual(c, x, dr, "dr");
+  check_channel_vectors(c, x, {{&gamma, "gamma"}, {&save_mean, "save_mean"}, {&save_invstd, "save_invstd"},
+                               {&dgamma, "dgamma"}, {&dbeta, "dbeta"}});
+  Bf16Widening bf(*impl_, "batchnorm_relu_backward", {&x});
+  impl_->batchnorm_relu_backward(bf.in(x), bf.in(y), bf.in(dy), gamma, save_mean, save_invstd, bf.out(dx), dgamma,
+                                 dbeta, bf.out(dr));
   bf.finish();
 }
 

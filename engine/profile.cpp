@@ -34,7 +34,8 @@ constexpr OpName kOps[] = {
     {"pool_upsample", "upsample2_forward"}, {"pool_upsample", "upsample2_backward"},
     {"crop_concat", "crop_forward"}, {"crop_concat", "crop_backward"}, {"crop_concat", "copy_channels"},
     {"batchnorm", "batchnorm_forward_train"}, {"batchnorm", "batchnorm_forward_eval"},
-    {"batchnorm", "batchnorm_backward"},
+    {"batchnorm", "batchnorm_backward"}, {"batchnorm", "batchnorm_relu_forward_train"},
+    {"batchnorm", "batchnorm_relu_forward_eval"}, {"batchnorm", "batchnorm_relu_backward"},
     {"matmul", "matmul"}, {"matmul", "add_row_vector"},
     {"gather", "gather_voxels"}, {"gather", "gather_voxels_backward"},
     {"rowwise", "l2norm_forward"}, {"rowwise", "l2norm_backward"}, {"rowwise", "logsumexp_rows"},
@@ -179,6 +180,18 @@ class ProfilingBackend final : public BackendImpl {
   void batchnorm_backward(const Tensor& x, const Tensor& dy, const Tensor& g, const Tensor& sm, const Tensor& si,
                           Tensor& dx, Tensor& dg, Tensor& db) override {
     HDSSL_TIMED(batchnorm_backward)(x, dy, g, sm, si, dx, dg, db);
+  }
+  void batchnorm_relu_forward_train(const Tensor& x, const Tensor& g, const Tensor& b, const Tensor& r, Tensor& y,
+                                    Tensor& sm, Tensor& si, Tensor& rm, Tensor& rv, const BatchNormArgs& a) override {
+    HDSSL_TIMED(batchnorm_relu_forward_train)(x, g, b, r, y, sm, si, rm, rv, a);
+  }
+  void batchnorm_relu_forward_eval(const Tensor& x, const Tensor& g, const Tensor& b, const Tensor& r,
+                                   const Tensor& rm, const Tensor& rv, Tensor& y, const BatchNormArgs& a) override {
+    HDSSL_TIMED(batchnorm_relu_forward_eval)(x, g, b, r, rm, rv, y, a);
+  }
+  void batchnorm_relu_backward(const Tensor& x, const Tensor& y, const Tensor& dy, const Tensor& g, const Tensor& sm,
+                               const Tensor& si, Tensor& dx, Tensor& dg, Tensor& db, Tensor& dr) override {
+    HDSSL_TIMED(batchnorm_relu_backward)(x, y, dy, g, sm, si, dx, dg, db, dr);
   }
 
   void matmul(const Tensor& a, const Tensor& b, Tensor& out, bool ta, bool tb, double alpha, double beta) override {

@@ -17,8 +17,8 @@ ProjectionHead::ProjectionHead(int64_t d, int64_t out, Rng& rng, const ModuleOpt
 }
 
 Variable ProjectionHead::forward(const Variable& x) {
-  Variable h = ag::relu(bn1_->forward(fc0_->forward(x)));
-  h = ag::relu(bn4_->forward(fc3_->forward(h)));
+  Variable h = bn1_->forward_relu(fc0_->forward(x));
+  h = bn4_->forward_relu(fc3_->forward(h));
   return ag::l2_normalize(fc6_->forward(h));
 }
 
@@ -36,7 +36,7 @@ RestorationHead::RestorationHead(int base, bool single_conv, Rng& rng, const Mod
 Variable RestorationHead::forward(const Variable& level0) {
   Variable y = conv0_->forward(level0);
   if (!conv3_) return y;
-  return conv3_->forward(ag::relu(bn1_->forward(y)));
+  return conv3_->forward(bn1_->forward_relu(y));
 }
 
 }  // namespace hdssl::models

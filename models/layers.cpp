@@ -33,6 +33,11 @@ Variable BatchNorm::forward(const Variable& x) {
   return ag::batchnorm(x, weight, bias, running_mean, running_var, training());
 }
 
+Variable BatchNorm::forward_relu(const Variable& x, const Variable& residual) {
+  if (training()) ++num_batches_tracked;
+  return ag::batchnorm_relu(x, weight, bias, running_mean, running_var, training(), residual);
+}
+
 Linear::Linear(int64_t in, int64_t out, Rng& rng, const ModuleOptions& o) {
   const double bound = 1.0 / std::sqrt(double(in));
   weight = register_parameter("weight", uniform_tensor({out, in}, bound, rng, o.dtype, o.device));
@@ -48,8 +53,8 @@ ResBlock::ResBlock(int64_t c, int k, Rng& rng, const ModuleOptions& o) {
 }
 
 Variable ResBlock::forward(const Variable& x) {
-  Variable h = conv2_->forward(ag::relu(bn0_->forward(x)));
-  h = conv5_->forward(ag::relu(bn3_->forward(h)));
+  Variable h = conv2_->forward(bn0_->forward_relu(x));
+  h = conv5_->forward(bn3_->forward_relu(h));
   return ag::add(h, x);
 }
 

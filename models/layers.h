@@ -26,6 +26,8 @@ class BatchNorm : public Module {
  public:
   BatchNorm(int64_t c, const ModuleOptions& o);
   Variable forward(const Variable& x);
+  // relu(forward(x) + residual) as one fused op (ag::batchnorm_relu), same numbers; residual optional.
+  Variable forward_relu(const Variable& x, const Variable& residual = Variable());
   Variable weight, bias;
   Tensor running_mean, running_var;
   int64_t num_batches_tracked = 0;

@@ -35,13 +35,14 @@ int64_t level_voxels(const std::array<int64_t, 3>& p, int i) {
 
 // Bytes the autograd graph holds for one view of one sample, activations of `act` bytes each. Every node
 // keeps its input Variables (autograd/variable.cpp), so every op output lives until backward ends, not
-// only what the backward closures capture: per ResBlock 7 tensors (BN, ReLU, conv, BN, ReLU, conv, sum).
+// only what the backward closures capture: per ResBlock 5 tensors (BN+ReLU, conv, BN+ReLU, conv, sum;
+// batch norm and ReLU are one fused op, ag::batchnorm_relu).
 int64_t graph_bytes_per_sample(const MemoryConfig& c, int64_t act) {
   const PretrainConfig& m = c.model;
   const int L = m.scales - 1;
   auto ch = [&](int i) { return int64_t(m.base) << i; };
   auto V = [&](int i) { return level_voxels(c.patch, i); };
-  const int64_t per_block = 7;
+  const int64_t per_block = 5;
   int64_t e = ch(0) * V(0);  // stem output
   int64_t indices = 0;
   for (int i = 0; i < L; ++i) {
@@ -53,7 +54,7 @@ int64_t graph_bytes_per_sample(const MemoryConfig& c, int64_t act) {
   e += m.blocks * per_block * ch(L) * V(L);
   for (int l = L - 1; l >= 0; --l)  // up conv (coarse), upsampled, lateral conv, sum, then the blocks
     e += ch(l) * V(l + 1) + 3 * ch(l) * V(l) + m.blocks * per_block * ch(l) * V(l);
-  if (m.restoration) e += (m.restoration_single_conv ? 1 : 3 * std::max(1, m.base / 2) + 1) * V(0);
+  if (m.restoration) e += (m.restoration_single_conv ? 1 : 2 * std::max(1, m.base / 2) + 1) * V(0);
   return act * e + kIndex * indices;
 }
 
@@ -63,8 +64,8 @@ int64_t row_elements(const MemoryConfig& c) {
   int64_t sum_c = 0;
   for (int i = 0; i < m.scales; ++i) sum_c += int64_t(m.base) << i;
   const int64_t d = m.voxel_dim(), rows = c.batch_pairs * c.voxels_per_pair;
-  // gathered rows per scale, their projections, the concat, fc/BN/ReLU twice, fc, L2 norm
-  return rows * (sum_c + (m.balanced ? d : 0) + 7 * d + 2 * m.embed_dim);
+  // gathered rows per scale, their projections, the concat, fc and fused BN+ReLU twice, fc, L2 norm
+  return rows * (sum_c + (m.balanced ? d : 0) + 5 * d + 2 * m.embed_dim);
 }
 
 std::string gib(int64_t b) {

@@ -5,7 +5,7 @@
 // The estimate counts what one step keeps alive at its peak, which is the start of backward:
 //   activations  every op output of both views' graphs: a node keeps its input Variables until backward
 //                has run through it, and backward keeps every value until it ends, so all of them are
-//                alive at once (per ResBlock 7 tensors of c x voxels; max-pool outputs and int32 indices;
+//                alive at once (per ResBlock 5 tensors of c x voxels; max-pool outputs and int32 indices;
 //                the decoder's up / lateral convs and sums; the restoration head; the voxel rows)
 //   backward     the gradient being propagated plus its input gradient and a BN temporary at level 0,
 //                and the gradients of the skip connections waiting for the encoder

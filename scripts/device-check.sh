@@ -134,7 +134,7 @@ if [ -x "$SAN" ] && [ "$(elapsed)" -lt 500 ]; then
   left=$(( 565 - $(elapsed) )); [ "$left" -gt 60 ] && left=60
   note "compute-sanitizer memcheck on the own-kernel tests (${left}s at most)"
   NVIDIA_TF32_OVERRIDE=0 timeout "$left" "$SAN" --tool memcheck --error-exitcode 9 "$B/tests/cuda/cuda_tests" \
-    --gtest_filter='CudaElementwise.*:CudaReduce.*:CudaPool.*:CudaBatchNorm.*:CudaGather.*:CudaRowwise.*:CudaLosses.*:CudaAdam.*' \
+    --gtest_filter='CudaElementwise.*:CudaReduce.*:CudaPool.*:CudaBatchNorm.*:CudaBatchNormRelu.*:CudaGather.*:CudaRowwise.*:CudaLosses.*:CudaAdam.*' \
     > "$OUT/memcheck.log" 2>&1
   rc=$?
   if [ $rc -eq 0 ]; then note "memcheck: clean"; elif [ $rc -eq 124 ]; then note "memcheck: timed out (partial log)";

@@ -56,6 +56,18 @@ void batchnorm_forward_eval(const T* x, const T* gamma, const T* beta, const T* 
 template <class T>
 void batchnorm_backward(const T* x, const T* dy, const T* gamma, const T* save_mean, const T* save_invstd, T* dx,
                         T* dgamma, T* dbeta, int64_t outer, int64_t C, int64_t inner);
+// fused batch norm + ReLU (+ residual r, null when absent; dr null when not wanted)
+template <class T>
+void batchnorm_relu_forward_train(const T* x, const T* gamma, const T* beta, const T* r, T* y, T* save_mean,
+                                  T* save_invstd, T* running_mean, T* running_var, int64_t outer, int64_t C,
+                                  int64_t inner, double momentum, double eps);
+template <class T>
+void batchnorm_relu_forward_eval(const T* x, const T* gamma, const T* beta, const T* r, const T* running_mean,
+                                 const T* running_var, T* y, int64_t outer, int64_t C, int64_t inner, double eps);
+template <class T>
+void batchnorm_relu_backward(const T* x, const T* y, const T* dy, const T* gamma, const T* save_mean,
+                             const T* save_invstd, T* dx, T* dgamma, T* dbeta, T* dr, int64_t outer, int64_t C,
+                             int64_t inner);
 
 // ---- gather_voxels.cu: feat [B, C, X, Y, Z] (at the level's resolution), coords [B, n, 3] ----
 template <class T>

@@ -240,9 +240,10 @@ TEST(PretrainApp, FailuresAreClearAndExitNonZero) {
   // Under AddressSanitizer (scripts/test.sh --sanitize) `ulimit -v` stops the program at start: its shadow
   // memory needs terabytes of address space. The memory refusals are checked in the normal build.
   if (!hdssl::test::kUnderAsan) {
-    // Out of memory (host memory capped at 1.5 GB): the size asked for is in the message, exit code 3.
+    // Out of memory (host memory capped at 1.5 GB): the size asked for is in the message, exit code 3. (The
+    // patch is large enough that no --batch-pairs fits either, so the refusal below has to suggest a patch.)
     Result oom = run("--data " + phantoms() + " -o " + base +
-                         "/r6 --patch 64 64 16 --batch-pairs 32 --voxels-per-pair 64"
+                         "/r6 --patch 80 64 24 --batch-pairs 32 --voxels-per-pair 64"
                          " --base-channels 64 --scales 2 --spacing 4 4 8 --modality ct --threads 1 --loader-threads 1"
                          " --steps 2 --device cpu --skip-memory-check",
                      "ulimit -v 1500000; ");
@@ -253,7 +254,7 @@ TEST(PretrainApp, FailuresAreClearAndExitNonZero) {
     // The same run without --skip-memory-check: refused before the model is built, by the estimate, with
     // the estimate, what is available and settings that would fit; nothing is written but the log.
     Result est = run("--data " + phantoms() + " -o " + base +
-                         "/r7 --patch 64 64 16 --batch-pairs 32 --voxels-per-pair 64"
+                         "/r7 --patch 80 64 24 --batch-pairs 32 --voxels-per-pair 64"
                          " --base-channels 64 --scales 2 --spacing 4 4 8 --modality ct --threads 1 --loader-threads 1"
                          " --steps 2 --device cpu",
                      "ulimit -v 1500000; ");

@@ -67,7 +67,8 @@ struct TinyNet {
   }
   Variable project(const Variable& d0, const Variable& f1, const Tensor& c, const std::vector<Variable>& p) {
     Variable v = ag::concat_channels({ag::gather_voxels(d0, c, 0), ag::gather_voxels(f1, c, 1)});
-    Variable h = ag::relu(ag::batchnorm(ag::linear(v, p[kFc1W], p[kFc1B]), p[kBn1dGamma], p[kBn1dBeta], rm1, rv1, true));
+    // BN1d + ReLU fused, as in the network's projection head (the stem above keeps the unfused pair)
+    Variable h = ag::batchnorm_relu(ag::linear(v, p[kFc1W], p[kFc1B]), p[kBn1dGamma], p[kBn1dBeta], rm1, rv1, true);
     return ag::l2_normalize(ag::linear(h, p[kFc2W], p[kFc2B]));
   }
   Variable loss(const std::vector<Variable>& p) {

@@ -1,6 +1,6 @@
 // Finite-difference gradient checks (float64) of the U-Net's functions: conv3d, maxpool2, upsample2, crop,
-// concat_channels, batchnorm and gather_voxels. Every input and parameter gradient is checked against
-// central differences; the sizes are small but odd where it matters (ceil-mode pooling, cropping after
+// concat_channels, batchnorm, batchnorm_relu and gather_voxels. Every input and parameter gradient is checked
+// against central differences; the sizes are small but odd where it matters (ceil-mode pooling, cropping after
 // upsampling, odd channel counts, batch > 1). Each test prints its max relative error and records it as a
 // test property ("max_rel_error").
 #include <gtest/gtest.h>
@@ -155,6 +155,31 @@ TEST(GradcheckNorm, BatchNorm5dTraining) { check_batchnorm({2, 3, 3, 4, 2}, true
 TEST(GradcheckNorm, BatchNorm2dTraining) { check_batchnorm({6, 5}, true, 45); }
 TEST(GradcheckNorm, BatchNorm5dEval) { check_batchnorm({2, 3, 3, 1, 5}, false, 49); }
 TEST(GradcheckNorm, BatchNorm2dEval) { check_batchnorm({4, 3}, false, 53); }
+
+// The fused batch norm + ReLU (+ residual): the ReLU's kink is met with probability ~0 at these random
+// inputs (a pre-activation within the 1e-6 step of 0), so central differences hold.
+namespace {
+void check_batchnorm_relu(const Shape& xshape, bool training, bool residual, uint64_t seed) {
+  const int64_t C = xshape[1];
+  Variable x = leaf(xshape, seed, -2.0, 3.0), gamma = leaf({C}, seed + 1, 0.5, 1.5), beta = leaf({C}, seed + 2);
+  Variable r = leaf(xshape, seed + 5);
+  Tensor rm = random_tensor({C}, seed + 3), rv = random_tensor({C}, seed + 4, 0.5, 2.0);
+  auto f = [&rm, &rv, training, residual](const std::vector<Variable>& v) {
+    return ag::batchnorm_relu(v[0], v[1], v[2], rm, rv, training, residual ? v[3] : Variable());
+  };
+  std::vector<Variable> leaves{x, gamma, beta};
+  if (residual) leaves.push_back(r);
+  expect_gradients(f, leaves);
+}
+}  // namespace
+
+TEST(GradcheckNorm, BatchNormRelu5dTraining) { check_batchnorm_relu({2, 3, 3, 4, 2}, true, false, 61); }
+TEST(GradcheckNorm, BatchNormRelu5dTrainingResidual) { check_batchnorm_relu({2, 3, 3, 4, 2}, true, true, 65); }
+TEST(GradcheckNorm, BatchNormRelu2dTraining) { check_batchnorm_relu({6, 5}, true, false, 69); }
+TEST(GradcheckNorm, BatchNormRelu2dTrainingResidual) { check_batchnorm_relu({6, 5}, true, true, 73); }
+TEST(GradcheckNorm, BatchNormRelu5dEval) { check_batchnorm_relu({2, 3, 3, 1, 5}, false, false, 77); }
+TEST(GradcheckNorm, BatchNormRelu5dEvalResidual) { check_batchnorm_relu({2, 3, 3, 1, 5}, false, true, 81); }
+TEST(GradcheckNorm, BatchNormRelu2dEvalResidual) { check_batchnorm_relu({4, 3}, false, true, 85); }
 
 // ---- voxel gather ----
 

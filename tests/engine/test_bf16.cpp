@@ -166,6 +166,16 @@ TEST(Bf16, EveryPrimitiveComputesInFloat32AndRounds) {
       {[&](auto& t) { be.batchnorm_forward_train(t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], {}); },
        [&](auto& t) { be.batchnorm_backward(t[0], t[8], t[1], t[4], t[5], t[9], t[10], t[11]); },
        [&](auto& t) { be.batchnorm_forward_eval(t[0], t[1], t[2], t[6], t[7], t[12], {}); }});
+  // The fused batch norm + ReLU + residual: x, gamma, beta, r, y, mean, invstd, rm, rv, dy, dx, dgamma, dbeta, dr,
+  // eval y.
+  expect_widened_and_rounded(
+      "batchnorm_relu",
+      {randn(vol, 37, 3.0), randn({3}, 38), randn({3}, 39), randn(vol, 40), z(vol), z({3}), z({3}), randn({3}, 41),
+       Tensor::full({3}, 1.5), randn(vol, 42), z(vol), z({3}), z({3}), z(vol), z(vol)},
+      "bffbbffffbbffbb",
+      {[&](auto& t) { be.batchnorm_relu_forward_train(t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8], {}); },
+       [&](auto& t) { be.batchnorm_relu_backward(t[0], t[4], t[9], t[1], t[5], t[6], t[10], t[11], t[12], t[13]); },
+       [&](auto& t) { be.batchnorm_relu_forward_eval(t[0], t[1], t[2], t[3], t[7], t[8], t[14], {}); }});
   expect_widened_and_rounded(
       "matmul", {randn({6, 5}, 18), randn({4, 5}, 19), randn({6, 4}, 20), randn({4}, 21), z({6, 4})}, "bbbbb",
       {// beta != 0: matmul reads its output first

@@ -54,6 +54,12 @@ class RecordingImpl final : public BackendImpl {
                               const BatchNormArgs&) override { ++calls; }
   void batchnorm_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, Tensor&, Tensor&,
                           Tensor&) override { ++calls; }
+  void batchnorm_relu_forward_train(const Tensor&, const Tensor&, const Tensor&, const Tensor&, Tensor&, Tensor&,
+                                    Tensor&, Tensor&, Tensor&, const BatchNormArgs&) override { ++calls; }
+  void batchnorm_relu_forward_eval(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                                   const Tensor&, Tensor&, const BatchNormArgs&) override { ++calls; }
+  void batchnorm_relu_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                               Tensor&, Tensor&, Tensor&, Tensor&) override { ++calls; }
   void matmul(const Tensor&, const Tensor&, Tensor&, bool, bool, double, double) override { ++calls; }
   void add_row_vector(const Tensor&, const Tensor&, Tensor&) override { ++calls; }
   void gather_voxels(const Tensor&, const Tensor&, int, Tensor&) override { ++calls; }
@@ -106,6 +112,10 @@ TEST(Dispatch, CallsThatKeepTheContractReachTheImplementation) {
   be.conv3d_forward(x, f32({8, 3, 1, 1, 1}), Tensor(), y8, Conv3dArgs{0});  // bias optional, 1x1x1
   Tensor c = f32({3});
   be.batchnorm_forward_train(x, c, c, y, c, c, c, c, BatchNormArgs{});
+  be.batchnorm_relu_forward_train(x, c, c, Tensor(), y, c, c, c, c, BatchNormArgs{});  // residual optional
+  be.batchnorm_relu_forward_eval(x, c, c, x, c, c, y, BatchNormArgs{});
+  Tensor no_dr;
+  be.batchnorm_relu_backward(x, y, y, c, c, c, y, c, c, no_dr);
   Tensor py = f32({1, 2, 3, 2, 2}), idx = i32({1, 2, 3, 2, 2});
   be.maxpool2_forward(f32({1, 2, 5, 4, 3}), py, idx);  // ceil mode: 5, 4, 3 -> 3, 2, 2
   Tensor mm = f64({3, 5});
@@ -117,7 +127,7 @@ TEST(Dispatch, CallsThatKeepTheContractReachTheImplementation) {
   Tensor ints = i32({3}), doubles = f64({3});
   be.fill(ints, 1.0);  // fill and cast take any dtype
   be.cast(ints, doubles);
-  EXPECT_EQ(impl.calls, 10);
+  EXPECT_EQ(impl.calls, 13);
 }
 
 TEST(Dispatch, CallsThatBreakTheContractNeverReachTheImplementation) {
@@ -172,6 +182,31 @@ TEST(Dispatch, CallsThatBreakTheContractNeverReachTheImplementation) {
        [&] {
          Tensor c = f32({3}), d = f32({4}), dx = f32(v5.shape());
          be.batchnorm_backward(v5, v5, c, c, c, dx, d, c);
+       }},
+      {"batchnorm_relu_forward_train", "one value per channel",
+       [&] {
+         Tensor c = f32({3}), y = f32({1, 3});
+         be.batchnorm_relu_forward_train(f32({1, 3}), c, c, Tensor(), y, c, c, c, c, {});
+       }},
+      {"batchnorm_relu_forward_train", "residual shape",
+       [&] {
+         Tensor c = f32({3}), y = f32(v5.shape());
+         be.batchnorm_relu_forward_train(v5, c, c, f32({2, 3, 4, 5, 5}), y, c, c, c, c, {});
+       }},
+      {"batchnorm_relu_forward_eval", "residual dtype",
+       [&] {
+         Tensor c = f32({3}), y = f32(v5.shape());
+         be.batchnorm_relu_forward_eval(v5, c, c, f64(v5.shape()), c, c, y, {});
+       }},
+      {"batchnorm_relu_backward", "y shape",
+       [&] {
+         Tensor c = f32({3}), dx = f32(v5.shape()), dr;
+         be.batchnorm_relu_backward(v5, f32({2, 3, 4, 5}), v5, c, c, c, dx, c, c, dr);
+       }},
+      {"batchnorm_relu_backward", "dr shape",
+       [&] {
+         Tensor c = f32({3}), dx = f32(v5.shape()), dr = f32({2, 3});
+         be.batchnorm_relu_backward(v5, v5, v5, c, c, c, dx, c, c, dr);
        }},
       {"matmul", "inner sizes",
        [&] { Tensor o = f32({4, 5}); be.matmul(f32({4, 3}), f32({2, 5}), o, false, false, 1, 0); }},
