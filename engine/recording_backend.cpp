@@ -18,7 +18,9 @@ void RecordingBackend::copy_from_host(void*, const void*, size_t) {
 void RecordingBackend::copy_to_host(void*, const void*, size_t) {
   throw Error("host read inside a captured step: copy_to_host reached the recorder");
 }
-void RecordingBackend::synchronize() { throw Error("host read inside a captured step: synchronize reached the recorder"); }
+void RecordingBackend::synchronize() {
+  throw Error("host read inside a captured step: synchronize reached the recorder");
+}
 // Tensor::copy_ handed both tensors to the recording before calling this (keep_alive_while_capturing).
 void RecordingBackend::copy_device(void* d, const void* s, size_t n) { HDSSL_RECORD(copy_device(d, s, n)); }
 
@@ -124,6 +126,29 @@ void RecordingBackend::batchnorm_backward(const Tensor& x, const Tensor& dy, con
                                           Tensor& dgamma, Tensor& dbeta) {
   Tensor xx = x, d = dy, g = gamma, sm = save_mean, si = save_invstd;
   HDSSL_RECORD(batchnorm_backward(xx, d, g, sm, si, dx, dgamma, dbeta));
+}
+
+// r (the residual) and dr are optional: an undefined Tensor is recorded as such.
+void RecordingBackend::batchnorm_relu_forward_train(const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                                                    const Tensor& r, Tensor& y, Tensor& save_mean,
+                                                    Tensor& save_invstd, Tensor& running_mean, Tensor& running_var,
+                                                    const BatchNormArgs& a) {
+  Tensor xx = x, g = gamma, b = beta, rr = r;
+  HDSSL_RECORD(
+      batchnorm_relu_forward_train(xx, g, b, rr, y, save_mean, save_invstd, running_mean, running_var, a));
+}
+void RecordingBackend::batchnorm_relu_forward_eval(const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                                                   const Tensor& r, const Tensor& running_mean,
+                                                   const Tensor& running_var, Tensor& y, const BatchNormArgs& a) {
+  Tensor xx = x, g = gamma, b = beta, rr = r, rm = running_mean, rv = running_var;
+  HDSSL_RECORD(batchnorm_relu_forward_eval(xx, g, b, rr, rm, rv, y, a));
+}
+void RecordingBackend::batchnorm_relu_backward(const Tensor& x, const Tensor& y, const Tensor& dy,
+                                               const Tensor& gamma, const Tensor& save_mean,
+                                               const Tensor& save_invstd, Tensor& dx, Tensor& dgamma, Tensor& dbeta,
+                                               Tensor& dr) {
+  Tensor xx = x, yy = y, d = dy, g = gamma, sm = save_mean, si = save_invstd;
+  HDSSL_RECORD(batchnorm_relu_backward(xx, yy, d, g, sm, si, dx, dgamma, dbeta, dr));
 }
 
 void RecordingBackend::matmul(const Tensor& a, const Tensor& b, Tensor& out, bool trans_a, bool trans_b,

@@ -66,6 +66,15 @@ class RecordingBackend final : public BackendImpl {
                               const Tensor& running_var, Tensor& y, const BatchNormArgs& a) override;
   void batchnorm_backward(const Tensor& x, const Tensor& dy, const Tensor& gamma, const Tensor& save_mean,
                           const Tensor& save_invstd, Tensor& dx, Tensor& dgamma, Tensor& dbeta) override;
+  void batchnorm_relu_forward_train(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& r,
+                                    Tensor& y, Tensor& save_mean, Tensor& save_invstd, Tensor& running_mean,
+                                    Tensor& running_var, const BatchNormArgs& a) override;
+  void batchnorm_relu_forward_eval(const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& r,
+                                   const Tensor& running_mean, const Tensor& running_var, Tensor& y,
+                                   const BatchNormArgs& a) override;
+  void batchnorm_relu_backward(const Tensor& x, const Tensor& y, const Tensor& dy, const Tensor& gamma,
+                               const Tensor& save_mean, const Tensor& save_invstd, Tensor& dx, Tensor& dgamma,
+                               Tensor& dbeta, Tensor& dr) override;
 
   void matmul(const Tensor& a, const Tensor& b, Tensor& out, bool trans_a, bool trans_b, double alpha,
               double beta) override;

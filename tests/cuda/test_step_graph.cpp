@@ -92,7 +92,8 @@ TEST(CudaStepGraph, ReplayEqualsEagerBitForBit) {
   }
   for (size_t i = 0; i < eager.optimizer().exp_avg().size(); ++i) {
     EXPECT_TRUE(same_bits(eager.optimizer().exp_avg()[i], graphed.optimizer().exp_avg()[i])) << "exp_avg " << i;
-    EXPECT_TRUE(same_bits(eager.optimizer().exp_avg_sq()[i], graphed.optimizer().exp_avg_sq()[i])) << "exp_avg_sq " << i;
+    EXPECT_TRUE(same_bits(eager.optimizer().exp_avg_sq()[i], graphed.optimizer().exp_avg_sq()[i]))
+        << "exp_avg_sq " << i;
   }
   EXPECT_EQ(eager.optimizer().param_steps(), graphed.optimizer().param_steps());
 }
