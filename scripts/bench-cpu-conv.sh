@@ -6,6 +6,8 @@
 # (scripts/install-deps.sh --oracle) and a build (scripts/build.sh).
 #   scripts/bench-cpu-conv.sh [THREADS=2] [ROUNDS=3]
 set -euo pipefail
+# shellcheck source=scripts/bench-table.sh
+source "$(dirname "$0")/bench-table.sh"
 cd "$(dirname "$0")/.."
 threads=${1:-2}; rounds=${2:-3}
 bench=${BUILD_DIR:-build}/bench
@@ -13,7 +15,7 @@ bench=${BUILD_DIR:-build}/bench
 export OMP_NUM_THREADS=$threads OMP_WAIT_POLICY=PASSIVE
 ours=(); theirs=()
 for r in $(seq "$rounds"); do
-  ours+=("$("$bench" --device cpu --what conv --runs 30 --warmup 5 | awk '/^conv3d_fwd_bwd/ {print $2}')")
+  ours+=("$("$bench" --device cpu --what conv --runs 30 --warmup 5 | bench_columns conv3d_fwd_bwd median_ms)")
   theirs+=("$(/usr/bin/python3 tests/reference/torch_cpu_conv3d.py "$threads" | sed -E 's/.*median ([0-9.]+) ms.*/\1/')")
   echo "round $r: hdssl ${ours[-1]} ms   pytorch ${theirs[-1]} ms   (load average $(cut -d' ' -f1 /proc/loadavg) on $(getconf _NPROCESSORS_ONLN) cores)"
 done

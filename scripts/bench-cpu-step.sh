@@ -10,6 +10,8 @@
 # build (scripts/build.sh).
 #   scripts/bench-cpu-step.sh [THREADS=2] [ROUNDS=3]
 set -euo pipefail
+# shellcheck source=scripts/bench-table.sh
+source "$(dirname "$0")/bench-table.sh"
 cd "$(dirname "$0")/.."
 threads=${1:-2}; rounds=${2:-3}
 build=${BUILD_DIR:-build}; bench=$build/bench
@@ -22,7 +24,7 @@ ours=(); theirs=(); ours_cpu=(); theirs_cpu=()
 for r in $(seq "$rounds"); do
   "$bench" --device cpu --what step --threads "$threads" --base-channels 32 --scales 5 "${size[@]}" \
     > "$build/bench-cpu-step.profile"
-  read -r o oc < <(awk '/^pretrain_step_ours/ {print $2, $4}' "$build/bench-cpu-step.profile")
+  read -r o oc < <(bench_columns pretrain_step_ours median_ms,cpu_ms < "$build/bench-cpu-step.profile")
   line=$(/usr/bin/python3 tests/reference/torch_cpu_pretrain_step.py "$threads" --base 32 --scales 5 "${size[@]}")
   t=$(sed -E 's/.*median ([0-9.]+) ms.*/\1/' <<< "$line"); tc=$(sed -E 's/.* cpu ([0-9.]+) ms.*/\1/' <<< "$line")
   ours+=("$o"); ours_cpu+=("$oc"); theirs+=("$t"); theirs_cpu+=("$tc")
