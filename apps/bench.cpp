@@ -1,7 +1,7 @@
 // bench: times the heavy pieces of hdssl on one device and reports medians (and, on CUDA, peak memory).
 //
 //   ./bench [--device auto|cpu|cuda] [--what conv,step,step_upload] [--runs 10] [--warmup 3] [--tf32]
-//           [--conv-heuristic] [--precision fp32|bf16] [--json FILE]
+//           [--conv-heuristic] [--precision fp32|bf16] [--cuda-graph] [--json FILE]
 //           conv:  [--conv-shape N,C,X,Y,Z] [--conv-out C] [--kernel 3|1]
 //           step:  [--arch ours|vox2vec] [--base-channels B] [--scales S] [--pairs 10] [--patch 128,128,32]
 //                  [--voxels 1024]
@@ -21,6 +21,8 @@
 // (and minimum) is over --runs iterations after --warmup untimed ones (the first CUDA iterations choose
 // cuDNN algorithms and fill the caching allocator). TF32 is off unless --tf32. cpu_ms is the median process
 // CPU time of an iteration, all threads together: on a shared machine it moves less with the load.
+// --cuda-graph: the step rows capture the step once (after two eager warm-up steps, inside --warmup) and
+// replay it (docs/pretraining-step.md section 9); the detail column says so, with the captured size.
 // --precision bf16: the conv row runs on bfloat16 tensors, the step row under the autocast policy
 // (docs/mixed-precision.md); the table's "prec" column says which.
 // On the CPU each row's table is followed by the per-op profile of its timed iterations (engine/profile.h,
@@ -187,7 +189,7 @@ Result time_conv(Device device, const Shape& xs, int64_t co, int k, int warmup, 
 // does not overlap the step.
 Result time_pretrain_step(Device device, const std::string& arch, int base, int scales, int64_t pairs,
                           const Shape& patch, int64_t voxels, int warmup, int runs, Precision prec,
-                          bool upload = false) {
+                          bool upload = false, bool graph = false) {
   Result r;
   r.name = "pretrain_step_" + arch + (upload ? "_upload" : "");
   r.precision = precision_name(prec);
@@ -205,6 +207,7 @@ Result time_pretrain_step(Device device, const std::string& arch, int base, int 
   models::StepSettings ss;
   ss.log_every = int64_t(1) << 40;  // never reached: no step of the timing reads its loss or norm back
   ss.precision = prec;
+  ss.graph = graph;  // --cuda-graph: warm-up steps eager, then the captured step replayed (needs --warmup >= 3)
   models::PretrainStep step(model, ss);
   os << ", base " << mc.base << ", " << mc.scales << " scales, " << model.parameter_count() << " parameters";
   r.detail = os.str();
@@ -246,6 +249,10 @@ Result time_pretrain_step(Device device, const std::string& arch, int base, int 
        << " host waits for staging";
     r.detail = os.str();
   }
+  if (graph)
+    r.detail += step.captured() ? "; captured step replayed (" + std::to_string(step.captured_calls()) +
+                                      (device.is_cpu() ? " recorded calls)" : " graph nodes)")
+                                : std::string("; --cuda-graph: not captured yet (fewer than 3 steps run)");
   // FLOPs of one step at the paper's sizes, as counted by scripts/torch_reference_bench.py
   // (27.1 and 7.4 TFLOP: docs/method.md section 8); unknown for other sizes.
   const bool paper_net = base <= 0 && scales <= 0;
@@ -300,7 +307,7 @@ int main(int argc, char** argv) {
               json_out, precision_arg = "fp32";
   int64_t conv_out = 0, pairs = 10, voxels = 1024;
   int kernel = 3, runs = 10, warmup = 3, base = 0, scales = 0, threads = 0;
-  bool tf32 = false, conv_heuristic = false, deterministic = false;
+  bool tf32 = false, conv_heuristic = false, deterministic = false, cuda_graph = false;
   app::SettingsTable t(app);  // bench saves nothing: the table gives the flags their ranges
   using K = app::Kind;
   t.add("--device", "device", device_arg, "auto | cpu | cuda | cuda:N (auto: the first GPU when there is one)", K::NotSaved);
@@ -316,6 +323,9 @@ int main(int argc, char** argv) {
   t.add("--precision", "precision", precision_arg,
         "fp32 | bf16 (conv: bfloat16 tensors; step: the autocast policy, docs/mixed-precision.md)", K::NotSaved)
       .one_of({"fp32", "bf16"});
+  t.add("--cuda-graph", "cuda_graph", cuda_graph,
+        "step rows: capture the step after 2 eager warm-up steps and replay it (a CUDA graph; on the CPU the "
+        "recorder of engine/step_graph.h, which shows the host code's per-call cost)", K::NotSaved);
   t.add("--json", "json", json_out, "also write the results to this JSON file", K::NotSaved);
   t.add("--conv-shape", "conv_shape", conv_shape,
         "conv input N,C,X,Y,Z (default: 20,32,128,128,32 on CUDA, 2,16,32,32,16 on CPU)", K::NotSaved);
@@ -375,7 +385,8 @@ int main(int argc, char** argv) {
         const bool upload = item == "step_upload";
         try {
           rows.push_back(
-              time_pretrain_step(device, arch, base, scales, pairs, patch, voxels, warmup, runs, prec, upload));
+              time_pretrain_step(device, arch, base, scales, pairs, patch, voxels, warmup, runs, prec, upload,
+                                 cuda_graph));
         } catch (const std::exception& e) {  // e.g. out of memory: report it as the row's finding
           Result r;
           r.name = "pretrain_step_" + arch + (upload ? "_upload" : "");

@@ -80,6 +80,7 @@ struct Options {
   bool no_restoration = false, restoration_1x1 = false, freeze_projections = false, resume = false, demo = false;
   bool sync_bn = false, gather_negatives = false;  // issue 12: only under mpirun with N > 1 ranks
   bool deterministic = false;
+  bool cuda_graph = false;  // issue 10 (7): the captured step (engine/step_graph.h)
   std::string precision = "fp32";  // issue 10 (6): mixed precision (docs/mixed-precision.md)
   uint64_t seed = 0;
   int64_t debug_nan_at = -1;  // testing hook: poisons view A of this step
@@ -159,6 +160,10 @@ void declare_settings(app::SettingsTable& t, Options& o) {
   t.add("--precision", "precision", o.precision,
         "fp32 | bf16 (convolutions and GEMMs in bfloat16, losses and weights in float32; may change on --resume)",
         K::Resumable).one_of({"fp32", "bf16"});
+  t.add("--cuda-graph", "cuda_graph", o.cuda_graph,
+        "capture the step after 2 eager steps and replay it (a CUDA graph; on the CPU a recorder): one process "
+        "only, fixed batch shapes; a log step's checks come after its update (docs/pretraining-step.md section 9)",
+        K::Recorded);
   t.add("--threads", "threads", o.threads,
         "CPU threads for the math (0: all cores; under mpirun: cores / ranks on the node)", K::NotSaved).at_least(0);
   t.add("--loader-threads", "loader_threads", o.loader_threads, "threads preparing batches ahead", K::NotSaved)
@@ -576,6 +581,10 @@ int run_pretraining(Options& o, app::SettingsTable& table, const CLI::App& app, 
   ss.clip = o.clip;
   ss.log_every = o.log_every;
   ss.precision = parse_precision(o.precision);
+  ss.graph = o.cuda_graph;
+  if (o.cuda_graph && ranks > 1)
+    throw Fatal{"--cuda-graph: a captured step cannot include the gradient all-reduce (MPI runs on the host); "
+                "run with one process or without --cuda-graph", 2};
   // Data parallelism: gradients averaged in the step's hook; --sync-bn, --gather-negatives (docs/scaling.md).
   std::unique_ptr<MpiReducer> reducer = ranks > 1 ? std::make_unique<MpiReducer>(comm) : nullptr;
   std::optional<dist::SyncBatchNormScope> sync_bn;
@@ -583,6 +592,10 @@ int run_pretraining(Options& o, app::SettingsTable& table, const CLI::App& app, 
   if (ranks > 1 && o.gather_negatives)
     model.set_negatives_gather([&comm](const Variable& x) { return dist::all_gather_rows(x, comm); });
   models::PretrainStep step_fn(model, ss, reducer.get());
+  if (o.cuda_graph)
+    run.log("--cuda-graph: the step is captured after " + std::to_string(ss.graph_warmup) +
+            " eager steps and replayed from then on (" + (device.is_cpu() ? "the CPU recorder" : "a CUDA graph") +
+            "); log steps check after the update");
   Adam& adam = step_fn.optimizer();
   const std::vector<Variable>& params = step_fn.parameters();
   int64_t start = 0;

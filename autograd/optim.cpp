@@ -13,6 +13,30 @@ Adam::Adam(std::vector<Variable> params, AdamArgs args) : params_(std::move(para
     exp_avg_sq_.push_back(Tensor::zeros(p.shape(), p.dtype(), p.device()));
   }
   param_steps_.assign(params_.size(), 0);
+  device_steps_.assign(params_.size(), -1);
+  step_tensors_.resize(params_.size());
+}
+
+void Adam::set_host_counts(const HostCounts& c) {
+  HDSSL_CHECK(c.param_steps.size() == params_.size() && c.device_steps.size() == params_.size())
+      << "Adam::set_host_counts: " << c.param_steps.size() << " counts for " << params_.size() << " parameters";
+  step_count_ = c.step_count;
+  param_steps_ = c.param_steps;
+  device_steps_ = c.device_steps;
+}
+
+void Adam::sync_device_count(size_t i) {
+  const Variable& p = params_[i];
+  if (!step_tensors_[i].defined()) step_tensors_[i] = Tensor::zeros({1}, DType::F64, p.device());
+  if (device_steps_[i] != param_steps_[i]) {  // written in place: a captured step keeps naming this tensor
+    step_tensors_[i].copy_(Tensor::from_vector<double>({double(param_steps_[i])}, {1}, Device::cpu()));
+    device_steps_[i] = param_steps_[i];
+  }
+}
+
+void Adam::sync_device_counts() {
+  if (!device_counts_) return;
+  for (size_t i = 0; i < params_.size(); ++i) sync_device_count(i);
 }
 
 void Adam::step(double grad_scale) { update(grad_scale, Tensor()); }
@@ -27,8 +51,14 @@ void Adam::update(double grad_scale, const Tensor& scale) {
     Variable& p = params_[i];
     if (!p.grad().defined()) continue;
     AdamArgs a = args_;
+    Tensor count;  // undefined: the host's step number a.step
+    if (device_counts_) {
+      sync_device_count(i);
+      count = step_tensors_[i];
+      ++device_steps_[i];  // adam_step advances it on the device
+    }
     a.step = ++param_steps_[i];
-    backend(p.device()).adam_step(p.value(), p.grad(), exp_avg_[i], exp_avg_sq_[i], a, grad_scale, scale);
+    backend(p.device()).adam_step(p.value(), p.grad(), exp_avg_[i], exp_avg_sq_[i], a, grad_scale, scale, count);
   }
 }
 

@@ -49,13 +49,36 @@ class Adam {
   double lr() const { return args_.lr; }
   void set_lr(double lr) { args_.lr = lr; }
 
+  // Device step counts (off by default): each parameter's step number also lives in a float64 [1] tensor
+  // on its device, which adam_step advances and reads for the bias corrections, so no kernel argument
+  // changes from step to step and a captured step (engine/step_graph.h) replays with the right step. The
+  // update is the same, bit for bit on the CPU. The host counts above stay the truth for checkpoints: a
+  // device count that differs from its host count (set_step_count / param_steps() edited, a checkpoint
+  // loaded) is written from the host before its next update. models::PretrainStep turns this on.
+  void count_steps_on_device(bool on) { device_counts_ = on; }
+  bool counts_steps_on_device() const { return device_counts_; }
+  // The host bookkeeping alone (what a capture, which runs nothing, must undo, and a replay, which runs no
+  // host code, must redo): step_count, param_steps and the host's record of the device counts.
+  struct HostCounts {
+    int64_t step_count = 0;
+    std::vector<int64_t> param_steps, device_steps;
+  };
+  HostCounts host_counts() const { return {step_count_, param_steps_, device_steps_}; }
+  void set_host_counts(const HostCounts& c);
+  // Writes every device count that differs from its host count now (a capture must not need the upload).
+  void sync_device_counts();
+
  private:
   std::vector<Variable> params_;
   AdamArgs args_;
   void update(double grad_scale, const Tensor& scale);
+  void sync_device_count(size_t i);
   int64_t step_count_ = 0;
   std::vector<Tensor> exp_avg_, exp_avg_sq_;
   std::vector<int64_t> param_steps_;
+  bool device_counts_ = false;
+  std::vector<Tensor> step_tensors_;   // device counts, one float64 [1] per parameter (created on first use)
+  std::vector<int64_t> device_steps_;  // what each of them holds (-1: not written yet)
 };
 
 // The 2-norm of all gradients together (parameters without a gradient contribute nothing).

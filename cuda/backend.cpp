@@ -22,6 +22,7 @@
 #include "cuda/conv3d_cudnn.h"
 #include "cuda/kernels/kernels.h"
 #include "cuda/matmul_cublas.h"
+#include "cuda/step_graph.h"
 #include "engine/backend_impl.h"
 
 namespace hdssl::cuda {
@@ -417,7 +418,16 @@ class CudaBackend final : public BackendImpl {
 
   // ---- optimizer ----
   void adam_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamArgs& a,
-                 double grad_scale, const Tensor& scale) override {
+                 double grad_scale, const Tensor& scale, const Tensor& step_count) override {
+    if (step_count.defined()) {  // the step number lives on the device (engine/backend.h)
+      dispatch_float(param.dtype(), "adam_step", [&](auto tag) {
+        using T = decltype(tag);
+        k::adam_step_counted<T>(param.data<T>(), grad.data<T>(), m.data<T>(), v.data<T>(), param.numel(), a.lr,
+                                a.beta1, a.beta2, a.eps, step_count.data<double>(), grad_scale,
+                                scale.defined() ? scale.data<T>() : nullptr);
+      });
+      return;
+    }
     const double bc1 = 1.0 - std::pow(a.beta1, double(a.step)), bc2 = 1.0 - std::pow(a.beta2, double(a.step));
     dispatch_float(param.dtype(), "adam_step", [&](auto tag) {
       using T = decltype(tag);
@@ -451,6 +461,7 @@ bool init() {
   static CudaBackend* backend = new CudaBackend();  // never destroyed (see the note at the top)
   register_backend(DeviceKind::CUDA, backend);
   register_async_upload();  // make_batch_uploader(cuda): pinned staging + copy stream (async_upload.h)
+  register_step_capture();  // begin_capture(cuda): CUDA graphs with a private pool (step_graph.h)
   done = true;
   return ok = true;
 }

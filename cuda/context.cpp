@@ -17,6 +17,14 @@ Context::Context(int dev) : device(dev) {
   cublasCheck(cublasSetStream(cublas, stream));
   cublasCheck(cublasSetPointerMode(cublas, CUBLAS_POINTER_MODE_HOST));
   cublasCheck(cublasSetMathMode(cublas, CUBLAS_DEFAULT_MATH));  // no TF32: exact float32 GEMMs
+  // A fixed cuBLAS workspace (NVIDIA's recommended size: 32 MiB from Hopper on, 4 MiB before), so that
+  // cuBLAS never allocates one itself inside a captured step (cuda/step_graph.cpp). Not from the caching
+  // allocator: it lives as long as the context.
+  int major = 0;
+  cudaCheck(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  cublas_workspace_bytes = size_t(major >= 9 ? 32 : 4) << 20;
+  cudaCheck(cudaMalloc(&cublas_workspace, cublas_workspace_bytes));
+  cublasCheck(cublasSetWorkspace(cublas, cublas_workspace, cublas_workspace_bytes));
   cudnnCheck(cudnnCreate(&cudnn));
   cudnnCheck(cudnnSetStream(cudnn, stream));
 }
@@ -24,6 +32,7 @@ Context::Context(int dev) : device(dev) {
 Context::~Context() {
   if (cudnn) cudnnCheckNoThrow(cudnnDestroy(cudnn));
   if (cublas) cublasCheckNoThrow(cublasDestroy(cublas));
+  if (cublas_workspace) cudaCheckNoThrow(cudaFree(cublas_workspace));
   if (stream) cudaCheckNoThrow(cudaStreamDestroy(stream));
 }
 

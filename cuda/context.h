@@ -17,6 +17,8 @@ struct Context {
   cudaStream_t stream = nullptr;
   cublasHandle_t cublas = nullptr;
   cudnnHandle_t cudnn = nullptr;
+  void* cublas_workspace = nullptr;  // cuBLAS's fixed workspace (cublasSetWorkspace; CUDA-graph capture)
+  size_t cublas_workspace_bytes = 0;
   CachingAllocator alloc;
   // TF32 tensor cores for float32 convolutions and GEMMs. Off by default (exact float32, what parity
   // tests need); the bench may switch it on to compare with PyTorch's defaults.

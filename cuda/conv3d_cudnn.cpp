@@ -226,6 +226,13 @@ Ranked choose(Conv& cv, const Key& key, cudnnMathType_t math) {
   Ranked ranked;
   if (lookup(key, ranked)) return ranked;
   Context& c = ctx();
+  // The search runs convolutions and cudaMallocs its workspace: never inside a captured step (a CUDA graph,
+  // cuda/step_graph.cpp). Eager warm-up steps of every shape come first and fill the cache.
+  cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
+  cudaCheck(cudaStreamIsCapturing(c.stream, &capturing));
+  HDSSL_CHECK(capturing == cudaStreamCaptureStatusNone)
+      << Op::kName << ": no cuDNN algorithm chosen yet for this shape while the step is being captured (a CUDA "
+      << "graph): run eager warm-up steps of the same shapes first (StepSettings::graph_warmup)";
   const size_t cap = workspace_cap();
   size_t ws = 0;  // the largest workspace any algorithm needs, within the cap
   for (int a = 0; a < Op::kCount; ++a) {

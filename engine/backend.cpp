@@ -17,6 +17,47 @@ std::atomic<bool> g_deterministic{false};
 void set_deterministic(bool on) { g_deterministic = on; }
 bool deterministic() { return g_deterministic.load(); }
 
+namespace {
+thread_local bool t_capturing = false;
+thread_local Device t_capture_device = Device::cpu();
+thread_local BackendImpl* t_redirected = nullptr;  // the implementation the recorder wraps (for the record)
+thread_local BackendImpl* t_recorder = nullptr;    // receives the calls on t_capture_device while capturing
+thread_local std::vector<Tensor>* t_keep = nullptr;
+}  // namespace
+
+void keep_alive_while_capturing(const Tensor& t) {
+  if (t_keep) t_keep->push_back(t);
+}
+
+// Every Backend of the capture's device goes to the recorder (the CPU has two: plain and profiled), so a
+// profile switched on or off during a capture cannot let a call run unrecorded.
+BackendImpl* Backend::ImplRef::get() const {
+  return t_recorder && impl != t_recorder && impl->device() == t_capture_device ? t_recorder : impl;
+}
+BackendImpl& backend_impl(Backend& b) { return *b.impl_.impl; }
+
+void set_thread_capture(Device device, BackendImpl* redirected, BackendImpl* recorder, std::vector<Tensor>* keep) {
+  HDSSL_CHECK(!t_capturing) << "a step capture is already open on this thread (on " << t_capture_device.str() << ")";
+  t_capturing = true;
+  t_capture_device = device;
+  t_redirected = redirected;
+  t_recorder = recorder;
+  t_keep = keep;
+}
+void clear_thread_capture() {
+  t_capturing = false;
+  t_redirected = t_recorder = nullptr;
+  t_keep = nullptr;
+}
+bool thread_capturing() { return t_capturing; }
+
+void refuse_inside_capture(const char* call) {
+  if (t_capturing)
+    throw Error(std::string("host read inside a captured step: ") + call + " while capturing the step on " +
+                t_capture_device.str() +
+                " (a captured step runs nothing when captured; read the value after a replay instead)");
+}
+
 uint64_t host_sync_count() { return g_host_syncs.load(); }
 void count_host_sync() { g_host_syncs.fetch_add(1, std::memory_order_relaxed); }
 

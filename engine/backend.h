@@ -19,6 +19,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "engine/device.h"
 #include "engine/tensor.h"
@@ -43,7 +44,7 @@ class BackendImpl;  // engine/backend_impl.h
 
 class Backend final {
  public:
-  explicit Backend(BackendImpl& impl) : impl_(&impl) {}  // the registry makes these (and tests, with a fake)
+  explicit Backend(BackendImpl& impl) : impl_{&impl} {}  // the registry makes these (and tests, with a fake)
   Device device() const;
 
   // ---- memory ----
@@ -160,9 +161,11 @@ class Backend final {
   // PyTorch Adam on one parameter tensor: m, v updated in place, param -= lr * mhat / (sqrt(vhat) + eps);
   // grad is first multiplied by grad_scale (gradient-norm clipping folds in here) and, when the optional
   // [1] tensor `scale` of param's dtype is given, by scale[0] read on the device (T(grad_scale) * scale[0]);
-  // a.step >= 1
+  // a.step >= 1. With the optional float64 [1] tensor `step_count` on the device, the step number comes
+  // from there instead of a.step: step_count[0] += 1 first, then the bias corrections use it (so a captured
+  // step, engine/step_graph.h, replays with the right step; a.step is then ignored but still checked).
   void adam_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamArgs& a,
-                 double grad_scale, const Tensor& scale = Tensor());
+                 double grad_scale, const Tensor& scale = Tensor(), const Tensor& step_count = Tensor());
   // PyTorch's clip factor on the device, from a sum of squared gradients: scale[0] = min(1, max_norm /
   // (sqrt(sum_squares[0]) + eps)), computed in double whatever the dtype (so it equals the host's
   // clip_coefficient() rounded to the dtype); a NaN sum gives 1 (std::min's rule). Both [1], one dtype;
@@ -170,7 +173,16 @@ class Backend final {
   void clip_scale(const Tensor& sum_squares, double max_norm, double eps, Tensor& scale);
 
  private:
-  BackendImpl* impl_;
+  // The implementation a call runs on: impl, or, while this thread captures a step on this backend's
+  // device, the recorder standing in for it (engine/step_graph.h). One thread-local test per call.
+  struct ImplRef {
+    BackendImpl* impl;
+    BackendImpl* get() const;
+    BackendImpl* operator->() const { return get(); }
+    BackendImpl& operator*() const { return *get(); }
+  };
+  ImplRef impl_;
+  friend BackendImpl& backend_impl(Backend& b);
 };
 
 // The backend for a device. The CPU backend is always there; CUDA registers its implementation when built
@@ -185,6 +197,25 @@ bool cuda_available();  // a CUDA backend was built in and found a device
 // same code counts the same on both). The test of the pretraining step counts them per step.
 uint64_t host_sync_count();
 void count_host_sync();  // adds one (engine/ only)
+
+// Step capture (engine/step_graph.h) on the calling thread. While a capture is open, a host read or write
+// of device memory (Backend::copy_to_host / copy_from_host / synchronize, Tensor::item() / to_vector() of
+// a CPU tensor) throws hdssl::Error naming `call`: a captured step runs nothing at capture time, so a value
+// read then would be stale at every replay (and CUDA forbids the sync).
+void refuse_inside_capture(const char* call);
+// The implementation behind a Backend, bypassing any capture redirect (engine/step_graph.cpp).
+BackendImpl& backend_impl(Backend& b);
+// engine/step_graph.cpp: open / close the calling thread's capture. `recorder`, when not null, receives
+// every primitive call made on `device` from this thread (the CPU's recording backend); null: calls run as
+// usual (a CUDA stream capture records them itself).
+// `redirected` is the implementation the recorder wraps (every Backend of `device` goes to the recorder).
+// `keep`, when not null, receives the tensors whose raw memory a recorded call names (Tensor::copy_ calls
+// keep_alive_while_capturing on its two tensors before copy_device): the recording holds them.
+void set_thread_capture(Device device, BackendImpl* redirected, BackendImpl* recorder,
+                        std::vector<Tensor>* keep = nullptr);
+void keep_alive_while_capturing(const Tensor& t);
+void clear_thread_capture();
+bool thread_capturing();
 
 // Deterministic mode (--deterministic): every primitive gives the same bits for the same inputs, run after
 // run. The CPU backend always does (for a fixed thread count); the CUDA backend then takes only cuDNN

@@ -106,7 +106,8 @@ class BackendImpl {
                                   Tensor& dp) = 0;
 
   virtual void adam_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamArgs& a,
-                         double grad_scale, const Tensor& scale) = 0;  // scale: optional [1]
+                         double grad_scale, const Tensor& scale,
+                         const Tensor& step_count) = 0;  // scale: optional [1]; step_count: optional f64 [1]
   virtual void clip_scale(const Tensor& sum_squares, double max_norm, double eps, Tensor& scale) = 0;
 };
 

@@ -95,13 +95,18 @@ Device Backend::device() const { return impl_->device(); }
 // ---- memory: raw bytes, no tensor contract ----
 void* Backend::allocate(size_t bytes) { return impl_->allocate(bytes); }
 void Backend::deallocate(void* ptr, size_t bytes) { impl_->deallocate(ptr, bytes); }
-void Backend::copy_from_host(void* dst, const void* src, size_t bytes) { impl_->copy_from_host(dst, src, bytes); }
+void Backend::copy_from_host(void* dst, const void* src, size_t bytes) {
+  refuse_inside_capture("copy_from_host (a host write)");
+  impl_->copy_from_host(dst, src, bytes);
+}
 void Backend::copy_to_host(void* dst, const void* src, size_t bytes) {
+  refuse_inside_capture("copy_to_host (Tensor::item / to_vector / to(cpu))");
   count_host_sync();
   impl_->copy_to_host(dst, src, bytes);
 }
 void Backend::copy_device(void* dst, const void* src, size_t bytes) { impl_->copy_device(dst, src, bytes); }
 void Backend::synchronize() {
+  refuse_inside_capture("synchronize");
   count_host_sync();
   impl_->synchronize();
 }
@@ -463,13 +468,19 @@ void Backend::soft_dice_backward(const Tensor& p, const Tensor& g, const Tensor&
 
 // ---- optimizer ----
 void Backend::adam_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamArgs& a,
-                        double grad_scale, const Tensor& scale) {
+                        double grad_scale, const Tensor& scale, const Tensor& step_count) {
   const Contract c("adam_step", device());
   c.floating(param, "param").same(param, grad, "grad").same(param, m, "m").same(param, v, "v");
   if (scale.defined()) c.scalar(scale, param, "scale");
+  if (step_count.defined()) {
+    c.tensor(step_count, "step_count");
+    HDSSL_REQUIRE(c, step_count.dtype() == DType::F64 && step_count.numel() == 1)
+        << "step_count must be float64 [1], got " << step_count.describe();
+  }
   HDSSL_REQUIRE(c, a.step >= 1) << "step is 1-based, got " << a.step;
   Bf16Widening bf(*impl_, "adam_step", {&param, &grad, &m, &v, &scale});
-  impl_->adam_step(bf.inout(param), bf.in(grad), bf.inout(m), bf.inout(v), a, grad_scale, bf.in(scale));
+  impl_->adam_step(bf.inout(param), bf.in(grad), bf.inout(m), bf.inout(v), a, grad_scale, bf.in(scale),
+                   step_count);
   bf.finish();
 }
 void Backend::clip_scale(const Tensor& sum_squares, double max_norm, double eps, Tensor& scale) {

@@ -245,8 +245,8 @@ class ProfilingBackend final : public BackendImpl {
   }
 
   void adam_step(Tensor& p, const Tensor& g, Tensor& m, Tensor& v, const AdamArgs& a, double grad_scale,
-                 const Tensor& scale) override {
-    HDSSL_TIMED(adam_step)(p, g, m, v, a, grad_scale, scale);
+                 const Tensor& scale, const Tensor& step_count) override {
+    HDSSL_TIMED(adam_step)(p, g, m, v, a, grad_scale, scale, step_count);
   }
   void clip_scale(const Tensor& sum_squares, double max_norm, double eps, Tensor& scale) override {
     HDSSL_TIMED(clip_scale)(sum_squares, max_norm, eps, scale);

@@ -94,6 +94,8 @@ void Tensor::copy_(const Tensor& src) {
   if (!numel()) return;
   Device s = src.device(), d = device();
   if (s == d) {
+    keep_alive_while_capturing(src);  // a recorded copy names raw memory (engine/step_graph.h)
+    keep_alive_while_capturing(*this);
     backend(d).copy_device(raw(), src.raw(), nbytes());
   } else if (s.is_cpu()) {
     backend(d).copy_from_host(raw(), src.raw(), nbytes());
@@ -131,6 +133,7 @@ std::vector<T> Tensor::to_vector() const {
   std::vector<T> v(static_cast<size_t>(numel()));
   if (v.empty()) return v;
   if (device().is_cpu()) {
+    refuse_inside_capture("Tensor::to_vector / item() of a CPU tensor");
     count_host_sync();  // the CPU backend's stand-in for a device -> host copy (engine/backend.h)
     std::memcpy(v.data(), raw(), nbytes());
   } else {

@@ -75,16 +75,31 @@ struct StepSettings {
   bool check_finite_loss = true;  // at log steps, read Lc, Lr, L and stop on NaN / Inf
   int64_t log_every = 1;          // log steps: multiples of this (1: every step), and run(.., check = true)
   Precision precision = Precision::FP32;  // the forward runs under AutocastGuard(precision) (--precision)
+  // --cuda-graph: after graph_warmup eager steps, capture one step (engine/step_graph.h) and replay it for
+  // every later step (docs/pretraining-step.md section 9). On the CPU the capture is the recorder.
+  bool graph = false;
+  int64_t graph_warmup = 2;  // eager steps before the capture (CUDA: cuDNN's algorithm search runs there)
 };
 
 class PretrainStep {
  public:
-  // The model must outlive the step; Adam is created here over model.parameters().
+  // The model must outlive the step; Adam is created here over model.parameters() and counts its steps
+  // on the device (Adam::count_steps_on_device: the same update, and what a captured step needs).
+  // With s.graph, a GradientReducer or a negatives gather (Pretrainer::set_negatives_gather) is refused
+  // (hdssl::Error): their host-side communication cannot be captured.
   PretrainStep(Pretrainer& model, const StepSettings& s = {}, GradientReducer* reducer = nullptr);
+  ~PretrainStep();
 
   // One whole step; `step` (1-based) names the step in errors and makes it a log step when it is a
   // multiple of log_every; `check` makes it one anyway. Throws StepDiverged (at log steps only).
+  // With settings().graph: the first graph_warmup calls run eagerly, the next captures the step and every
+  // call from then on replays it (the batch copied into the captured input tensors first; its shapes must
+  // not change, nor the learning rate: hdssl::Error). A replayed log step makes its checks after the
+  // update (the update is inside the graph): StepDiverged then leaves the diverged update applied, which
+  // ./pretrain never saves (it stops without saving on StepDiverged).
   StepResult run(const PretrainInputs& in, int64_t step, bool check = false);
+  bool captured() const { return graph_ != nullptr; }
+  size_t captured_calls() const;  // primitive calls (CPU) or graph nodes (CUDA) of the captured step; 0: none
 
   // run() is these two, in this order; tests inspect the gradients in between.
   StepResult compute_gradients(const PretrainInputs& in);           // loss, backward, reducer
@@ -100,10 +115,17 @@ class PretrainStep {
   const Adam& optimizer() const { return adam_; }
   const std::vector<Variable>& parameters() const { return params_; }
   const StepSettings& settings() const { return s_; }
-  void set_lr(double lr) { s_.lr = lr; adam_.set_lr(lr); }
+  void set_lr(double lr);  // refused (hdssl::Error) once a step is captured with another lr
 
  private:
+  struct Captured;
   std::string first_non_finite_gradient() const;
+  void capture(const PretrainInputs& in);
+  void update(const Tensor& grad_sum_squares);
+  StepResult replay(const PretrainInputs& in, int64_t step, bool check);
+  void check_result(StepResult& r, int64_t step);
+  std::unique_ptr<Captured> graph_;
+  int64_t eager_runs_ = 0;
   Pretrainer& model_;
   StepSettings s_;
   GradientReducer* reducer_;

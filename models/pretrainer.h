@@ -56,6 +56,7 @@ class Pretrainer : public Module {
   // data-parallel run sets dist::all_gather_rows, so every anchor sees every rank's negatives). Unset: as is.
   using RowGather = std::function<Variable(const Variable&)>;
   void set_negatives_gather(RowGather g) { gather_ = std::move(g); }
+  bool gathers_negatives() const { return bool(gather_); }
 
   FPN3d& backbone() { return *backbone_; }
   const PretrainConfig& config() const { return cfg_; }

@@ -110,5 +110,10 @@ void adam_step(T* param, const T* grad, T* m, T* v, int64_t n, double lr, double
                double bias_correction1, double bias_correction2, double grad_scale, const T* scale);
 // scale[0] = min(1, max_norm / (sqrt(sum_squares[0]) + eps)) in double, one thread
 template <class T> void clip_scale(const T* sum_squares, double max_norm, double eps, T* scale);
+// The same update with the step number on the device (a CUDA graph replays it with the right step):
+// step_count[0] += 1 (one thread), then every thread computes the bias corrections from it, in double.
+template <class T>
+void adam_step_counted(T* param, const T* grad, T* m, T* v, int64_t n, double lr, double beta1, double beta2,
+                       double eps, double* step_count, double grad_scale, const T* scale);
 
 }  // namespace hdssl::cuda::kernels

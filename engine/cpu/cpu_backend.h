@@ -98,7 +98,7 @@ class CpuBackend final : public BackendImpl {
 
   // optim.cpp
   void adam_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamArgs& a,
-                 double grad_scale, const Tensor& scale) override;
+                 double grad_scale, const Tensor& scale, const Tensor& step_count) override;
   void clip_scale(const Tensor& sum_squares, double max_norm, double eps, Tensor& scale) override;
 };
 

@@ -13,7 +13,10 @@
 namespace hdssl {
 
 void CpuBackend::adam_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamArgs& a,
-                           double grad_scale, const Tensor& scale_t) {
+                           double grad_scale, const Tensor& scale_t, const Tensor& step_count) {
+  // The step number: a.step, or the device counter advanced here (the same double, so the same bits).
+  double t = double(a.step);
+  if (step_count.defined()) t = step_count.data<double>()[0] += 1.0;
   dispatch_float(param.dtype(), "adam_step", [&](auto tag) {
     using T = decltype(tag);
     // Four distinct tensors (restrict lets the loop vectorize without run-time overlap checks).
@@ -23,8 +26,8 @@ void CpuBackend::adam_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor&
     T* __restrict pv = v.data<T>();
     const T b1 = T(a.beta1), b2 = T(a.beta2), eps = T(a.eps);
     const T scale = scale_t.defined() ? T(grad_scale) * scale_t.data<T>()[0] : T(grad_scale);
-    const T step_size = T(a.lr / (1.0 - std::pow(a.beta1, double(a.step))));
-    const T bc2_sqrt = T(std::sqrt(1.0 - std::pow(a.beta2, double(a.step))));
+    const T step_size = T(a.lr / (1.0 - std::pow(a.beta1, t)));
+    const T bc2_sqrt = T(std::sqrt(1.0 - std::pow(a.beta2, t)));
     const int64_t n = param.numel();
 #pragma omp parallel for schedule(static) if (n > 65536)
     for (int64_t i = 0; i < n; ++i) {

@@ -402,3 +402,34 @@ TEST(PretrainApp, Bf16RunsAndResumesInEitherPrecision) {
   ASSERT_EQ(m.size(), 4u);
   for (const auto& row : m) EXPECT_TRUE(std::isfinite(row[5])) << "L at step " << row[0];
 }
+
+// --cuda-graph on the CPU (the recorder, docs/pretraining-step.md section 9): the same losses and norms,
+// bit for bit, as the eager run, the same checkpoint; NaN still stops the run without saving.
+TEST(PretrainApp, CudaGraphFlagChangesNoValueOnTheCpu) {
+  const std::string eager = scratch() + "/graph_eager", graphed = scratch() + "/graph_on";
+  const std::string args = kTiny + " --steps 9 --save-every 9 --log-every 3";
+  Result a = run("--data " + phantoms() + " -o " + eager + args);
+  Result b = run("--data " + phantoms() + " -o " + graphed + args + " --cuda-graph");
+  ASSERT_EQ(a.code, 0) << a.output;
+  ASSERT_EQ(b.code, 0) << b.output;
+  EXPECT_EQ(losses(eager), losses(graphed));
+  auto ma = metrics(eager), mb = metrics(graphed);
+  ASSERT_EQ(ma.size(), 3u);
+  ASSERT_EQ(mb.size(), 3u);
+  for (size_t i = 0; i < ma.size(); ++i) EXPECT_EQ(ma[i][6], mb[i][6]) << "grad_norm, row " << i;
+  const auto ca = models::read_safetensors(eager + "/checkpoint_latest.safetensors");
+  const auto cb = models::read_safetensors(graphed + "/checkpoint_latest.safetensors");
+  ASSERT_EQ(ca.tensors.size(), cb.tensors.size());
+  for (const auto& t : ca.tensors) {
+    const auto* u = cb.find(t.name);
+    ASSERT_TRUE(u) << t.name;
+    EXPECT_TRUE(t.bytes == u->bytes) << t.name;
+  }
+
+  const std::string nan_out = scratch() + "/graph_nan";
+  Result nan = run("--data " + phantoms() + " -o " + nan_out + kTiny +
+                   " --steps 8 --save-every 4 --log-every 3 --debug-nan-at 5 --cuda-graph");
+  EXPECT_EQ(nan.code, 4) << nan.output;
+  EXPECT_NE(nan.output.find("step 6: the"), std::string::npos) << nan.output;
+  EXPECT_EQ(models::read_safetensors(nan_out + "/checkpoint_latest.safetensors").metadata.at("step"), "4");
+}

@@ -77,7 +77,8 @@ class RecordingImpl final : public BackendImpl {
   void bce_logits_backward(const Tensor&, const Tensor&, const Tensor&, Tensor&) override { ++calls; }
   void soft_dice_forward(const Tensor&, const Tensor&, Tensor&, Tensor&) override { ++calls; }
   void soft_dice_backward(const Tensor&, const Tensor&, const Tensor&, const Tensor&, Tensor&) override { ++calls; }
-  void adam_step(Tensor&, const Tensor&, Tensor&, Tensor&, const AdamArgs&, double, const Tensor&) override {
+  void adam_step(Tensor&, const Tensor&, Tensor&, Tensor&, const AdamArgs&, double, const Tensor&,
+                 const Tensor&) override {
     ++calls;
   }
   void clip_scale(const Tensor&, double, double, Tensor&) override { ++calls; }
@@ -247,6 +248,11 @@ TEST(Dispatch, CallsThatBreakTheContractNeverReachTheImplementation) {
        [&] {
          Tensor p = f32({4}), m = f32({4}), v = f32({4});
          be.adam_step(p, f32({4}), m, v, AdamArgs{}, 1.0, f32({2}));
+       }},
+      {"adam_step", "step_count not float64 [1]",
+       [&] {
+         Tensor p = f32({4}), m = f32({4}), v = f32({4});
+         be.adam_step(p, f32({4}), m, v, AdamArgs{}, 1.0, Tensor(), f32({1}));
        }},
       {"clip_scale", "max_norm 0", [&] { Tensor s = f32({1}); be.clip_scale(f32({1}), 0.0, 1e-6, s); }},
       {"clip_scale", "sum not [1]", [&] { Tensor s = f32({1}); be.clip_scale(f32({2}), 1.0, 1e-6, s); }},

@@ -1,0 +1,120 @@
+// The CUDA StepCapturer (see step_graph.h and engine/step_graph.h for the rules a captured step follows).
+//
+// begin(): a private pool of the caching allocator for this thread's allocations, the engine's capture flag
+// (host reads and writes now throw, naming the call), then cudaStreamBeginCapture on the backend's stream
+// in thread-local mode (a potentially unsafe CUDA call from this thread invalidates the capture; other
+// threads, such as the batch uploader's, are not affected). Everything the step queues on the stream from
+// then on is recorded, not run. end(): cudaStreamEndCapture, cudaGraphInstantiate; the pool stays with the
+// graph, and returns to the general cache when the graph is destroyed.
+//
+// What else the step must not do while captured (each checked where it happens):
+//  - cuDNN's algorithm search (cudnnFind*Ex runs convolutions and cudaMallocs its workspace): the eager
+//    warm-up steps before the capture fill the algorithm cache, and a cache miss during a capture throws
+//    (cuda/conv3d_cudnn.cpp);
+//  - cuBLAS allocating its own workspace: the context gives the handle a fixed one (cuda/context.cpp);
+//  - cudaFree (it synchronizes): the allocator frees nothing while a pool is open (cuda/allocator.cpp).
+#include "cuda/step_graph.h"
+
+#include <memory>
+
+#include "cuda/check.h"
+#include "cuda/context.h"
+#include "engine/backend.h"
+#include "engine/step_graph.h"
+
+namespace hdssl::cuda {
+namespace {
+
+class CudaStepGraph final : public StepGraph {
+ public:
+  CudaStepGraph(cudaGraph_t g, cudaGraphExec_t exec, int pool, size_t nodes)
+      : graph_(g), exec_(exec), pool_(pool), nodes_(nodes) {}
+  ~CudaStepGraph() override {
+    // Queued replays may still run: the pool's blocks go back to the general cache in stream order, which
+    // is safe on the one stream; the executable graph may be destroyed while launched (CUDA defers it).
+    if (exec_) cudaCheckNoThrow(cudaGraphExecDestroy(exec_));
+    if (graph_) cudaCheckNoThrow(cudaGraphDestroy(graph_));
+    ctx().alloc.release_private_pool(pool_);
+  }
+  void replay() override { cudaCheck(cudaGraphLaunch(exec_, ctx().stream)); }
+  size_t nodes() const override { return nodes_; }
+  Device device() const override { return Device::cuda(ctx().device); }
+
+ private:
+  cudaGraph_t graph_;
+  cudaGraphExec_t exec_;
+  int pool_;
+  size_t nodes_;
+};
+
+class CudaCapturer final : public StepCapturer {
+ public:
+  explicit CudaCapturer(Device d) : device_(d) {}
+  void begin() override {
+    Context& c = ctx();
+    pool_ = c.alloc.begin_private_pool();
+    try {
+      set_thread_capture(device_, nullptr, nullptr);  // host reads refused; calls run (into the capture)
+      cudaCheck(cudaStreamBeginCapture(c.stream, cudaStreamCaptureModeThreadLocal));
+    } catch (...) {
+      clear_thread_capture();
+      c.alloc.end_private_pool();
+      c.alloc.release_private_pool(pool_);
+      throw;
+    }
+    open_ = true;
+  }
+  std::unique_ptr<StepGraph> end() override {
+    Context& c = ctx();
+    cudaGraph_t g = nullptr;
+    const cudaError_t e = cudaStreamEndCapture(c.stream, &g);
+    open_ = false;
+    clear_thread_capture();
+    c.alloc.end_private_pool();
+    if (e != cudaSuccess) {
+      if (g) cudaCheckNoThrow(cudaGraphDestroy(g));
+      c.alloc.release_private_pool(pool_);
+      (void)cudaGetLastError();
+      HDSSL_CHECK(false) << "cudaStreamEndCapture failed (" << cudaGetErrorString(e)
+                         << "): something in the captured step is not capturable (a synchronizing call, a "
+                            "cudaFree, work on another stream)";
+    }
+    cudaGraphExec_t exec = nullptr;
+    const cudaError_t ie = cudaGraphInstantiate(&exec, g, 0);
+    if (ie != cudaSuccess) {
+      cudaCheckNoThrow(cudaGraphDestroy(g));
+      c.alloc.release_private_pool(pool_);
+      (void)cudaGetLastError();
+      HDSSL_CHECK(false) << "cudaGraphInstantiate failed: " << cudaGetErrorString(ie);
+    }
+    size_t nodes = 0;
+    cudaCheck(cudaGraphGetNodes(g, nullptr, &nodes));
+    return std::make_unique<CudaStepGraph>(g, exec, pool_, nodes);
+  }
+  void abort() noexcept override {
+    Context& c = ctx();
+    if (open_) {
+      cudaGraph_t g = nullptr;
+      (void)cudaStreamEndCapture(c.stream, &g);  // ends it whatever its state (invalidated or not)
+      if (g) (void)cudaGraphDestroy(g);
+      (void)cudaGetLastError();
+      open_ = false;
+    }
+    clear_thread_capture();
+    c.alloc.end_private_pool();
+    c.alloc.release_private_pool(pool_);
+  }
+
+ private:
+  Device device_;
+  int pool_ = 0;
+  bool open_ = false;
+};
+
+std::unique_ptr<StepCapturer> make_capturer(Device d) { return std::make_unique<CudaCapturer>(d); }
+
+}  // namespace
+
+void register_step_capture() { register_step_capturer(DeviceKind::CUDA, &make_capturer); }
+
+}  // namespace hdssl::cuda
