@@ -3,7 +3,7 @@
 #
 # Run on the GPU machine, from the repo root (cuda/README.md has the same steps one by one):
 #   bash scripts/device-check.sh
-# Steps (each with its own time limit, all well inside 8 minutes together):
+# Steps (each with its own time limit, all inside 9.5 minutes together, build included; run it with timeout_s 600):
 #   1. unpack the -dev packages the machine lacks (.devdeps/unpack-debs.sh, only where that folder exists)
 #   2. configure into /tmp/b with -DHDSSL_CUDA=ON (configure fails unless nvcc and cuDNN are found),
 #      -DHDSSL_PLOTS=OFF (no cairo, no pkg-config) and -DCMAKE_CUDA_ARCHITECTURES=$HDSSL_CUDA_ARCH (90,
@@ -14,7 +14,8 @@
 #   4. ./bench: conv3d forward+backward and one full pretraining step at the paper's size, TF32 off (and the
 #      step with its batch uploaded each iteration, step_upload: the async upload's unhidden cost),
 #      then the step again with --tf32 (PyTorch's fp32 default for convolutions) and the conv and step with
-#      --precision bf16 (docs/mixed-precision.md; target <= 0.15 s per step) if time allows
+#      --precision bf16 (docs/mixed-precision.md; target <= 0.15 s per step), and the captured step
+#      (--cuda-graph, fp32 and bf16) if time allows
 #   5. the PyTorch yardstick scripts/torch_reference_bench.py on the same card (fp32 variants first)
 #   6. if time is left, compute-sanitizer memcheck over the tests of the hand-written kernels
 #   7. a short table, printed last: PASS/FAIL per suite, then the bench table (ours, then PyTorch)
@@ -129,8 +130,21 @@ else
   note "PyTorch yardstick skipped (scripts/torch_reference_bench.py missing, or out of time)"
 fi
 
+# The captured step (engine/step_graph.h, --cuda-graph: two eager warm-up steps, then the graph replayed),
+# fp32 then bf16, if time is left after the yardstick: rows "(graph)" and "(graph bf16)" in the table.
+for prec in fp32 bf16; do
+  if [ "$(elapsed)" -lt 470 ]; then
+    note "bench step with --cuda-graph --precision $prec"
+    timeout 75 "$B/bench" --device cuda --what step --cuda-graph --precision "$prec" --runs 5 --warmup 3 \
+      --json "$OUT/bench_graph_$prec.json" > "$OUT/bench_graph_$prec.log" 2>&1 ||
+      { status=1; tail -20 "$OUT/bench_graph_$prec.log"; }
+  else
+    note "bench --cuda-graph $prec skipped (out of time)"
+  fi
+done
+
 SAN=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
-if [ -x "$SAN" ] && [ "$(elapsed)" -lt 500 ]; then
+if [ -x "$SAN" ] && [ "$(elapsed)" -lt 520 ]; then
   left=$(( 565 - $(elapsed) )); [ "$left" -gt 60 ] && left=60
   note "compute-sanitizer memcheck on the own-kernel tests (${left}s at most)"
   NVIDIA_TF32_OVERRIDE=0 timeout "$left" "$SAN" --tool memcheck --error-exitcode 9 "$B/tests/cuda/cuda_tests" \
@@ -188,10 +202,11 @@ print(f"parity suites: {len(suites)}, tests: {n}, suites failed: {nf}")
 print("\n".join(verdicts))
 if failed_tests: print("  failed tests:", " ".join(failed_tests))
 print(f"{'what':34} {'median_ms':>10} {'peak_GiB':>9} {'mallocs':>8}")
-if not any(load(n) for n in ('bench.json', 'bench_tf32.json', 'bench_heuristic.json', 'bench_bf16.json')):
+benches = (('bench.json', ''), ('bench_tf32.json', ' (tf32)'), ('bench_heuristic.json', ' (heuristic)'),
+           ('bench_bf16.json', ' (bf16)'), ('bench_graph_fp32.json', ' (graph)'), ('bench_graph_bf16.json', ' (graph bf16)'))
+if not any(load(n) for n, _ in benches):
     print("bench: no results (see bench.log)")
-for name, suffix in (('bench.json', ''), ('bench_tf32.json', ' (tf32)'), ('bench_heuristic.json', ' (heuristic)'),
-                     ('bench_bf16.json', ' (bf16)')):
+for name, suffix in benches:
     b = load(name)
     if not b: continue
     for r in b['rows']:
