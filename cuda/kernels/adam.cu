@@ -10,8 +10,9 @@
 
 namespace hdssl::cuda::kernels {
 
+// The update both kernels below run, once their step size and bias correction are known.
 template <class T>
-__global__ void adam_kernel(T* param, const T* grad, T* m, T* v, int64_t n, T step_size, T b1, T b2, T eps,
+__device__ void adam_update(T* param, const T* grad, T* m, T* v, int64_t n, T step_size, T b1, T b2, T eps,
                             T bc2_sqrt, T host_scale, const T* dev_scale) {
   const T scale = dev_scale ? host_scale * *dev_scale : host_scale;
   for (int64_t i = thread_index(); i < n; i += thread_stride()) {
@@ -22,6 +23,12 @@ __global__ void adam_kernel(T* param, const T* grad, T* m, T* v, int64_t n, T st
     v[i] = vi;
     param[i] -= step_size * (mi / (sqrt(vi) / bc2_sqrt + eps));
   }
+}
+
+template <class T>
+__global__ void adam_kernel(T* param, const T* grad, T* m, T* v, int64_t n, T step_size, T b1, T b2, T eps,
+                            T bc2_sqrt, T host_scale, const T* dev_scale) {
+  adam_update(param, grad, m, v, n, step_size, b1, b2, eps, bc2_sqrt, host_scale, dev_scale);
 }
 
 template <class T>
@@ -47,15 +54,7 @@ __global__ void adam_counted_kernel(T* param, const T* grad, T* m, T* v, int64_t
   const double t = *step_count;
   const T step_size = T(lr / (1.0 - pow(beta1, t)));
   const T bc2_sqrt = T(sqrt(1.0 - pow(beta2, t)));
-  const T scale = dev_scale ? host_scale * *dev_scale : host_scale;
-  for (int64_t i = thread_index(); i < n; i += thread_stride()) {
-    const T g = grad[i] * scale;
-    const T mi = m[i] * b1 + g * (T(1) - b1);
-    const T vi = v[i] * b2 + (T(1) - b2) * g * g;
-    m[i] = mi;
-    v[i] = vi;
-    param[i] -= step_size * (mi / (sqrt(vi) / bc2_sqrt + eps));
-  }
+  adam_update(param, grad, m, v, n, step_size, b1, b2, eps, bc2_sqrt, host_scale, dev_scale);
 }
 
 template <class T>
