@@ -11,6 +11,7 @@
 #include "models/pretrain_step.h"
 #include "models/upload_inputs.h"
 #include "tests/cuda/parity.h"
+#include "tests/tiny_pretraining.h"
 
 namespace hdssl::test {
 namespace {
@@ -81,19 +82,8 @@ struct DeterministicMode {  // on for one test, off again after it whatever happ
 // Host batches of the small pretraining model below (CPU tensors, as the loader makes them).
 std::vector<models::PretrainInputs> host_batches(int count) {
   Rng data(7);
-  const Shape vs{2, 1, 16, 12, 8};
-  auto vol = [&] { return random(vs, DType::F32, data, 0, 1); };
-  auto coords = [&] {
-    std::vector<int32_t> c;
-    for (int i = 0; i < 2 * 64; ++i) {
-      c.push_back(int32_t(data.randint(0, 16)));
-      c.push_back(int32_t(data.randint(0, 12)));
-      c.push_back(int32_t(data.randint(0, 8)));
-    }
-    return Tensor::from_vector(c, {2, 64, 3});
-  };
   std::vector<models::PretrainInputs> out;
-  for (int k = 0; k < count; ++k) out.push_back({vol(), vol(), vol(), vol(), coords(), coords()});
+  for (int k = 0; k < count; ++k) out.push_back(tiny_pretrain_batch(data, DType::F32, 64));
   return out;
 }
 
@@ -102,15 +92,8 @@ std::vector<models::PretrainInputs> host_batches(int count) {
 // syncs counted in each step of the uploader loop (take + put + step).
 std::vector<Tensor> five_steps(Device d, const std::vector<models::PretrainInputs>& batches, bool uploader,
                                std::vector<uint64_t>* syncs) {
-  models::PretrainConfig cfg;
-  cfg.base = 4;
-  cfg.scales = 3;
-  cfg.proj_width = 4;
-  cfg.embed_dim = 8;
-  Rng rng(123);
-  models::Pretrainer model(cfg, rng, models::ModuleOptions{DType::F32, Device::cpu()});
-  model.to(d);
-  model.train();
+  const std::unique_ptr<models::Pretrainer> owned = tiny_pretrainer(DType::F32, d);
+  models::Pretrainer& model = *owned;
   models::StepSettings s;
   s.log_every = 1000;  // no step of the loop is a log step
   models::PretrainStep step(model, s);
@@ -125,7 +108,7 @@ std::vector<Tensor> five_steps(Device d, const std::vector<models::PretrainInput
       in = models::inputs_from_tensors(up->take());
       if (k < steps) up->put(models::input_tensors(batches[size_t(k) % batches.size()]));
     } else {
-      in = {h.view_a.to(d), h.view_b.to(d), h.target_a.to(d), h.target_b.to(d), h.coords_a.to(d), h.coords_b.to(d)};
+      in = map_inputs(h, [&](const Tensor& x) { return x.to(d); });
     }
     step.run(in, k);
     if (syncs) syncs->push_back(host_sync_count() - before);

@@ -9,6 +9,7 @@
 
 #include "models/pretrain_step.h"
 #include "tests/cuda/parity.h"
+#include "tests/tiny_pretraining.h"
 
 namespace hdssl::test {
 namespace {
@@ -45,28 +46,12 @@ TEST(CudaDeterministic, GatherBackwardEqualsTheCpuBitForBit) {
 
 // Three steps of a small pretraining run; returns every parameter and Adam moment, in order.
 std::vector<Tensor> three_steps(Device d) {
-  models::PretrainConfig cfg;
-  cfg.base = 4;
-  cfg.scales = 3;
-  cfg.proj_width = 4;
-  cfg.embed_dim = 8;
-  Rng rng(123);
-  models::Pretrainer model(cfg, rng, models::ModuleOptions{DType::F32, Device::cpu()});
-  model.to(d);
-  model.train();
+  const std::unique_ptr<models::Pretrainer> owned = tiny_pretrainer(DType::F32, d);
+  models::Pretrainer& model = *owned;
   Rng data(7);
-  const Shape vs{2, 1, 16, 12, 8};
-  auto vol = [&] { return on(d, random(vs, DType::F32, data, 0, 1)); };
-  auto coords = [&] {
-    std::vector<int32_t> c;
-    for (int i = 0; i < 2 * 64; ++i) {  // 64 voxels per item: level 2 (4x3x2) repeats voxels often
-      c.push_back(int32_t(data.randint(0, 16)));
-      c.push_back(int32_t(data.randint(0, 12)));
-      c.push_back(int32_t(data.randint(0, 8)));
-    }
-    return on(d, Tensor::from_vector(c, {2, 64, 3}));
-  };
-  models::PretrainInputs in{vol(), vol(), vol(), vol(), coords(), coords()};
+  // 64 voxels per item: level 2 (4x3x2) repeats voxels often.
+  const models::PretrainInputs in =
+      map_inputs(tiny_pretrain_batch(data, DType::F32, 64), [&](const Tensor& x) { return on(d, x); });
   models::StepSettings s;
   s.log_every = 3;
   models::PretrainStep step(model, s);

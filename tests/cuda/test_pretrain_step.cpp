@@ -9,6 +9,7 @@
 
 #include "models/pretrain_step.h"
 #include "tests/cuda/parity.h"
+#include "tests/tiny_pretraining.h"
 
 namespace hdssl::test {
 namespace {
@@ -19,34 +20,11 @@ struct StepResult {
 };
 
 StepResult run_step(Device d, DType t) {
-  models::PretrainConfig cfg;
-  cfg.base = 4;
-  cfg.scales = 3;
-  cfg.proj_width = 4;
-  cfg.embed_dim = 8;
-  Rng rng(123);
-  models::Pretrainer model(cfg, rng, models::ModuleOptions{t, Device::cpu()});
-  model.to(d);
-  model.train();
+  const std::unique_ptr<models::Pretrainer> owned = tiny_pretrainer(t, d);
+  models::Pretrainer& model = *owned;
   Rng data(7);
-  const Shape vs{2, 1, 16, 12, 8};
-  auto vol = [&] { return on(d, random(vs, t, data, 0, 1)); };
-  auto coords = [&] {
-    std::vector<int32_t> c;
-    for (int i = 0; i < 2 * 24; ++i) {
-      c.push_back(int32_t(data.randint(0, 16)));
-      c.push_back(int32_t(data.randint(0, 12)));
-      c.push_back(int32_t(data.randint(0, 8)));
-    }
-    return on(d, Tensor::from_vector(c, {2, 24, 3}));
-  };
-  models::PretrainInputs in;
-  in.view_a = vol();
-  in.view_b = vol();
-  in.target_a = vol();
-  in.target_b = vol();
-  in.coords_a = coords();
-  in.coords_b = coords();
+  const models::PretrainInputs in =
+      map_inputs(tiny_pretrain_batch(data, t, 24), [&](const Tensor& x) { return on(d, x); });
 
   StepResult r;
   models::PretrainStep step(model);  // lr 3e-4, clip 1.0

@@ -10,46 +10,19 @@
 #include "engine/step_graph.h"
 #include "models/pretrain_step.h"
 #include "tests/cuda/parity.h"
+#include "tests/tiny_pretraining.h"
 
 namespace hdssl::test {
 namespace {
 
 struct Net {
   std::unique_ptr<models::Pretrainer> model;
-  explicit Net(Device d) {
-    models::PretrainConfig cfg;
-    cfg.base = 4;
-    cfg.scales = 3;
-    cfg.proj_width = 4;
-    cfg.embed_dim = 8;
-    Rng rng(123);
-    model = std::make_unique<models::Pretrainer>(cfg, rng, models::ModuleOptions{DType::F32, Device::cpu()});
-    model->to(d);
-    model->train();
-  }
+  explicit Net(Device d) : model(tiny_pretrainer(DType::F32, d)) {}
 };
 
 models::PretrainInputs batch(Device d, int64_t k) {
   Rng data(uint64_t(100 + k));
-  const Shape vs{2, 1, 16, 12, 8};
-  auto vol = [&] { return on(d, random(vs, DType::F32, data, 0, 1)); };
-  auto coords = [&] {
-    std::vector<int32_t> c;
-    for (int i = 0; i < 2 * 24; ++i) {
-      c.push_back(int32_t(data.randint(0, 16)));
-      c.push_back(int32_t(data.randint(0, 12)));
-      c.push_back(int32_t(data.randint(0, 8)));
-    }
-    return on(d, Tensor::from_vector(c, {2, 24, 3}));
-  };
-  models::PretrainInputs in;
-  in.view_a = vol();
-  in.view_b = vol();
-  in.target_a = vol();
-  in.target_b = vol();
-  in.coords_a = coords();
-  in.coords_b = coords();
-  return in;
+  return map_inputs(tiny_pretrain_batch(data, DType::F32, 24), [&](const Tensor& t) { return on(d, t); });
 }
 
 bool same_bits(const Tensor& a, const Tensor& b) {

@@ -14,47 +14,18 @@
 #include "models/pretrainer.h"
 #include "tests/dist/dist_test_util.h"
 #include "tests/dist/mpi_test_main.h"
+#include "tests/tiny_pretraining.h"
 
 namespace hdssl::test {
 namespace {
-
-models::PretrainConfig small_config() {
-  models::PretrainConfig cfg;
-  cfg.base = 4;
-  cfg.scales = 3;
-  cfg.proj_width = 4;
-  cfg.embed_dim = 8;
-  return cfg;
-}
-
-std::unique_ptr<models::Pretrainer> make_model(DType t) {
-  Rng rng(123);  // the same initialization on every rank
-  auto m = std::make_unique<models::Pretrainer>(small_config(), rng, models::ModuleOptions{t, Device::cpu()});
-  m->train();
-  return m;
-}
 
 // Batch `index` of a step (the same index gives the same batch on every rank).
 models::PretrainInputs make_batch(uint64_t index, DType t) {
   Rng data = Rng(7).split(index);
   const Shape vs{2, 1, 12, 8, 8};
-  auto coords = [&] {
-    std::vector<int32_t> c;
-    for (int i = 0; i < 2 * 16; ++i) {
-      c.push_back(int32_t(data.randint(0, 12)));
-      c.push_back(int32_t(data.randint(0, 8)));
-      c.push_back(int32_t(data.randint(0, 8)));
-    }
-    return Tensor::from_vector(c, {2, 16, 3});
-  };
-  models::PretrainInputs in;
-  in.view_a = random_tensor(vs, data.split(1), t, 0, 1);
-  in.view_b = random_tensor(vs, data.split(2), t, 0, 1);
-  in.target_a = random_tensor(vs, data.split(3), t, 0, 1);
-  in.target_b = random_tensor(vs, data.split(4), t, 0, 1);
-  in.coords_a = coords();
-  in.coords_b = coords();
-  return in;
+  uint64_t volume = 0;
+  return draw_pretrain_inputs([&] { return random_tensor(vs, data.split(++volume), t, 0, 1); },
+                              [&] { return random_voxel_coords(data, 2, 16, 12, 8, 8); });
 }
 
 std::vector<std::vector<double>> gradients(const std::vector<Variable>& params) {
@@ -80,7 +51,7 @@ TEST(MpiGradientAllreduce, MeanOverRanksEqualsMeanOfSingleProcessGradients) {
   // The reference: each rank computes all N single-process gradients itself.
   std::vector<std::vector<double>> mean;
   for (int r = 0; r < N; ++r) {
-    auto ref = make_model(DType::F64);
+    auto ref = tiny_pretrainer(DType::F64);
     forward_backward(*ref, make_batch(batch_index(0, r), DType::F64));
     auto g = gradients(ref->parameters());
     if (mean.empty()) mean = g;
@@ -92,7 +63,7 @@ TEST(MpiGradientAllreduce, MeanOverRanksEqualsMeanOfSingleProcessGradients) {
     for (double& v : g) v /= double(N);
 
   for (size_t bucket : {dist::GradientAllreduce::kDefaultBucketBytes, size_t(4096)}) {
-    auto model = make_model(DType::F64);
+    auto model = tiny_pretrainer(DType::F64);
     forward_backward(*model, make_batch(batch_index(0, comm.rank()), DType::F64));
     std::vector<Variable> params = model->parameters();
     const auto local = gradients(params);
@@ -116,7 +87,7 @@ TEST(MpiGradientAllreduce, ParametersStayBitwiseIdenticalOverAdamSteps) {
   dist::Communicator& comm = world();
   const int N = comm.size(), steps = 3;
   for (DType t : {DType::F32, DType::F64}) {
-    auto model = make_model(t);
+    auto model = tiny_pretrainer(t);
     std::vector<Variable> params = model->parameters();
     Adam adam(params);
     dist::GradientAllreduce ar(comm);
@@ -130,7 +101,7 @@ TEST(MpiGradientAllreduce, ParametersStayBitwiseIdenticalOverAdamSteps) {
     if (t != DType::F64) continue;
 
     // float64: the same as one process that averages the N per-batch gradients of every step itself.
-    auto ref = make_model(t);
+    auto ref = tiny_pretrainer(t);
     std::vector<Variable> rp = ref->parameters();
     Adam ref_adam(rp);
     for (int s = 0; s < steps; ++s) {
@@ -158,7 +129,7 @@ TEST(MpiGradientAllreduce, ParametersStayBitwiseIdenticalOverAdamSteps) {
 
 TEST(MpiGradientAllreduce, HashCheckSeesRanksThatDiverged) {
   dist::Communicator& comm = world();
-  auto model = make_model(DType::F32);
+  auto model = tiny_pretrainer(DType::F32);
   std::vector<Variable> params = model->parameters();
   EXPECT_TRUE(dist::parameters_identical_across_ranks(comm, params)) << "same seed, no step yet";
   Adam adam(params);

@@ -18,6 +18,7 @@
 #include "models/pretrainer.h"
 #include "tests/dist/dist_test_util.h"
 #include "tests/dist/mpi_test_main.h"
+#include "tests/tiny_pretraining.h"
 
 namespace hdssl::test {
 namespace {
@@ -145,17 +146,10 @@ struct EmbedResult {
   std::vector<std::vector<double>> grads;
 };
 EmbedResult embed_step(const EmbedData& d, dist::Communicator* comm) {
-  models::PretrainConfig cfg;
-  cfg.base = 4;
-  cfg.scales = 3;
-  cfg.proj_width = 4;
-  cfg.embed_dim = 8;
-  Rng rng(123);
-  models::Pretrainer model(cfg, rng, models::ModuleOptions{DType::F64, Device::cpu()});
-  model.train();
-  Variable z = model.embed(d.view, d.coords);
+  const std::unique_ptr<models::Pretrainer> model = tiny_pretrainer(DType::F64);
+  Variable z = model->embed(d.view, d.coords);
   ag::mse(z, d.target).backward();
-  std::vector<Variable> params = model.parameters();
+  std::vector<Variable> params = model->parameters();
   if (comm) dist::GradientAllreduce(*comm).all_reduce_mean(params);
   EmbedResult r{host_doubles(z.value()), {}};
   for (const Variable& p : params) r.grads.push_back(host_doubles(p.grad()));

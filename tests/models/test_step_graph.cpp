@@ -15,6 +15,7 @@
 #include "engine/profile.h"
 #include "engine/step_graph.h"
 #include "models/pretrain_step.h"
+#include "tests/tiny_pretraining.h"
 
 using namespace hdssl;
 using namespace hdssl::models;
@@ -54,14 +55,7 @@ PretrainInputs batch(int64_t k) {
     }
     return Tensor::from_vector(c, {B, n, 3});
   };
-  PretrainInputs in;
-  in.view_a = vol();
-  in.view_b = vol();
-  in.target_a = vol();
-  in.target_b = vol();
-  in.coords_a = coords();
-  in.coords_b = coords();
-  return in;
+  return hdssl::test::draw_pretrain_inputs(vol, coords);
 }
 
 bool same_bits(const Tensor& a, const Tensor& b) {
