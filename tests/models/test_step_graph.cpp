@@ -63,6 +63,15 @@ bool same_bits(const Tensor& a, const Tensor& b) {
   return std::memcmp(a.raw(), b.raw(), a.nbytes()) == 0;
 }
 
+// A captured step after `warmup` eager steps, with a log step every `log_every` steps.
+StepSettings captured_settings(int64_t warmup, int64_t log_every) {
+  StepSettings s;
+  s.log_every = log_every;
+  s.graph = true;
+  s.graph_warmup = warmup;
+  return s;
+}
+
 struct Trace {
   std::vector<double> lc, lr, l, sum;
 };
@@ -132,10 +141,7 @@ TEST(StepGraph, ReplayingTheCapturedStepEqualsEagerStepsBitForBit) {
 // step counts: the host and device bookkeeping stayed in step.
 TEST(StepGraph, CheckpointCountsFollowTheReplays) {
   TinyModel g;
-  StepSettings s;
-  s.log_every = 100;
-  s.graph = true;
-  s.graph_warmup = 1;
+  const StepSettings s = captured_settings(1, 100);
   PretrainStep graphed(*g.model, s);
   (void)train(*g.model, graphed, 5);
   for (int64_t c : graphed.optimizer().param_steps()) EXPECT_EQ(c, 5);
@@ -240,10 +246,7 @@ TEST(StepGraph, RefusedWithAGradientReducer) {
 
 TEST(StepGraph, RefusesChangedShapesAndLearningRate) {
   TinyModel g;
-  StepSettings s;
-  s.log_every = 100;
-  s.graph = true;
-  s.graph_warmup = 0;
+  const StepSettings s = captured_settings(0, 100);
   PretrainStep step(*g.model, s);
   (void)step.run(batch(1), 1);
   ASSERT_TRUE(step.captured());
