@@ -211,8 +211,11 @@ LabeledDataset read_labeled_dataset(const std::string& root) {
   if (ds.cases.empty()) throw DataError(root + ": no training cases found");
   for (const auto& c : ds.cases) {
     std::error_code ec;
-    if (!fs::exists(c.image, ec)) throw DataError(c.image + ": image of case " + c.id + " is missing");
-    if (!fs::exists(c.label, ec)) throw DataError(c.label + ": label map of case " + c.id + " is missing");
+    // Named from the dataset's own file too: a Decathlon entry may be an absolute path outside the folder.
+    if (!fs::exists(c.image, ec))
+      throw DataError(jpath + ": image of case " + c.id + " is missing: " + c.image);
+    if (!fs::exists(c.label, ec))
+      throw DataError(jpath + ": label map of case " + c.id + " is missing: " + c.label);
   }
   return ds;
 }

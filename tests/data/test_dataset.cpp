@@ -151,9 +151,27 @@ TEST(Dataset, DecathlonLayoutAndItsChecks) {
   } catch (const DataError& e) {
     EXPECT_NE(std::string(e.what()).find("geometry"), std::string::npos) << e.what();
   }
-  // A missing file is named.
+  // A missing file is named, with the dataset.json that lists it.
   fs::remove(dir + "/labelsTr/case_1.nii.gz");
-  EXPECT_THROW(read_labeled_dataset(dir), DataError);
+  try {
+    read_labeled_dataset(dir);
+    ADD_FAILURE() << "missing label map accepted";
+  } catch (const DataError& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find(dir + "/dataset.json: label map of case case_1 is missing: "), std::string::npos) << m;
+    EXPECT_NE(m.find("labelsTr/case_1.nii.gz"), std::string::npos) << m;
+  }
+  // An absolute path outside the folder (the fuzzer's find) is refused naming dataset.json as well.
+  j["training"] = {{{"image", "/nonexistent/case_1.nii.gz"}, {"label", "./labelsTr/case_1.nii.gz"}}};
+  std::ofstream(dir + "/dataset.json") << j.dump();
+  try {
+    read_labeled_dataset(dir);
+    ADD_FAILURE() << "missing absolute image accepted";
+  } catch (const DataError& e) {
+    EXPECT_NE(std::string(e.what()).find("dataset.json: image of case case_1 is missing: /nonexistent/case_1.nii.gz"),
+              std::string::npos)
+        << e.what();
+  }
 }
 
 TEST(Cache, SecondLoadSkipsPreprocessingAndGivesTheSameVolume) {
@@ -294,5 +312,5 @@ TEST(DatasetJson, FuzzRegressionsAreRefusedByName) {
     }
     ++n;
   }
-  EXPECT_GE(n, 2);
+  EXPECT_GE(n, 3);
 }
