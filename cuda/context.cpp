@@ -7,6 +7,16 @@
 namespace hdssl::cuda {
 namespace {
 Context* g_ctx = nullptr;  // created by init(), deliberately never destroyed (see backend.cpp)
+
+// The handle's math mode: TF32 or not, and always CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION. Without
+// that flag a bfloat16 GEMM (cublasGemmEx 16BF in, 16BF out, CUBLAS_COMPUTE_32F) may split K and add the
+// partial sums in the *output* type, rounding each to bf16 (PyTorch sets the same flag unless
+// allow_bf16_reduced_precision_reduction); with it every reduction stays in float32 and C is rounded once
+// (cuda/matmul_cublas.cpp). The flag changes nothing for float32 and float64 outputs.
+cublasMath_t math_mode(bool allow_tf32) {
+  return cublasMath_t((allow_tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH) |
+                      CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION);
+}
 }
 
 Context::Context(int dev) : device(dev) {
@@ -16,7 +26,7 @@ Context::Context(int dev) : device(dev) {
   cublasCheck(cublasCreate(&cublas));
   cublasCheck(cublasSetStream(cublas, stream));
   cublasCheck(cublasSetPointerMode(cublas, CUBLAS_POINTER_MODE_HOST));
-  cublasCheck(cublasSetMathMode(cublas, CUBLAS_DEFAULT_MATH));  // no TF32: exact float32 GEMMs
+  cublasCheck(cublasSetMathMode(cublas, math_mode(false)));  // no TF32: exact float32 GEMMs
   // A fixed cuBLAS workspace (NVIDIA's recommended size: 32 MiB from Hopper on, 4 MiB before), so that
   // cuBLAS never allocates one itself inside a captured step (cuda/step_graph.cpp). Not from the caching
   // allocator: it lives as long as the context.
@@ -45,7 +55,7 @@ bool has_context() { return g_ctx != nullptr; }
 void set_allow_tf32(bool allow) {
   Context& c = ctx();
   c.allow_tf32 = allow;
-  cublasCheck(cublasSetMathMode(c.cublas, allow ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+  cublasCheck(cublasSetMathMode(c.cublas, math_mode(allow)));
 }
 
 void set_conv_exhaustive_search(bool exhaustive) { ctx().conv_exhaustive_search = exhaustive; }

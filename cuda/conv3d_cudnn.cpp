@@ -18,7 +18,7 @@
 //
 // bfloat16 (the mixed-precision path): x, w, y descriptors are CUDNN_DATA_BFLOAT16, the convolution's
 // compute type is CUDNN_DATA_FLOAT (cuDNN's PSEUDO_BFLOAT16_CONFIG: bf16 storage, float32 accumulation,
-// the one bf16 configuration the legacy API has, for 2D and 3D alike, and what PyTorch uses) and the math
+// the one bf16 configuration the legacy API documents, for 2D and 3D alike) and the math
 // type is CUDNN_TENSOR_OP_MATH (tensor cores; needs sm_80 or newer). Which algorithms take bf16 NCDHW
 // depends on the cuDNN version and the shape; we do not list them but let Find (or the heuristic) rank
 // what works, exactly as for float32, so an unsupported algorithm simply never enters the ranking, and
@@ -159,8 +159,9 @@ struct BwdFilter {
   }
 };
 
-// As PyTorch does: float32 without TF32 -> FMA kernels only; float32 with TF32, and float64 -> default;
-// bfloat16 -> tensor cores (float32 accumulation).
+// As PyTorch does: float32 without TF32 -> FMA kernels only; float32 with TF32, and float64 -> default.
+// bfloat16 -> tensor cores permitted explicitly (float32 accumulation; PyTorch's legacy path leaves bf16
+// at the default math type).
 cudnnMathType_t requested_math(DType t) {
   if (t == DType::BF16) return CUDNN_TENSOR_OP_MATH;
   return (t == DType::F32 && !ctx().allow_tf32) ? CUDNN_FMA_MATH : CUDNN_DEFAULT_MATH;

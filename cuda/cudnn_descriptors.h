@@ -23,8 +23,10 @@ inline cudnnDataType_t cudnn_dtype(DType t) {
   return CUDNN_DATA_FLOAT;
 }
 // The convolution's compute (accumulation) type: the data type, except float32 for bfloat16 data -
-// cuDNN's PSEUDO_BFLOAT16_CONFIG, its only bfloat16 configuration of the legacy convolution API (there
-// is no bf16 accumulation), and what PyTorch's cuDNN path sets for bf16 convolutions.
+// cuDNN's PSEUDO_BFLOAT16_CONFIG, the only bfloat16 configuration the legacy convolution API documents
+// for cudnnConvolutionForward/BackwardData/BackwardFilter (there is no "true" bf16 configuration, no bf16
+// accumulation). (PyTorch's legacy cuDNN path passes the data type, BFLOAT16, as compute type; we keep
+// to the documented table.)
 inline cudnnDataType_t cudnn_compute_dtype(DType t) {
   return t == DType::BF16 ? CUDNN_DATA_FLOAT : cudnn_dtype(t);
 }

@@ -1,6 +1,8 @@
 // bfloat16: cublasGemmEx with A, B, C in CUDA_R_16BF and CUBLAS_COMPUTE_32F (products and sums in
-// float32, tensor cores under the context's CUBLAS_DEFAULT_MATH, C rounded to bf16 once at the end);
-// alpha and beta are float, as GemmEx wants for a 32F compute type.
+// float32, tensor cores under the context's CUBLAS_DEFAULT_MATH, C rounded to bf16 once at the end: the
+// context also sets CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION, without which a split-K GEMM may add
+// its partial sums in bf16, cuda/context.cpp); alpha and beta are float, as GemmEx wants for a 32F compute
+// type.
 #include "cuda/matmul_cublas.h"
 
 #include <algorithm>

@@ -35,6 +35,7 @@
 #include <limits>
 
 #include "cuda/allocator.h"
+#include "cuda/context.h"
 #include "engine/bf16.h"
 #include "tests/cuda/parity.h"
 
@@ -479,6 +480,26 @@ TEST(CudaBf16, MatmulAllTransposesAlphaBeta) {
                                 std::to_string(s.k) + (ta ? " A^T" : "") + (tb ? " B^T" : "") + " beta " +
                                 std::to_string(beta));
         }
+}
+
+// The bf16 GEMM keeps its split-K reductions in float32: the handle's math mode carries
+// CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION with TF32 off and on (cuda/context.cpp), so C is rounded
+// to bf16 once, as the CPU's widened GEMM does. (Which split cuBLAS picks is its own business, so a
+// numerical test could not be sure to catch partial sums rounded to bf16; the mode itself can be checked.)
+TEST(CudaBf16, GemmReductionsStayInFloat32) {
+  HDSSL_REQUIRE_REAL_CUDA();
+  struct Tf32Off {  // off again after the test whatever happens
+    ~Tf32Off() { cuda::set_allow_tf32(false); }
+  } restore;
+  for (bool tf32 : {true, false}) {
+    cuda::set_allow_tf32(tf32);
+    cublasMath_t mode = CUBLAS_DEFAULT_MATH;
+    ASSERT_EQ(cublasGetMathMode(cuda::ctx().cublas, &mode), CUBLAS_STATUS_SUCCESS);
+    EXPECT_TRUE(int(mode) & int(CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION)) << "tf32 " << tf32;
+    EXPECT_EQ(int(mode) & ~int(CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION),
+              int(tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH))
+        << "tf32 " << tf32;
+  }
 }
 
 // ------------------------------------------------------------------------------------------ native, really
