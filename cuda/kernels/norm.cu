@@ -62,7 +62,9 @@ __global__ void bn_train_finalize_kernel(const double* partials, int chunks, con
     const double k = double(x[c * inner]);
     const double d = sum_chunks<2>(partials, c, chunks, 0) / double(M);
     const double sq = sum_chunks<2>(partials, c, chunks, 1) / double(M);
-    const double mean = k + d, var = fmax(sq - d * d, 0.0);
+    // Clamped at 0 with NaN passing: fmax(NaN, 0) would be 0, a finite invstd and running_var where the CPU's
+    // two-pass variance (and PyTorch) give NaN for a channel holding a NaN or an infinity.
+    const double mean = k + d, var_raw = sq - d * d, var = var_raw < 0.0 ? 0.0 : var_raw;
     const double invstd = 1.0 / sqrt(var + eps);
     save_mean[c] = T(mean);
     save_invstd[c] = T(invstd);
@@ -138,6 +140,7 @@ void forward_train(const T* x, const T* gamma, const T* beta, const T* r, T* y, 
                    double eps, const char* op) {
   const int64_t M = outer * inner, n = M * C;
   HDSSL_CHECK(M > 0) << op << ": no values per channel";
+  if (C == 0) return;  // nothing to write (and channel_chunks divides by C, a grid.y of 0 is refused)
   const int chunks = channel_chunks(M, C);
   DeviceBuffer partials(sizeof(double) * 2 * size_t(C) * size_t(chunks)), coef(sizeof(double) * 2 * size_t(C));
   launch_channel_partials<2>(ShiftedMoments<T>{x, inner, C}, outer, C, inner, chunks, partials.as<double>());
@@ -166,9 +169,14 @@ void forward_eval(const T* x, const T* gamma, const T* beta, const T* r, const T
 
 template <class T, bool kMasked>
 void backward(const T* x, const T* y, const T* dy, const T* gamma, const T* save_mean, const T* save_invstd, T* dx,
-              T* dgamma, T* dbeta, T* dr, int64_t outer, int64_t C, int64_t inner, const char* op) {
+              T* dgamma, T* dbeta, T* dr, int64_t outer, int64_t C, int64_t inner) {
   const int64_t M = outer * inner, n = M * C;
-  HDSSL_CHECK(M > 0) << op << ": no values per channel";
+  if (C == 0) return;  // nothing to write (and channel_chunks divides by C, a grid.y of 0 is refused)
+  if (M == 0) {        // empty sums, as on the CPU: dgamma = dbeta = +0 (all bits 0), dx and dr empty
+    if (dgamma) cudaCheck(cudaMemsetAsync(dgamma, 0, sizeof(T) * size_t(C), stream()));
+    if (dbeta) cudaCheck(cudaMemsetAsync(dbeta, 0, sizeof(T) * size_t(C), stream()));
+    return;
+  }
   const int chunks = channel_chunks(M, C);
   DeviceBuffer partials(sizeof(double) * 2 * size_t(C) * size_t(chunks)), coef(sizeof(double) * 3 * size_t(C));
   launch_channel_partials<2>(BackwardMoments<T, kMasked>{x, dy, save_mean, y}, outer, C, inner, chunks,
@@ -200,8 +208,7 @@ void batchnorm_forward_eval(const T* x, const T* gamma, const T* beta, const T* 
 template <class T>
 void batchnorm_backward(const T* x, const T* dy, const T* gamma, const T* save_mean, const T* save_invstd, T* dx,
                         T* dgamma, T* dbeta, int64_t outer, int64_t C, int64_t inner) {
-  backward<T, false>(x, nullptr, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta, nullptr, outer, C, inner,
-                     "batchnorm_backward");
+  backward<T, false>(x, nullptr, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta, nullptr, outer, C, inner);
 }
 
 template <class T>
@@ -222,8 +229,7 @@ template <class T>
 void batchnorm_relu_backward(const T* x, const T* y, const T* dy, const T* gamma, const T* save_mean,
                              const T* save_invstd, T* dx, T* dgamma, T* dbeta, T* dr, int64_t outer, int64_t C,
                              int64_t inner) {
-  backward<T, true>(x, y, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta, dr, outer, C, inner,
-                    "batchnorm_relu_backward");
+  backward<T, true>(x, y, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta, dr, outer, C, inner);
 }
 
 #define HDSSL_INSTANTIATE(T)                                                                                    \

@@ -9,6 +9,7 @@
 // Second test: on the device, the fused kernels give the bits of the unfused kernels they replace
 // (batchnorm_forward_*, axpby, relu_forward; relu_backward, batchnorm_backward): the same statistics and
 // finalize kernels, the value rounded to the dtype before r and the ReLU, dy masked before the moments.
+// Third test: bfloat16 activations, which the dispatch widens to float32 on the device (not a native op).
 #include "tests/cuda/parity.h"
 
 #include <cstring>
@@ -125,6 +126,46 @@ TEST(CudaBatchNormRelu, FusedKernelsGiveTheBitsOfTheUnfusedOnes) {
         for (const auto& [n, p] : pairs) EXPECT_TRUE(bytes_of(p.first) == bytes_of(p.second)) << what << ": " << n;
         if (residual) EXPECT_TRUE(bytes_of(dr) == bytes_of(g)) << what << ": dr";
       }
+}
+
+// bfloat16 activations (x, r, dy, and so y, dx, dr) with float32 gamma, beta and statistics, as under the
+// BF16 autocast. The fused op is not in cuda/backend.cpp's kNativeBf16, so the dispatch widens x, r, y, dy to
+// float32 on the device, runs the float32 kernels and rounds y, dx, dr back (engine/bf16_widening.h), as on
+// the CPU. The float32 values differ by the statistics' roundings (the test above), so a bf16 result may
+// differ by one bf16 ulp where they straddle a rounding boundary: |diff| <= 2^-7 |cpu| (+ a float32 floor).
+// The backward again reads the CPU's forward results on both backends; dr = masked dy is exact.
+TEST(CudaBatchNormRelu, Bf16ActivationsAreWidened) {
+  HDSSL_REQUIRE_CUDA();
+  Rng rng(45);
+  const BatchNormArgs a;
+  const DType bf = DType::BF16, f = DType::F32;
+  for (const Shape& s : {Shape{2, 3, 5, 6, 7}, Shape{2048, 160}})
+    for (bool residual : {false, true}) {
+      const int64_t C = s[1];
+      const Inputs in = make_inputs(s, f, residual, rng);
+      const Tensor x = in.x.to(bf), r = residual ? in.r.to(bf) : Tensor(), dy = in.dy.to(bf);
+      Tensor y0 = output(s, bf, Device::cpu()), mean0 = output({C}, f, Device::cpu()),
+             invstd0 = output({C}, f, Device::cpu()), rm0 = in.rm.clone(), rv0 = in.rv.clone();
+      backend(Device::cpu()).batchnorm_relu_forward_train(x, in.gamma, in.beta, r, y0, mean0, invstd0, rm0, rv0, a);
+      const Tol act{1e-6, 1.0 / 128}, stat = tol(f, 2e-5, 2e-5);
+      expect_parity([&](Device d) {
+        Backend& b = backend(d);
+        Tensor y = output(s, bf, d), mean = output({C}, f, d), invstd = output({C}, f, d);
+        Tensor run_mean = on(d, in.rm), run_var = on(d, in.rv);
+        b.batchnorm_relu_forward_train(on(d, x), on(d, in.gamma), on(d, in.beta), on(d, r), y, mean, invstd,
+                                       run_mean, run_var, a);
+        Tensor ye = output(s, bf, d);
+        b.batchnorm_relu_forward_eval(on(d, x), on(d, in.gamma), on(d, in.beta), on(d, r), run_mean, run_var, ye, a);
+        Tensor dx = output(s, bf, d), dgamma = output({C}, f, d), dbeta = output({C}, f, d);
+        Tensor dr = residual ? output(s, bf, d) : Tensor();
+        b.batchnorm_relu_backward(on(d, x), on(d, y0), on(d, dy), on(d, in.gamma), on(d, mean0), on(d, invstd0), dx,
+                                  dgamma, dbeta, dr);
+        std::vector<Tensor> out{y, ye, dx, mean, invstd, run_mean, run_var, dgamma, dbeta};
+        if (residual) out.push_back(dr);
+        return out;
+      }, {act, act, act, stat, stat, stat, stat, stat, stat, Tol{0, 0}},
+         std::string("batchnorm_relu bf16 activations ") + shape_str(s) + (residual ? " +r" : ""));
+    }
 }
 
 }  // namespace
