@@ -1,6 +1,7 @@
 // The CUDA StepCapturer (see step_graph.h and engine/step_graph.h for the rules a captured step follows).
 //
-// begin(): a private pool of the caching allocator for this thread's allocations, the engine's capture flag
+// begin(): the general cache's free blocks released (cudaFree, before the capture), a private pool of the
+// caching allocator for this thread's allocations, the engine's capture flag
 // (host reads and writes now throw, naming the call), then cudaStreamBeginCapture on the backend's stream
 // in thread-local mode (a potentially unsafe CUDA call from this thread invalidates the capture; other
 // threads, such as the batch uploader's, are not affected). Everything the step queues on the stream from
@@ -63,6 +64,11 @@ class CudaCapturer final : public StepCapturer {
   explicit CudaCapturer(Device d) : device_(d) {}
   void begin() override {
     Context& c = ctx();
+    // The pool never takes blocks from the general cache, and nothing may be cudaFree'd while capturing:
+    // without this, the warm-up steps' cached blocks would stay reserved beside the pool's own copy of the
+    // step's working set (about twice the eager step's memory), and a capture near the limit would run out.
+    // cudaFree waits for the device: once per capture, before it.
+    c.alloc.release_cache();
     pool_ = c.alloc.begin_private_pool();
     try {
       set_thread_capture(device_, nullptr, nullptr);  // host reads refused; calls run (into the capture)

@@ -148,7 +148,9 @@ TEST(CudaStepGraph, AnExceptionInsideACaptureEndsItAndANewCaptureWorks) {
   EXPECT_FALSE(cuda::allocator().capturing()) << "the aborted capture left its private pool open";
   EXPECT_EQ(x.to_vector<float>(), std::vector<float>(256, 1.0f)) << "a call ran during the aborted capture";
 
-  const int64_t mallocs = cuda::allocator_stats().num_cuda_malloc;
+  { const Tensor cached = Tensor::empty({int64_t(8) << 20}, DType::F32, d); }  // a free block in the cache
+  const cuda::AllocatorStats before = cuda::allocator_stats();
+  const int64_t mallocs = before.num_cuda_malloc;
   std::unique_ptr<StepGraph> g;
   Tensor big;  // an odd size no cached block fits: a cudaMalloc inside the capture
   {
@@ -159,6 +161,8 @@ TEST(CudaStepGraph, AnExceptionInsideACaptureEndsItAndANewCaptureWorks) {
     g = capture.end();
   }
   EXPECT_GT(cuda::allocator_stats().num_cuda_malloc, mallocs) << "the capture did not cudaMalloc (test setup)";
+  EXPECT_GT(cuda::allocator_stats().num_cuda_free, before.num_cuda_free)
+      << "the general cache was not released before the capture (its blocks would sit beside the pool's)";
   EXPECT_EQ(x.to_vector<float>(), std::vector<float>(256, 1.0f)) << "a call ran during the capture";
   g->replay();
   EXPECT_EQ(x.to_vector<float>(), std::vector<float>(256, 5.0f));
