@@ -22,7 +22,11 @@ cublasMath_t math_mode(bool allow_tf32) {
 Context::Context(int dev) : device(dev) {
   cudaCheck(cudaSetDevice(device));
   cudaCheck(cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, device));
-  cudaCheck(cudaStreamCreate(&stream));
+  // Non-blocking: no implicit ordering with the legacy default stream, which nothing here uses (every
+  // kernel, copy and library call names this stream). A blocking stream would turn any legacy-stream call,
+  // from any thread or library, into a failure of a captured step ("operation would make the legacy stream
+  // depend on a capturing blocking stream"); PyTorch's streams are non-blocking for the same reason.
+  cudaCheck(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   cublasCheck(cublasCreate(&cublas));
   cublasCheck(cublasSetStream(cublas, stream));
   cublasCheck(cublasSetPointerMode(cublas, CUBLAS_POINTER_MODE_HOST));

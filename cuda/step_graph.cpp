@@ -1,6 +1,7 @@
 // The CUDA StepCapturer (see step_graph.h and engine/step_graph.h for the rules a captured step follows).
 //
-// begin(): a private pool of the caching allocator for this thread's allocations, the engine's capture flag
+// begin(): the general cache's free blocks released (cudaFree, before the capture), a private pool of the
+// caching allocator for this thread's allocations, the engine's capture flag
 // (host reads and writes now throw, naming the call), then cudaStreamBeginCapture on the backend's stream
 // in thread-local mode (a potentially unsafe CUDA call from this thread invalidates the capture; other
 // threads, such as the batch uploader's, are not affected). Everything the step queues on the stream from
@@ -27,24 +28,35 @@ namespace {
 
 class CudaStepGraph final : public StepGraph {
  public:
-  CudaStepGraph(cudaGraph_t g, cudaGraphExec_t exec, int pool, size_t nodes)
-      : graph_(g), exec_(exec), pool_(pool), nodes_(nodes) {}
+  // Takes the captured graph and the pool at once, so that a failure in instantiate() (or anything after
+  // it) destroys both and releases the pool exactly once.
+  CudaStepGraph(cudaGraph_t g, int pool) : graph_(g), pool_(pool) {}
   ~CudaStepGraph() override {
     // Queued replays may still run: the pool's blocks go back to the general cache in stream order, which
-    // is safe on the one stream; the executable graph may be destroyed while launched (CUDA defers it).
+    // is safe on the one stream; the executable graph may be destroyed while launched (CUDA frees it when
+    // the launch completes).
     if (exec_) cudaCheckNoThrow(cudaGraphExecDestroy(exec_));
     if (graph_) cudaCheckNoThrow(cudaGraphDestroy(graph_));
     ctx().alloc.release_private_pool(pool_);
+  }
+  void instantiate() {
+    cudaCheck(cudaGraphGetNodes(graph_, nullptr, &nodes_));
+    const cudaError_t ie = cudaGraphInstantiate(&exec_, graph_, 0);  // CUDA 12+: (exec, graph, flags)
+    if (ie != cudaSuccess) {
+      exec_ = nullptr;
+      (void)cudaGetLastError();
+      HDSSL_CHECK(false) << "cudaGraphInstantiate failed: " << cudaGetErrorString(ie);
+    }
   }
   void replay() override { cudaCheck(cudaGraphLaunch(exec_, ctx().stream)); }
   size_t nodes() const override { return nodes_; }
   Device device() const override { return Device::cuda(ctx().device); }
 
  private:
-  cudaGraph_t graph_;
-  cudaGraphExec_t exec_;
-  int pool_;
-  size_t nodes_;
+  cudaGraph_t graph_ = nullptr;
+  cudaGraphExec_t exec_ = nullptr;
+  int pool_ = 0;
+  size_t nodes_ = 0;
 };
 
 class CudaCapturer final : public StepCapturer {
@@ -52,6 +64,11 @@ class CudaCapturer final : public StepCapturer {
   explicit CudaCapturer(Device d) : device_(d) {}
   void begin() override {
     Context& c = ctx();
+    // The pool never takes blocks from the general cache, and nothing may be cudaFree'd while capturing:
+    // without this, the warm-up steps' cached blocks would stay reserved beside the pool's own copy of the
+    // step's working set (about twice the eager step's memory), and a capture near the limit would run out.
+    // cudaFree waits for the device: once per capture, before it.
+    c.alloc.release_cache();
     pool_ = c.alloc.begin_private_pool();
     try {
       set_thread_capture(device_, nullptr, nullptr);  // host reads refused; calls run (into the capture)
@@ -79,17 +96,9 @@ class CudaCapturer final : public StepCapturer {
                          << "): something in the captured step is not capturable (a synchronizing call, a "
                             "cudaFree, work on another stream)";
     }
-    cudaGraphExec_t exec = nullptr;
-    const cudaError_t ie = cudaGraphInstantiate(&exec, g, 0);
-    if (ie != cudaSuccess) {
-      cudaCheckNoThrow(cudaGraphDestroy(g));
-      c.alloc.release_private_pool(pool_);
-      (void)cudaGetLastError();
-      HDSSL_CHECK(false) << "cudaGraphInstantiate failed: " << cudaGetErrorString(ie);
-    }
-    size_t nodes = 0;
-    cudaCheck(cudaGraphGetNodes(g, nullptr, &nodes));
-    return std::make_unique<CudaStepGraph>(g, exec, pool_, nodes);
+    auto graph = std::make_unique<CudaStepGraph>(g, pool_);  // owns g and the pool from here on
+    graph->instantiate();
+    return graph;
   }
   void abort() noexcept override {
     Context& c = ctx();

@@ -77,6 +77,13 @@ void PretrainStep::capture(const PretrainInputs& in) {
   HDSSL_CHECK(!reducer_ && !model_.gathers_negatives())
       << "--cuda-graph: a captured step cannot include the gradient all-reduce or the negatives gather "
          "(MPI runs on the host); run with one process or without --cuda-graph";
+  // The captured backward would add into a gradient left from an earlier call (compute_gradients(), or a
+  // step stopped by StepDiverged), in place, at every replay: each replayed step would then see the sum of
+  // all steps so far. A step starts without gradients (zero_grad drops them), so a leftover one is refused.
+  for (auto& [name, v] : model_.named_parameters())
+    HDSSL_CHECK(!v.grad().defined())
+        << "--cuda-graph: parameter " << name << " still has a gradient from an earlier call (compute_gradients, "
+           "or a step stopped by StepDiverged); drop it (optimizer().zero_grad()) before the step is captured";
   auto g = std::make_unique<Captured>();
   for (const Tensor& t : input_list(in))  // before the capture: kept by g (targets may be absent)
     g->inputs.push_back(t.defined() ? t.clone() : Tensor());
@@ -109,6 +116,7 @@ void PretrainStep::capture(const PretrainInputs& in) {
   } catch (...) {
     adam_.set_host_counts(g->before);
     restore_counters();
+    adam_.zero_grad();  // gradients the aborted capture recorded but never computed (their memory is garbage)
     throw;
   }
   g->after = adam_.host_counts();

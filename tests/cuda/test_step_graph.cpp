@@ -7,6 +7,7 @@
 #include <memory>
 
 #include "cuda/allocator.h"
+#include "cuda/context.h"
 #include "engine/step_graph.h"
 #include "models/pretrain_step.h"
 #include "tests/cuda/parity.h"
@@ -121,6 +122,55 @@ TEST(CudaStepGraph, PrivatePoolBlocksStayPrivate) {
   a.deallocate(x);
   a.deallocate(y);
   a.deallocate(z);
+}
+
+// An exception inside a capture (here a host read) ends it: the stream is not left in capture mode (every
+// later call on it would fail), the private pool is closed, nothing ran; a new capture afterwards works,
+// including a cudaMalloc inside it (the allocator's relaxed-mode exchange), and its replay runs.
+TEST(CudaStepGraph, AnExceptionInsideACaptureEndsItAndANewCaptureWorks) {
+  HDSSL_REQUIRE_REAL_CUDA();
+  const Device d = gpu();
+  Tensor x = Tensor::full({256}, 1.0, DType::F32, d);
+  const Tensor one = Tensor::zeros({1}, DType::F32, d);
+  try {
+    CaptureGuard capture(d);
+    backend(d).fill(x, 2.0);                                // captured, never run
+    const Tensor tmp = Tensor::empty({1 << 20}, DType::F32, d);  // from the private pool
+    (void)one.item();                                        // a host read: throws
+    FAIL() << "item() inside a CUDA capture did not throw";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("host read inside a captured step"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(capturing());
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusActive;
+  ASSERT_EQ(cudaStreamIsCapturing(cuda::ctx().stream, &status), cudaSuccess);
+  EXPECT_EQ(status, cudaStreamCaptureStatusNone) << "the aborted capture left the stream capturing";
+  EXPECT_FALSE(cuda::allocator().capturing()) << "the aborted capture left its private pool open";
+  EXPECT_EQ(x.to_vector<float>(), std::vector<float>(256, 1.0f)) << "a call ran during the aborted capture";
+
+  { const Tensor cached = Tensor::empty({int64_t(8) << 20}, DType::F32, d); }  // a free block in the cache
+  const cuda::AllocatorStats before = cuda::allocator_stats();
+  const int64_t mallocs = before.num_cuda_malloc;
+  std::unique_ptr<StepGraph> g;
+  Tensor big;  // an odd size no cached block fits: a cudaMalloc inside the capture
+  {
+    CaptureGuard capture(d);
+    big = Tensor::empty({(int64_t(64) << 20) + 4099}, DType::F32, d);
+    backend(d).fill(big, 3.0);
+    backend(d).fill(x, 5.0);
+    g = capture.end();
+  }
+  EXPECT_GT(cuda::allocator_stats().num_cuda_malloc, mallocs) << "the capture did not cudaMalloc (test setup)";
+  EXPECT_GT(cuda::allocator_stats().num_cuda_free, before.num_cuda_free)
+      << "the general cache was not released before the capture (its blocks would sit beside the pool's)";
+  EXPECT_EQ(x.to_vector<float>(), std::vector<float>(256, 1.0f)) << "a call ran during the capture";
+  g->replay();
+  EXPECT_EQ(x.to_vector<float>(), std::vector<float>(256, 5.0f));
+  const std::vector<float> b = big.to_vector<float>();
+  EXPECT_EQ(b.front(), 3.0f);
+  EXPECT_EQ(b.back(), 3.0f);
+  g.reset();  // the pool goes back to the general cache; `big` still holds its block
+  big = Tensor();
 }
 
 }  // namespace hdssl::test

@@ -261,3 +261,35 @@ TEST(StepGraph, RefusesChangedShapesAndLearningRate) {
   EXPECT_THROW(step.set_lr(1e-3), Error);
   step.set_lr(s.lr);  // the same value is fine
 }
+
+// A gradient left from an earlier call would be accumulated into, in place, by every replay of the captured
+// backward (each replayed step would see the sum of all steps so far): the capture refuses it, names the
+// parameter, leaves no capture open and changes nothing; once the gradients are dropped it captures, and
+// the replays equal eager steps.
+TEST(StepGraph, RefusesALeftoverGradient) {
+  TinyModel g, e;
+  const StepSettings s = captured_settings(0, 100);
+  PretrainStep step(*g.model, s);
+  (void)step.compute_gradients(batch(1));  // gradients now defined, no step taken
+  try {
+    (void)step.run(batch(1), 1);
+    FAIL() << "a step was captured on top of a leftover gradient";
+  } catch (const Error& err) {
+    EXPECT_NE(std::string(err.what()).find("still has a gradient"), std::string::npos) << err.what();
+  }
+  EXPECT_FALSE(capturing());
+  EXPECT_FALSE(step.captured());
+  EXPECT_EQ(step.optimizer().step_count(), 0);
+  step.optimizer().zero_grad();
+  StepSettings es = s;
+  es.graph = false;
+  PretrainStep eager(*e.model, es);
+  (void)eager.compute_gradients(batch(1));  // the same forward (BatchNorm's statistics), gradients dropped
+  eager.optimizer().zero_grad();
+  for (int64_t k = 1; k <= 3; ++k) {
+    const double lg = step.run(batch(k), k).l(), le = eager.run(batch(k), k).l();
+    EXPECT_EQ(std::memcmp(&le, &lg, sizeof le), 0) << "L of step " << k;
+  }
+  ASSERT_TRUE(step.captured());
+  expect_same_state(*e.model, eager, *g.model, step);
+}
