@@ -1,5 +1,6 @@
-// See recording_backend.h. Every member below copies its arguments (Tensors by value: the recording keeps
-// their memory) into a closure that calls the wrapped implementation at replay.
+// See recording_backend.h. Every member below copies its arguments into a closure that calls the wrapped
+// implementation at replay: the closure's [=] copies each Tensor, those passed by const reference too (a
+// reference is captured as a copy of the object it names), so the recording keeps their memory.
 #include "engine/recording_backend.h"
 
 #include <array>
@@ -27,105 +28,83 @@ void RecordingBackend::copy_device(void* d, const void* s, size_t n) { HDSSL_REC
 void RecordingBackend::fill(Tensor& out, double value) { HDSSL_RECORD(fill(out, value)); }
 void RecordingBackend::cast(const Tensor& x, Tensor& out) { HDSSL_RECORD(cast(x, out)); }
 void RecordingBackend::axpby(double a, const Tensor& x, double b, const Tensor& y, Tensor& out) {
-  Tensor xx = x, yy = y;
-  HDSSL_RECORD(axpby(a, xx, b, yy, out));
+  HDSSL_RECORD(axpby(a, x, b, y, out));
 }
 void RecordingBackend::mul(const Tensor& x, const Tensor& y, Tensor& out) {
-  Tensor xx = x, yy = y;
-  HDSSL_RECORD(mul(xx, yy, out));
+  HDSSL_RECORD(mul(x, y, out));
 }
 void RecordingBackend::relu_forward(const Tensor& x, Tensor& y) {
-  Tensor xx = x;
-  HDSSL_RECORD(relu_forward(xx, y));
+  HDSSL_RECORD(relu_forward(x, y));
 }
 void RecordingBackend::relu_backward(const Tensor& y, const Tensor& dy, Tensor& dx) {
-  Tensor yy = y, d = dy;
-  HDSSL_RECORD(relu_backward(yy, d, dx));
+  HDSSL_RECORD(relu_backward(y, dy, dx));
 }
 void RecordingBackend::sigmoid_forward(const Tensor& x, Tensor& y) {
-  Tensor xx = x;
-  HDSSL_RECORD(sigmoid_forward(xx, y));
+  HDSSL_RECORD(sigmoid_forward(x, y));
 }
 void RecordingBackend::sigmoid_backward(const Tensor& y, const Tensor& dy, Tensor& dx) {
-  Tensor yy = y, d = dy;
-  HDSSL_RECORD(sigmoid_backward(yy, d, dx));
+  HDSSL_RECORD(sigmoid_backward(y, dy, dx));
 }
 
 void RecordingBackend::sum_all(const Tensor& x, Tensor& out) {
-  Tensor xx = x;
-  HDSSL_RECORD(sum_all(xx, out));
+  HDSSL_RECORD(sum_all(x, out));
 }
 void RecordingBackend::sum_squares(const Tensor& x, Tensor& out) {
-  Tensor xx = x;
-  HDSSL_RECORD(sum_squares(xx, out));
+  HDSSL_RECORD(sum_squares(x, out));
 }
 void RecordingBackend::channel_sum(const Tensor& x, Tensor& out) {
-  Tensor xx = x;
-  HDSSL_RECORD(channel_sum(xx, out));
+  HDSSL_RECORD(channel_sum(x, out));
 }
 
 void RecordingBackend::conv3d_forward(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y,
                                       const Conv3dArgs& a) {
-  Tensor xx = x, ww = w, bb = b;
-  HDSSL_RECORD(conv3d_forward(xx, ww, bb, y, a));
+  HDSSL_RECORD(conv3d_forward(x, w, b, y, a));
 }
 void RecordingBackend::conv3d_backward_data(const Tensor& dy, const Tensor& w, Tensor& dx, const Conv3dArgs& a) {
-  Tensor d = dy, ww = w;
-  HDSSL_RECORD(conv3d_backward_data(d, ww, dx, a));
+  HDSSL_RECORD(conv3d_backward_data(dy, w, dx, a));
 }
 void RecordingBackend::conv3d_backward_filter(const Tensor& x, const Tensor& dy, Tensor& dw, const Conv3dArgs& a) {
-  Tensor xx = x, d = dy;
-  HDSSL_RECORD(conv3d_backward_filter(xx, d, dw, a));
+  HDSSL_RECORD(conv3d_backward_filter(x, dy, dw, a));
 }
 
 void RecordingBackend::maxpool2_forward(const Tensor& x, Tensor& y, Tensor& idx) {
-  Tensor xx = x;
-  HDSSL_RECORD(maxpool2_forward(xx, y, idx));
+  HDSSL_RECORD(maxpool2_forward(x, y, idx));
 }
 void RecordingBackend::maxpool2_backward(const Tensor& dy, const Tensor& idx, Tensor& dx) {
-  Tensor d = dy, i = idx;
-  HDSSL_RECORD(maxpool2_backward(d, i, dx));
+  HDSSL_RECORD(maxpool2_backward(dy, idx, dx));
 }
 void RecordingBackend::upsample2_forward(const Tensor& x, Tensor& y) {
-  Tensor xx = x;
-  HDSSL_RECORD(upsample2_forward(xx, y));
+  HDSSL_RECORD(upsample2_forward(x, y));
 }
 void RecordingBackend::upsample2_backward(const Tensor& dy, Tensor& dx) {
-  Tensor d = dy;
-  HDSSL_RECORD(upsample2_backward(d, dx));
+  HDSSL_RECORD(upsample2_backward(dy, dx));
 }
 void RecordingBackend::crop_forward(const Tensor& x, Tensor& y, const int64_t offset[3]) {
-  Tensor xx = x;
   const std::array<int64_t, 3> o{offset[0], offset[1], offset[2]};
-  HDSSL_RECORD(crop_forward(xx, y, o.data()));
+  HDSSL_RECORD(crop_forward(x, y, o.data()));
 }
 void RecordingBackend::crop_backward(const Tensor& dy, Tensor& dx, const int64_t offset[3]) {
-  Tensor d = dy;
   const std::array<int64_t, 3> o{offset[0], offset[1], offset[2]};
-  HDSSL_RECORD(crop_backward(d, dx, o.data()));
+  HDSSL_RECORD(crop_backward(dy, dx, o.data()));
 }
 void RecordingBackend::copy_channels(const Tensor& src, Tensor& dst, int64_t c0, bool reverse) {
-  Tensor s = src;
-  HDSSL_RECORD(copy_channels(s, dst, c0, reverse));
+  HDSSL_RECORD(copy_channels(src, dst, c0, reverse));
 }
 
 void RecordingBackend::batchnorm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& y,
                                                Tensor& save_mean, Tensor& save_invstd, Tensor& running_mean,
                                                Tensor& running_var, const BatchNormArgs& a) {
-  Tensor xx = x, g = gamma, b = beta;
-  HDSSL_RECORD(batchnorm_forward_train(xx, g, b, y, save_mean, save_invstd, running_mean, running_var, a));
+  HDSSL_RECORD(batchnorm_forward_train(x, gamma, beta, y, save_mean, save_invstd, running_mean, running_var, a));
 }
 void RecordingBackend::batchnorm_forward_eval(const Tensor& x, const Tensor& gamma, const Tensor& beta,
                                               const Tensor& running_mean, const Tensor& running_var, Tensor& y,
                                               const BatchNormArgs& a) {
-  Tensor xx = x, g = gamma, b = beta, rm = running_mean, rv = running_var;
-  HDSSL_RECORD(batchnorm_forward_eval(xx, g, b, rm, rv, y, a));
+  HDSSL_RECORD(batchnorm_forward_eval(x, gamma, beta, running_mean, running_var, y, a));
 }
 void RecordingBackend::batchnorm_backward(const Tensor& x, const Tensor& dy, const Tensor& gamma,
                                           const Tensor& save_mean, const Tensor& save_invstd, Tensor& dx,
                                           Tensor& dgamma, Tensor& dbeta) {
-  Tensor xx = x, d = dy, g = gamma, sm = save_mean, si = save_invstd;
-  HDSSL_RECORD(batchnorm_backward(xx, d, g, sm, si, dx, dgamma, dbeta));
+  HDSSL_RECORD(batchnorm_backward(x, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta));
 }
 
 // r (the residual) and dr are optional: an undefined Tensor is recorded as such.
@@ -133,104 +112,83 @@ void RecordingBackend::batchnorm_relu_forward_train(const Tensor& x, const Tenso
                                                     const Tensor& r, Tensor& y, Tensor& save_mean,
                                                     Tensor& save_invstd, Tensor& running_mean, Tensor& running_var,
                                                     const BatchNormArgs& a) {
-  Tensor xx = x, g = gamma, b = beta, rr = r;
   HDSSL_RECORD(
-      batchnorm_relu_forward_train(xx, g, b, rr, y, save_mean, save_invstd, running_mean, running_var, a));
+      batchnorm_relu_forward_train(x, gamma, beta, r, y, save_mean, save_invstd, running_mean, running_var, a));
 }
 void RecordingBackend::batchnorm_relu_forward_eval(const Tensor& x, const Tensor& gamma, const Tensor& beta,
                                                    const Tensor& r, const Tensor& running_mean,
                                                    const Tensor& running_var, Tensor& y, const BatchNormArgs& a) {
-  Tensor xx = x, g = gamma, b = beta, rr = r, rm = running_mean, rv = running_var;
-  HDSSL_RECORD(batchnorm_relu_forward_eval(xx, g, b, rr, rm, rv, y, a));
+  HDSSL_RECORD(batchnorm_relu_forward_eval(x, gamma, beta, r, running_mean, running_var, y, a));
 }
 void RecordingBackend::batchnorm_relu_backward(const Tensor& x, const Tensor& y, const Tensor& dy,
                                                const Tensor& gamma, const Tensor& save_mean,
                                                const Tensor& save_invstd, Tensor& dx, Tensor& dgamma, Tensor& dbeta,
                                                Tensor& dr) {
-  Tensor xx = x, yy = y, d = dy, g = gamma, sm = save_mean, si = save_invstd;
-  HDSSL_RECORD(batchnorm_relu_backward(xx, yy, d, g, sm, si, dx, dgamma, dbeta, dr));
+  HDSSL_RECORD(batchnorm_relu_backward(x, y, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta, dr));
 }
 
 void RecordingBackend::matmul(const Tensor& a, const Tensor& b, Tensor& out, bool trans_a, bool trans_b,
                               double alpha, double beta) {
-  Tensor aa = a, bb = b;
-  HDSSL_RECORD(matmul(aa, bb, out, trans_a, trans_b, alpha, beta));
+  HDSSL_RECORD(matmul(a, b, out, trans_a, trans_b, alpha, beta));
 }
 void RecordingBackend::add_row_vector(const Tensor& x, const Tensor& v, Tensor& out) {
-  Tensor xx = x, vv = v;
-  HDSSL_RECORD(add_row_vector(xx, vv, out));
+  HDSSL_RECORD(add_row_vector(x, v, out));
 }
 
 void RecordingBackend::gather_voxels(const Tensor& feat, const Tensor& coords, int level, Tensor& out) {
-  Tensor f = feat, c = coords;
-  HDSSL_RECORD(gather_voxels(f, c, level, out));
+  HDSSL_RECORD(gather_voxels(feat, coords, level, out));
 }
 void RecordingBackend::gather_voxels_backward(const Tensor& dout, const Tensor& coords, int level, Tensor& dfeat) {
-  Tensor d = dout, c = coords;
-  HDSSL_RECORD(gather_voxels_backward(d, c, level, dfeat));
+  HDSSL_RECORD(gather_voxels_backward(dout, coords, level, dfeat));
 }
 
 void RecordingBackend::l2norm_forward(const Tensor& x, Tensor& y, Tensor& norms, double eps) {
-  Tensor xx = x;
-  HDSSL_RECORD(l2norm_forward(xx, y, norms, eps));
+  HDSSL_RECORD(l2norm_forward(x, y, norms, eps));
 }
 void RecordingBackend::l2norm_backward(const Tensor& dy, const Tensor& y, const Tensor& norms, Tensor& dx) {
-  Tensor d = dy, yy = y, n = norms;
-  HDSSL_RECORD(l2norm_backward(d, yy, n, dx));
+  HDSSL_RECORD(l2norm_backward(dy, y, norms, dx));
 }
 void RecordingBackend::logsumexp_rows(const Tensor& x, Tensor& out) {
-  Tensor xx = x;
-  HDSSL_RECORD(logsumexp_rows(xx, out));
+  HDSSL_RECORD(logsumexp_rows(x, out));
 }
 void RecordingBackend::logsumexp_rows_backward(const Tensor& x, const Tensor& out, const Tensor& dout, Tensor& dx) {
-  Tensor xx = x, o = out, d = dout;
-  HDSSL_RECORD(logsumexp_rows_backward(xx, o, d, dx));
+  HDSSL_RECORD(logsumexp_rows_backward(x, out, dout, dx));
 }
 
 void RecordingBackend::infonce_forward(const Tensor& za, const Tensor& zb, double tau, Tensor& loss, Tensor& lse_a,
                                        Tensor& lse_b) {
-  Tensor a = za, b = zb;
-  HDSSL_RECORD(infonce_forward(a, b, tau, loss, lse_a, lse_b));
+  HDSSL_RECORD(infonce_forward(za, zb, tau, loss, lse_a, lse_b));
 }
 void RecordingBackend::infonce_backward(const Tensor& za, const Tensor& zb, double tau, const Tensor& lse_a,
                                         const Tensor& lse_b, const Tensor& dloss, Tensor& dza, Tensor& dzb) {
-  Tensor a = za, b = zb, la = lse_a, lb = lse_b, d = dloss;
-  HDSSL_RECORD(infonce_backward(a, b, tau, la, lb, d, dza, dzb));
+  HDSSL_RECORD(infonce_backward(za, zb, tau, lse_a, lse_b, dloss, dza, dzb));
 }
 void RecordingBackend::mse_forward(const Tensor& x, const Tensor& target, Tensor& loss) {
-  Tensor xx = x, t = target;
-  HDSSL_RECORD(mse_forward(xx, t, loss));
+  HDSSL_RECORD(mse_forward(x, target, loss));
 }
 void RecordingBackend::mse_backward(const Tensor& x, const Tensor& target, const Tensor& dloss, Tensor& dx) {
-  Tensor xx = x, t = target, d = dloss;
-  HDSSL_RECORD(mse_backward(xx, t, d, dx));
+  HDSSL_RECORD(mse_backward(x, target, dloss, dx));
 }
 void RecordingBackend::bce_logits_forward(const Tensor& x, const Tensor& target, Tensor& loss) {
-  Tensor xx = x, t = target;
-  HDSSL_RECORD(bce_logits_forward(xx, t, loss));
+  HDSSL_RECORD(bce_logits_forward(x, target, loss));
 }
 void RecordingBackend::bce_logits_backward(const Tensor& x, const Tensor& target, const Tensor& dloss, Tensor& dx) {
-  Tensor xx = x, t = target, d = dloss;
-  HDSSL_RECORD(bce_logits_backward(xx, t, d, dx));
+  HDSSL_RECORD(bce_logits_backward(x, target, dloss, dx));
 }
 void RecordingBackend::soft_dice_forward(const Tensor& p, const Tensor& g, Tensor& loss, Tensor& sums) {
-  Tensor pp = p, gg = g;
-  HDSSL_RECORD(soft_dice_forward(pp, gg, loss, sums));
+  HDSSL_RECORD(soft_dice_forward(p, g, loss, sums));
 }
 void RecordingBackend::soft_dice_backward(const Tensor& p, const Tensor& g, const Tensor& sums, const Tensor& dloss,
                                           Tensor& dp) {
-  Tensor pp = p, gg = g, s = sums, d = dloss;
-  HDSSL_RECORD(soft_dice_backward(pp, gg, s, d, dp));
+  HDSSL_RECORD(soft_dice_backward(p, g, sums, dloss, dp));
 }
 
 void RecordingBackend::adam_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamArgs& a,
                                  double grad_scale, const Tensor& scale, const Tensor& step_count) {
-  Tensor g = grad, s = scale, c = step_count;
-  HDSSL_RECORD(adam_step(param, g, m, v, a, grad_scale, s, c));
+  HDSSL_RECORD(adam_step(param, grad, m, v, a, grad_scale, scale, step_count));
 }
 void RecordingBackend::clip_scale(const Tensor& sum_squares, double max_norm, double eps, Tensor& scale) {
-  Tensor s = sum_squares;
-  HDSSL_RECORD(clip_scale(s, max_norm, eps, scale));
+  HDSSL_RECORD(clip_scale(sum_squares, max_norm, eps, scale));
 }
 
 #undef HDSSL_RECORD
